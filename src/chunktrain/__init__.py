@@ -1,0 +1,1 @@
+"""Chunked PyTorch training as a cached DVC pipeline."""

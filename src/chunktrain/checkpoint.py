@@ -1,0 +1,133 @@
+"""The checkpoint: its keys, an atomic byte-deterministic save, and a safe, validated load."""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from chunktrain.errors import PipelineError
+
+FORMAT_VERSION = 1
+
+# The keys, defined once. The first four are the PyTorch checkpointing tutorial's.
+EPOCH = "epoch"  # epochs completed in total, across all chunks: the next epoch trained is EPOCH + 1
+MODEL_STATE = "model_state_dict"
+OPTIMIZER_STATE = "optimizer_state_dict"
+LOSS = "loss"  # mean training loss of the last epoch; None in the epoch-0 checkpoint
+RNG_STATE = "rng_state"  # {"torch": ByteTensor, "cuda": [ByteTensor per device]}
+MODEL_CONFIG = "model_config"  # what built the model and optimizer: n_features, hidden, optimizer
+CHUNK = "chunk"  # the name of the chunk that wrote it; "init" for the epoch-0 checkpoint
+TRAIN_SETTINGS = "train_settings"  # the chunk's effective epochs, lr, batch_size, weight_decay
+PARENT = "parent"  # the name of the checkpoint it continued from; None for init
+PARENT_SHA256 = "parent_sha256"  # sha256 of the parent's file, to tell a stale child from a fresh one
+HISTORY = "history"  # one dict per epoch of the whole lineage: epoch, train_loss, val_loss, lr, chunk
+VERSION = "format_version"
+
+KEYS = (EPOCH, MODEL_STATE, OPTIMIZER_STATE, LOSS, RNG_STATE, MODEL_CONFIG, CHUNK, TRAIN_SETTINGS, PARENT,
+        PARENT_SHA256, HISTORY, VERSION)
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint is missing, unreadable, or does not fit what params.yaml asks for."""
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
+    """Write atomically: a crash leaves the old file or none, never a partial one."""
+    path = Path(path)
+    missing = set(KEYS) - checkpoint.keys()
+    if missing:
+        raise ValueError(f"checkpoint for {path} lacks keys {sorted(missing)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp name starts with a dot and ends in .tmp, which .dvcignore and .gitignore skip.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            # Saving through a file object, not a path, keeps the temp name out of the archive:
+            # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, rebuild: str) -> dict:
+    """Load safely (weights_only, onto the CPU); `rebuild` says what to run if the file is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; {rebuild}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is truncated or corrupt ({reason}); {rebuild}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get(VERSION) != FORMAT_VERSION:
+        found = checkpoint.get(VERSION) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{path} is not a format-{FORMAT_VERSION} checkpoint (found {found!r}); {rebuild}")
+    missing = set(KEYS) - checkpoint.keys()
+    if missing:
+        raise CheckpointError(f"{path} lacks keys {sorted(missing)}; {rebuild}")
+    return checkpoint
+
+
+def check_model_config(checkpoint: dict, expected: dict, path: str | Path) -> None:
+    """Fail fast when a checkpoint was built for another model than params.yaml describes."""
+    saved = checkpoint[MODEL_CONFIG]
+    if saved != expected:
+        diff = ", ".join(f"{key}: {saved.get(key)!r} in the file, {expected.get(key)!r} now"
+                         for key in sorted(saved.keys() | expected.keys()) if saved.get(key) != expected.get(key))
+        raise CheckpointError(f"{path} was built for another model config ({diff}); run `dvc repro` to rebuild it")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in blocks."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def rng_state() -> dict:
+    """Every generator the loop could draw from, as tensors that weights_only loading accepts."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    """Put back what rng_state() captured; CUDA states are restored where CUDA is present."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_config: dict, chunk: str,
+                    train_settings: dict | None, parent: str | None, parent_sha256: str | None,
+                    history: list[dict]) -> dict:
+    """Gather everything an exact continuation needs, under the keys above."""
+    return {
+        EPOCH: epoch,
+        MODEL_STATE: model.state_dict(),
+        OPTIMIZER_STATE: optimizer.state_dict(),
+        LOSS: loss,
+        RNG_STATE: rng_state(),
+        MODEL_CONFIG: model_config,
+        CHUNK: chunk,
+        TRAIN_SETTINGS: train_settings,
+        PARENT: parent,
+        PARENT_SHA256: parent_sha256,
+        HISTORY: history,
+        VERSION: FORMAT_VERSION,
+    }

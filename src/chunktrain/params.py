@@ -1,0 +1,165 @@
+"""params.yaml: one typed schema, validated once, before any work."""
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chunktrain.errors import PipelineError
+
+INIT = "init"  # the `from` of a chunk that starts from the init stage's checkpoint
+CHUNK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # a chunk name is a file stem and a stage key
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-3` is a string; DVC reads YAML 1.2, where it is a float."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class DataParams(_Section):
+    n_samples: int = Field(gt=0)
+    n_features: int = Field(gt=0)
+    noise: float = Field(ge=0)
+    val_fraction: Fraction
+    test_fraction: Fraction
+
+    @model_validator(mode="after")
+    def _every_split_has_rows(self) -> "DataParams":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction must be below 1 to leave rows to train on,"
+                f" got {self.val_fraction} + {self.test_fraction}"
+            )
+        if min(self.split_sizes().values()) < 1:
+            raise ValueError(f"data.n_samples: {self.n_samples} leaves a split empty: {self.split_sizes()}")
+        return self
+
+    def split_sizes(self) -> dict[str, int]:
+        """Rows per split: val and test are rounded down, train takes the rest."""
+        val = int(self.n_samples * self.val_fraction)
+        test = int(self.n_samples * self.test_fraction)
+        return {"train": self.n_samples - val - test, "val": val, "test": test}
+
+
+class ModelParams(_Section):
+    hidden: list[Annotated[int, Field(gt=0)]]
+
+
+class ChunkParams(_Section):
+    parent: str = Field(alias="from")
+    epochs: int = Field(gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+
+
+class TrainSettings(_Section):
+    """A chunk's effective knobs: its own overrides, else the train section's values."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+
+
+class TrainParams(_Section):
+    optimizer: Literal["sgd", "adam", "adamw"]
+    lr: float = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    chunks: dict[str, ChunkParams] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _chunks_form_a_tree(self) -> "TrainParams":
+        for name, chunk in self.chunks.items():
+            if name == INIT or not CHUNK_NAME.fullmatch(name):
+                raise ValueError(f"train.chunks: name {name!r} must match {CHUNK_NAME.pattern} and not be {INIT!r}")
+            if chunk.parent != INIT and chunk.parent not in self.chunks:
+                raise ValueError(f"train.chunks.{name}.from: {chunk.parent!r} names no chunk (nor {INIT!r})")
+            self.lineage(name)  # raises on a cycle
+        return self
+
+    def lineage(self, name: str) -> list[str]:
+        """The chunks from the first after init down to `name`, in training order."""
+        chain = [name]
+        while (parent := self.chunks[chain[-1]].parent) != INIT:
+            if parent in chain:
+                raise ValueError(f"train.chunks.{name}.from: the chain {' -> '.join(chain + [parent])} is a cycle")
+            chain.append(parent)
+        return chain[::-1]
+
+    def leaves(self) -> list[str]:
+        """Chunks no other chunk starts from: the final checkpoint of each branch."""
+        parents = {chunk.parent for chunk in self.chunks.values()}
+        return [name for name in self.chunks if name not in parents]
+
+    def settings(self, name: str) -> TrainSettings:
+        """The effective knobs of chunk `name`."""
+        chunk = self.chunks[name]
+        return TrainSettings(
+            epochs=chunk.epochs,
+            lr=self.lr if chunk.lr is None else chunk.lr,
+            batch_size=self.batch_size if chunk.batch_size is None else chunk.batch_size,
+            weight_decay=self.weight_decay if chunk.weight_decay is None else chunk.weight_decay,
+        )
+
+
+class Params(_Section):
+    seed: int = Field(ge=0, lt=2**32)
+    data: DataParams
+    model: ModelParams
+    train: TrainParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; any problem is one PipelineError naming the key and value."""
+    path = Path(path)
+    try:
+        raw = yaml.load(path.read_text(), Loader=_YamlLoader)
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found") from None
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path} is not valid YAML: {error}") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(f"{path}: " + "; ".join(_describe(e) for e in error.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "top level"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: missing key"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # our own validators name the key and value themselves
+        return message
+    return f"{key}: {message}, got {error['input']!r}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    from chunktrain.errors import run_stage
+
+    def check(path: str = "params.yaml") -> None:
+        load_params(path)
+        print(f"{path}: OK")
+
+    run_stage(lambda: check(*sys.argv[1:2]))

@@ -1,0 +1,117 @@
+import hashlib
+
+import pytest
+import torch
+
+from chunktrain import checkpoint as ckpt
+from chunktrain.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from chunktrain.model import build_model, build_optimizer, model_config
+
+CONFIG = model_config(n_features=3, hidden=[5], optimizer="adam")
+
+
+def make(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    model = build_model(CONFIG)
+    optimizer = build_optimizer(model, CONFIG)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()  # so the optimizer has moment tensors to save
+    return ckpt.make_checkpoint(model, optimizer, epoch=3, loss=0.5, model_config=CONFIG, chunk="c1",
+                                train_settings={"epochs": 3, "lr": 0.001, "batch_size": 8, "weight_decay": 0.0},
+                                parent="init", parent_sha256="0" * 64,
+                                history=[{"epoch": 3, "train_loss": 0.5, "val_loss": 0.6, "lr": 0.001, "chunk": "c1"}])
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_round_trip_restores_every_key(tmp_path):
+    original = make()
+    save_checkpoint(original, tmp_path / "c1.pt")
+    loaded = load_checkpoint(tmp_path / "c1.pt", rebuild="-")
+    assert set(loaded) == set(ckpt.KEYS)
+    for key, value in original[ckpt.MODEL_STATE].items():
+        assert torch.equal(loaded[ckpt.MODEL_STATE][key], value)
+    saved_moments = original[ckpt.OPTIMIZER_STATE]["state"][0]["exp_avg"]
+    assert torch.equal(loaded[ckpt.OPTIMIZER_STATE]["state"][0]["exp_avg"], saved_moments)
+    assert torch.equal(loaded[ckpt.RNG_STATE]["torch"], original[ckpt.RNG_STATE]["torch"])
+    for key in (ckpt.EPOCH, ckpt.LOSS, ckpt.MODEL_CONFIG, ckpt.CHUNK, ckpt.PARENT, ckpt.HISTORY, ckpt.VERSION):
+        assert loaded[key] == original[key]
+
+
+def test_loads_with_plain_torch_load_weights_only(tmp_path):
+    save_checkpoint(make(), tmp_path / "c1.pt")
+    loaded = torch.load(tmp_path / "c1.pt", weights_only=True)
+    assert loaded["epoch"] == 3 and "model_state_dict" in loaded and "optimizer_state_dict" in loaded
+
+
+def test_same_checkpoint_gives_same_bytes_whatever_the_file_name(tmp_path):
+    save_checkpoint(make(), tmp_path / "a.pt")
+    save_checkpoint(make(), tmp_path / "b.pt")
+    assert sha256(tmp_path / "a.pt") == sha256(tmp_path / "b.pt")
+    save_checkpoint(make(seed=1), tmp_path / "c.pt")
+    assert sha256(tmp_path / "c.pt") != sha256(tmp_path / "a.pt")
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "c1.pt"
+    save_checkpoint(make(), path)
+    before = sha256(path)
+
+    def crash_midway(obj, file):
+        file.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(make(seed=1), path)
+    assert sha256(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c1.pt"]
+
+
+def test_a_failed_first_write_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "save", lambda obj, file: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(make(), tmp_path / "c1.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(CheckpointError, match=r"c1.pt not found; run `dvc repro train@c1`"):
+        load_checkpoint(tmp_path / "c1.pt", rebuild="run `dvc repro train@c1`")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoint_names_the_file_and_the_fix(tmp_path, damage):
+    path = tmp_path / "c1.pt"
+    save_checkpoint(make(), path)
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 100,
+                      "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match=r"c1.pt is truncated or corrupt .*; run `dvc repro train@c1`"):
+        load_checkpoint(path, rebuild="run `dvc repro train@c1`")
+
+
+def test_unsafe_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"epoch": 1, "payload": print}, path)  # a callable: weights_only refuses it
+    with pytest.raises(CheckpointError, match="evil.pt is truncated or corrupt"):
+        load_checkpoint(path, rebuild="-")
+
+
+def test_other_format_or_missing_keys_are_refused(tmp_path):
+    torch.save({"epoch": 1}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"old.pt is not a format-1 checkpoint \(found None\)"):
+        load_checkpoint(tmp_path / "old.pt", rebuild="-")
+    partial = {ckpt.VERSION: ckpt.FORMAT_VERSION, ckpt.EPOCH: 1}
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="partial.pt lacks keys"):
+        load_checkpoint(tmp_path / "partial.pt", rebuild="-")
+
+
+def test_a_checkpoint_for_another_model_config_is_refused():
+    other = model_config(n_features=3, hidden=[7], optimizer="adam")
+    with pytest.raises(CheckpointError, match=r"built for another model config \(hidden: \[5\] in the file, \[7\] now\)"):
+        ckpt.check_model_config(make(), other, "c1.pt")
+    ckpt.check_model_config(make(), CONFIG, "c1.pt")

@@ -1,0 +1,39 @@
+import hashlib
+
+import pytest
+
+from chunktrain.data import count_features, read_split
+from chunktrain.errors import PipelineError
+from conftest import Stages
+
+
+def digests(stages: Stages) -> dict:
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in stages.split.items()}
+
+
+def test_same_params_give_byte_identical_files(tmp_path, params):
+    first = Stages(tmp_path / "a", params)
+    first.generate()
+    second = Stages(tmp_path / "b", params)
+    second.generate()
+    assert digests(first) == digests(second)
+    params["seed"] = 1
+    third = Stages(tmp_path / "c", params)
+    third.generate()
+    assert digests(third)["train"] != digests(first)["train"]
+
+
+def test_splits_have_the_named_columns_and_sizes(tmp_path, params):
+    stages = Stages(tmp_path, params)
+    stages.generate()
+    sizes = {name: len(read_split(path).y) for name, path in stages.split.items()}
+    assert sizes == {"train": 1600, "val": 200, "test": 200}
+    train = read_split(stages.split["train"])
+    assert train.x.shape == (1600, 4) and train.y.shape == (1600, 1)
+    assert count_features(stages.split["train"]) == 4
+
+
+def test_an_unreadable_split_names_the_file(tmp_path):
+    (tmp_path / "train.parquet").write_bytes(b"nope")
+    with pytest.raises(PipelineError, match=r"cannot read dataset file .*train.parquet .*dvc repro generate"):
+        read_split(tmp_path / "train.parquet")

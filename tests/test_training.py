@@ -1,0 +1,99 @@
+"""Exact continuation and the train stage's refusals, through the stage scripts on temp paths."""
+
+import pytest
+import torch
+
+from chunktrain import checkpoint as ckpt
+from chunktrain.checkpoint import CheckpointError, load_checkpoint
+from chunktrain.errors import PipelineError
+from chunktrain.training import epoch_order
+from conftest import write_params
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    for key in a[ckpt.MODEL_STATE]:
+        assert torch.equal(a[ckpt.MODEL_STATE][key], b[ckpt.MODEL_STATE][key]), key
+    state_a, state_b = a[ckpt.OPTIMIZER_STATE]["state"], b[ckpt.OPTIMIZER_STATE]["state"]
+    assert state_a.keys() == state_b.keys()
+    for index in state_a:
+        for name, tensor in state_a[index].items():
+            assert torch.equal(tensor, state_b[index][name]), (index, name)
+    assert a[ckpt.OPTIMIZER_STATE]["param_groups"] == b[ckpt.OPTIMIZER_STATE]["param_groups"]
+    assert torch.equal(a[ckpt.RNG_STATE]["torch"], b[ckpt.RNG_STATE]["torch"])
+
+
+def losses(checkpoint: dict) -> list[tuple]:
+    return [(r["epoch"], r["train_loss"], r["val_loss"], r["lr"]) for r in checkpoint[ckpt.HISTORY]]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adamw"])
+def test_three_plus_two_epochs_equal_five_bit_for_bit(stages, params, optimizer):
+    params["train"]["optimizer"] = optimizer
+    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 3}, "c2": {"from": "c1", "epochs": 2},
+                                 "whole": {"from": "init", "epochs": 5}}
+    write_params(stages.params_path, params)
+    stages.init()
+    stages.train("c1", "init")
+    chunked = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
+    whole = load_checkpoint(stages.train("whole", "init"), rebuild="-")
+    assert chunked[ckpt.EPOCH] == whole[ckpt.EPOCH] == 5
+    assert_same_state(chunked, whole)
+    assert losses(chunked) == losses(whole)
+    assert chunked[ckpt.LOSS] == whole[ckpt.LOSS]
+
+
+def test_the_shuffle_depends_on_seed_and_global_epoch_only():
+    assert torch.equal(epoch_order(100, seed=0, epoch=4), epoch_order(100, seed=0, epoch=4))
+    assert not torch.equal(epoch_order(100, seed=0, epoch=4), epoch_order(100, seed=0, epoch=5))
+    assert not torch.equal(epoch_order(100, seed=0, epoch=4), epoch_order(100, seed=1, epoch=4))
+
+
+def test_a_chunk_override_changes_only_that_chunk(stages, params):
+    params["train"]["chunks"]["c2"]["lr"] = 0.002
+    params["train"]["chunks"]["c2"]["batch_size"] = 32
+    write_params(stages.params_path, params)
+    stages.train("c1", "init")
+    c2 = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
+    assert [r["lr"] for r in c2[ckpt.HISTORY]] == [0.01, 0.01, 0.002, 0.002]
+    assert c2[ckpt.TRAIN_SETTINGS] == {"epochs": 2, "lr": 0.002, "batch_size": 32, "weight_decay": 0.0}
+    assert c2[ckpt.OPTIMIZER_STATE]["param_groups"][0]["lr"] == 0.002
+    assert c2[ckpt.PARENT] == "c1" and c2[ckpt.PARENT_SHA256] == ckpt.file_sha256(stages.checkpoint("c1"))
+
+
+def test_a_diverging_chunk_fails_and_writes_no_checkpoint(stages, params):
+    params["train"]["optimizer"] = "sgd"
+    params["train"]["lr"] = 1e6
+    write_params(stages.params_path, params)
+    stages.init()
+    with pytest.raises(PipelineError, match=r"training loss is (nan|inf) in epoch 1: the run diverged"):
+        stages.train("c1", "init")
+    assert not stages.checkpoint("c1").exists()
+    assert list(stages.checkpoint("c1").parent.iterdir()) == [stages.checkpoint("init")]
+
+
+def test_a_missing_parent_says_which_stage_rebuilds_it(stages):
+    with pytest.raises(CheckpointError, match=r"c1.pt not found; run `dvc repro train@c1` to rebuild it"):
+        stages.train("c2", "c1")
+
+
+def test_a_parent_built_for_another_model_is_refused(stages, params):
+    params["model"]["hidden"] = [8, 8]
+    write_params(stages.params_path, params)
+    with pytest.raises(CheckpointError, match=r"init.pt was built for another model config \(hidden: \[16\]"):
+        stages.train("c1", "init")
+
+
+def test_a_chunk_not_in_params_is_refused(stages):
+    with pytest.raises(PipelineError, match="chunk 'c9' is not in train.chunks"):
+        stages.train("c9", "init")
+
+
+def test_evaluate_refuses_a_checkpoint_trained_from_an_older_parent(stages, params):
+    stages.train("c1", "init")
+    stages.train("c2", "c1")
+    stages.train("c3", "c2")
+    params["train"]["chunks"]["c1"]["lr"] = 0.005
+    write_params(stages.params_path, params)
+    stages.train("c1", "init")  # c2 and c3 are now stale
+    with pytest.raises(CheckpointError, match=r"c2.pt is stale: it was not trained from the current .*c1.pt"):
+        stages.evaluate()
