@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test clean-venv
+.PHONY: setup run test snapshots clear-snapshots clean-venv
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,12 @@ run: setup
 
 test: setup
 	pytest
+
+snapshots: setup
+	PYTHONPATH=src python -m chunktrain.resume
+
+clear-snapshots: setup
+	PYTHONPATH=src python -m chunktrain.resume --clear
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,30 +1,39 @@
-"""Stage `train@<chunk>`: restore the parent checkpoint, train the chunk's epochs, write its checkpoint."""
+"""Stage `train@<chunk>`: restore the parent checkpoint (or a matching snapshot), train, write the chunk's checkpoint."""
 
 import argparse
+import math
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
-from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE, CheckpointError,
-                                   check_model_config, file_sha256, load_checkpoint, make_checkpoint,
+import chunktrain
+from chunktrain import resume
+from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
+                                   CheckpointError, check_model_config, load_checkpoint, make_checkpoint,
                                    restore_rng_state, save_checkpoint)
 from chunktrain.data import read_split
 from chunktrain.errors import PipelineError, run_stage
+from chunktrain.faults import crash_point
 from chunktrain.metrics import write_json
 from chunktrain.model import apply_settings, build_model, build_optimizer, model_config
 from chunktrain.params import INIT, load_params
-from chunktrain.training import train_epochs
+from chunktrain.training import Position, train_epochs
+
+CODE = [Path(__file__), *Path(chunktrain.__file__).parent.glob("*.py")]  # what a snapshot's fingerprint covers
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--chunk", required=True, help="a key of train.chunks")
-    parser.add_argument("--parent", required=True, help="checkpoint the chunk starts from")
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--val", required=True)
-    parser.add_argument("--out", required=True, help="checkpoint to write")
+    parser.add_argument("--parent", type=Path, required=True, help="checkpoint the chunk starts from")
+    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--val", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     parser.add_argument("--metrics", required=True, help="JSON file for the chunk's final losses")
+    parser.add_argument("--snapshot", type=Path, required=True,
+                        help="mid-chunk snapshot file, outside DVC's outputs; deleted on success")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -41,37 +50,68 @@ def main(argv: list[str] | None = None) -> None:
         raise CheckpointError(f"{args.parent} was written by {parent[CHUNK]!r}, but chunk {args.chunk}"
                               f" starts from {chunk.parent!r}; run `dvc repro {parent_stage}` to rebuild it")
     check_model_config(parent, config, args.parent)
-    model = build_model(config)
-    model.load_state_dict(parent[MODEL_STATE])
-    optimizer = build_optimizer(model, config)
-    optimizer.load_state_dict(parent[OPTIMIZER_STATE])
-    apply_settings(optimizer, settings.lr, settings.weight_decay)
-    restore_rng_state(parent[RNG_STATE])
+    fingerprint = resume.fingerprint(parent=args.parent, data=[args.train, args.val], code=CODE,
+                                     params={"seed": params.seed, "model": config, "train": settings.model_dump()})
+    snapshot = resume.load_snapshot(args.snapshot, fingerprint, log=print)
+    start = snapshot or parent
 
-    first_epoch = parent[EPOCH] + 1
-    print(f"train@{args.chunk}: epochs {first_epoch}..{parent[EPOCH] + settings.epochs} from {args.parent},"
+    model = build_model(config)
+    model.load_state_dict(start[MODEL_STATE])
+    optimizer = build_optimizer(model, config)
+    optimizer.load_state_dict(start[OPTIMIZER_STATE])
+    apply_settings(optimizer, settings.lr, settings.weight_decay)
+    restore_rng_state(start[RNG_STATE])
+
+    first_epoch, last_epoch = parent[EPOCH] + 1, parent[EPOCH] + settings.epochs
+    steps_per_epoch = math.ceil(len(train.y) / settings.batch_size)
+    if snapshot:
+        position = resume.resume_position(snapshot, len(parent[HISTORY]))
+        print(f"resuming {args.chunk} from step {snapshot[resume.RESUME]['step']} (epoch {position.epoch})")
+    else:
+        position = Position(epoch=first_epoch)
+    print(f"train@{args.chunk}: epochs {first_epoch}..{last_epoch} from {args.parent},"
           f" lr {settings.lr}, batch size {settings.batch_size}")
-    with tqdm(total=settings.epochs * len(train.y), unit="sample", unit_scale=True, leave=False,
-              disable=None) as bar:
+
+    def checkpoint_at(position: Position) -> dict:
+        history = parent[HISTORY] + [{**record, "chunk": args.chunk} for record in position.history]
+        return make_checkpoint(model, optimizer, epoch=position.epoch - 1,
+                               loss=history[-1]["train_loss"] if position.history else parent[LOSS],
+                               model_config=config, chunk=args.chunk, train_settings=settings.model_dump(),
+                               parent=chunk.parent, parent_sha256=fingerprint["parent checkpoint"], history=history)
+
+    schedule = resume.SnapshotSchedule(params.train.snapshot_every_steps, params.train.snapshot_every_seconds)
+    step_of = lambda position: (position.epoch - first_epoch) * steps_per_epoch + position.batch  # noqa: E731
+    done = (position.epoch - first_epoch) * len(train.y) + min(position.batch * settings.batch_size, len(train.y))
+    with resume.StopSignals() as stop, tqdm(total=settings.epochs * len(train.y), initial=done, unit="sample",
+                                            unit_scale=True, leave=False, disable=None) as bar:
         started = time.perf_counter()
 
-        def report(record: dict) -> None:
+        def on_step(position: Position, batch_len: int) -> None:
+            bar.update(batch_len)
+            step = step_of(position)
+            crash_point("step")
+            if stop.received or schedule.due(step):
+                taken = time.monotonic()
+                resume.save_snapshot(args.snapshot, checkpoint_at(position), position, step, fingerprint)
+                schedule.taken(taken)
+            if stop.received:
+                raise resume.Interrupted(f"train@{args.chunk} interrupted at step {step} (epoch {position.epoch});"
+                                         f" snapshot written to {args.snapshot}: `dvc repro` resumes from it",
+                                         stop.received)
+
+        def on_epoch(record: dict) -> None:
             nonlocal started
             rate = len(train.y) / (time.perf_counter() - started)
             bar.write(f"train@{args.chunk} epoch {record['epoch']}: train_loss {record['train_loss']:.5f}"
                       f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} samples/s")
             started = time.perf_counter()
 
-        history = train_epochs(model, optimizer, train, val, first_epoch=first_epoch, epochs=settings.epochs,
-                               batch_size=settings.batch_size, seed=params.seed, on_batch=bar.update,
-                               on_epoch=report)
-    history = [{**record, "chunk": args.chunk} for record in history]
+        train_epochs(model, optimizer, train, val, position, last_epoch=last_epoch, batch_size=settings.batch_size,
+                     seed=params.seed, on_step=on_step, on_epoch=on_epoch)
 
-    save_checkpoint(make_checkpoint(model, optimizer, epoch=history[-1]["epoch"], loss=history[-1]["train_loss"],
-                                    model_config=config, chunk=args.chunk, train_settings=settings.model_dump(),
-                                    parent=chunk.parent, parent_sha256=file_sha256(args.parent),
-                                    history=parent[HISTORY] + history), args.out)
-    last = history[-1]
+    save_checkpoint(checkpoint_at(position), args.out)
+    resume.clear(args.snapshot)
+    last = position.history[-1]
     write_json(args.metrics, {"epoch": last["epoch"], "train_loss": last["train_loss"], "val_loss": last["val_loss"]})
 
 

@@ -24,6 +24,8 @@ TINY_PARAMS = {
         "lr": 0.01,
         "batch_size": 64,
         "weight_decay": 0.0,
+        "snapshot_every_steps": None,
+        "snapshot_every_seconds": 30,
         "chunks": {
             "c1": {"from": "init", "epochs": 2},
             "c2": {"from": "c1", "epochs": 2},
@@ -59,19 +61,28 @@ class Project:
     def __init__(self, path: Path):
         self.path = path
 
-    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(command, cwd=self.path, env=project_env(), text=True,
+    def run(self, *command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(command, cwd=self.path, env={**project_env(), **(env or {})}, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}")
         return result
 
-    def dvc(self, *args: str, check: bool = True) -> str:
-        return self.run("dvc", *args, check=check).stdout
+    def dvc(self, *args: str, check: bool = True, env: dict | None = None) -> str:
+        return self.run("dvc", *args, check=check, env=env).stdout
 
     def commit(self, message: str) -> None:
         self.run("git", "add", "-A")
         self.run("git", "commit", "-q", "-m", message)
+
+    def edit_params(self, edit) -> None:
+        params = self.params
+        edit(params)
+        self.params = params
+
+    def append(self, path: Path, text: str) -> None:
+        with open(path, "a") as file:
+            file.write(text)
 
     @property
     def params(self) -> dict:
@@ -145,7 +156,8 @@ class Stages:
         import train
         train.main(["--params", str(self.params_path), "--chunk", chunk, "--parent", str(self.checkpoint(parent)),
                     *self._splits("train", "val"), "--out", str(self.checkpoint(chunk)),
-                    "--metrics", str(self.root / f"metrics/{chunk}.json")])
+                    "--metrics", str(self.root / f"metrics/{chunk}.json"),
+                    "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt")])
         return self.checkpoint(chunk)
 
     def evaluate(self) -> None:

@@ -115,3 +115,15 @@ def test_a_checkpoint_for_another_model_config_is_refused():
     with pytest.raises(CheckpointError, match=r"built for another model config \(hidden: \[5\] in the file, \[7\] now\)"):
         ckpt.check_model_config(make(), other, "c1.pt")
     ckpt.check_model_config(make(), CONFIG, "c1.pt")
+
+
+def test_bytes_do_not_depend_on_where_equal_values_came_from(tmp_path):
+    """A resumed chunk mixes records loaded from a snapshot with fresh ones; its bytes must not change."""
+    fresh = make()
+    fresh[ckpt.HISTORY] = [{"epoch": e, "train_loss": 0.5, "chunk": "c1"} for e in (1, 2)]
+    save_checkpoint(fresh, tmp_path / "fresh.pt")
+    loaded = load_checkpoint(tmp_path / "fresh.pt", rebuild="-")
+    mixed = make()
+    mixed[ckpt.HISTORY] = loaded[ckpt.HISTORY][:1] + [{"epoch": 2, "train_loss": 0.5, "chunk": "c1"}]
+    save_checkpoint(mixed, tmp_path / "mixed.pt")
+    assert sha256(tmp_path / "mixed.pt") == sha256(tmp_path / "fresh.pt")

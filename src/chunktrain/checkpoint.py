@@ -2,12 +2,14 @@
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from chunktrain.errors import PipelineError
+from chunktrain.faults import crash_point
 
 FORMAT_VERSION = 1
 
@@ -40,20 +42,41 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
     if missing:
         raise ValueError(f"checkpoint for {path} lacks keys {sorted(missing)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     # The temp name starts with a dot and ends in .tmp, which .dvcignore and .gitignore skip.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
             # Saving through a file object, not a path, keeps the temp name out of the archive:
             # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
-            torch.save(checkpoint, file)
+            torch.save(_canonical(checkpoint), file)
             file.flush()
+            crash_point(f"save:{path.name}")
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _canonical(obj):
+    """A copy whose pickle depends on values alone: equal strings become one object, containers new ones.
+
+    pickle writes an object it has seen as a back-reference, so without this a resumed chunk, whose
+    strings partly come from a loaded snapshot, would save the same checkpoint as different bytes.
+    """
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):  # state dicts are OrderedDicts carrying _metadata: keep both
+        copy = type(obj)((_canonical(key), _canonical(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):
+            copy._metadata = _canonical(obj._metadata)
+        return copy
+    if type(obj) in (list, tuple):
+        return type(obj)(_canonical(item) for item in obj)
+    return obj
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -9,9 +9,9 @@ class PipelineError(Exception):
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a PipelineError becomes one line on stderr and exit code 2."""
+    """Run a stage's main(); a PipelineError becomes one line on stderr and its exit code (default 2)."""
     try:
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))

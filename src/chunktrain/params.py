@@ -82,6 +82,8 @@ class TrainParams(_Section):
     lr: float = Field(gt=0)
     batch_size: int = Field(gt=0)
     weight_decay: float = Field(ge=0)
+    snapshot_every_steps: int | None = Field(gt=0)  # None: no step-based snapshots
+    snapshot_every_seconds: float | None = Field(gt=0)  # None: no time-based snapshots
     chunks: dict[str, ChunkParams] = Field(min_length=1)
 
     @model_validator(mode="after")

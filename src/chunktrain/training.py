@@ -2,6 +2,7 @@
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,37 +23,51 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, val: Split, *,
-                 first_epoch: int, epochs: int, batch_size: int, seed: int,
-                 on_batch: Callable[[int], None] | None = None,
+@dataclass
+class Position:
+    """Where a chunk stands. A snapshot stores it, so a resumed chunk continues bit for bit."""
+
+    epoch: int  # the global epoch in progress, or the next to start
+    batch: int = 0  # batches of that epoch already trained
+    # sum of batch loss x batch size over those batches, in float64 as the epoch's mean needs
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    history: list[dict] = field(default_factory=list)  # one record per epoch this chunk completed
+
+
+def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, val: Split,
+                 position: Position, *, last_epoch: int, batch_size: int, seed: int,
+                 on_step: Callable[[Position, int], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train global epochs first_epoch .. first_epoch + epochs - 1; return one record per epoch."""
+    """Train from `position` through global epoch `last_epoch`, advancing `position`; return its history.
+
+    on_step(position, batch_len) runs after every optimizer step, on_epoch(record) after every epoch.
+    """
     n = len(train.y)
-    history = []
-    for epoch in range(first_epoch, first_epoch + epochs):
-        order = epoch_order(n, seed, epoch)
+    while position.epoch <= last_epoch:
+        order = epoch_order(n, seed, position.epoch)
         x, y = train.x[order], train.y[order]  # one gather per epoch; batches are then views
         model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        for start in range(0, n, batch_size):
+        for start in range(position.batch * batch_size, n, batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = F.mse_loss(model(xb), yb)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(yb)
-            if on_batch:
-                on_batch(len(yb))
-        train_loss = loss_sum.item() / n
+            position.loss_sum += loss.detach() * len(yb)
+            position.batch += 1
+            if on_step:
+                on_step(position, len(yb))
+        train_loss = position.loss_sum.item() / n
         if not math.isfinite(train_loss):
-            raise PipelineError(f"training loss is {train_loss} in epoch {epoch}: the run diverged"
+            raise PipelineError(f"training loss is {train_loss} in epoch {position.epoch}: the run diverged"
                                 " (try a lower lr); no checkpoint was written")
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": evaluate(model, val)["mse"],
+        record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": evaluate(model, val)["mse"],
                   "lr": optimizer.param_groups[0]["lr"]}
-        history.append(record)
+        position.history.append(record)
+        position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)
         if on_epoch:
             on_epoch(record)
-    return history
+    return position.history
 
 
 @torch.no_grad()

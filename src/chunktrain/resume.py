@@ -1,0 +1,157 @@
+"""Mid-chunk snapshots: when to take one, what it must match, and how to resume from it.
+
+A snapshot is a checkpoint plus the position inside the chunk, written atomically to a folder
+that is neither a DVC output nor tracked by git, so DVC's deleting a stage's outputs before a
+rerun does not delete it. It is used only if its fingerprint (parent checkpoint, effective
+params, data files, training code) matches the run's, so a resumed chunk gives the same bytes.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from chunktrain.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from chunktrain.errors import PipelineError
+from chunktrain.training import Position
+
+RESUME = "resume"  # snapshots only: {fingerprint, epoch, batch, loss_sum, step}
+MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
+
+
+class Interrupted(PipelineError):
+    """SIGINT or SIGTERM arrived; a snapshot was written and `dvc repro` will resume from it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def fingerprint(*, parent: Path, params: dict, data: Iterable[Path], code: Iterable[Path]) -> dict:
+    """Everything that decides a chunk's result, hashed: a snapshot is valid only for an equal one."""
+    code_hash = hashlib.sha256()
+    for path in sorted(code):
+        code_hash.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {
+        "parent checkpoint": file_sha256(parent),
+        "params": params,
+        "data": {path.name: file_sha256(path) for path in data},
+        "code": code_hash.hexdigest(),
+    }
+
+
+def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int, fingerprint: dict) -> None:
+    """Write checkpoint + position over the previous snapshot, atomically."""
+    save_checkpoint({**checkpoint, RESUME: {"fingerprint": fingerprint, "epoch": position.epoch,
+                                            "batch": position.batch, "loss_sum": position.loss_sum,
+                                            "step": step}}, path)
+
+
+def load_snapshot(path: Path, fingerprint: dict, log) -> dict | None:
+    """The snapshot at `path` if it is readable and matches `fingerprint`, else None (and `log` says why)."""
+    if not path.is_file():
+        return None
+    try:
+        snapshot = load_checkpoint(path, rebuild="it will be replaced")
+        saved = snapshot[RESUME]["fingerprint"]
+    except (CheckpointError, KeyError, TypeError) as error:
+        log(f"warning: skipping corrupt snapshot {path}: {error}")
+        return None
+    changed = [part for part in fingerprint if saved.get(part) != fingerprint[part]]
+    if changed:
+        log(f"skipping snapshot {path}: it was taken with another {', '.join(changed)}")
+        return None
+    return snapshot
+
+
+def resume_position(snapshot: dict, parent_history_length: int) -> Position:
+    """The position a snapshot was taken at, with the chunk's completed epochs."""
+    state = snapshot[RESUME]
+    return Position(epoch=state["epoch"], batch=state["batch"], loss_sum=state["loss_sum"].clone(),
+                    history=snapshot["history"][parent_history_length:])
+
+
+class SnapshotSchedule:
+    """Says when a snapshot is due: every `every_steps` steps and/or every `every_seconds` seconds."""
+
+    def __init__(self, every_steps: int | None, every_seconds: float | None):
+        self.every_steps = every_steps
+        self.every_seconds = every_seconds
+        self.last = time.monotonic()
+        self.cost = 0.0  # seconds the last snapshot took to write
+
+    def due(self, step: int) -> bool:
+        if self.every_steps and step % self.every_steps == 0:
+            return True
+        if self.every_seconds:
+            # A large checkpoint on a slow disk must not eat the run: keep writing under MAX_OVERHEAD.
+            return time.monotonic() - self.last >= max(self.every_seconds, self.cost / MAX_OVERHEAD)
+        return False
+
+    def taken(self, started: float) -> None:
+        self.last = time.monotonic()
+        self.cost = self.last - started
+
+
+class StopSignals:
+    """Within `with`, SIGINT and SIGTERM only set `received`, so training stops at a clean step."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def __enter__(self) -> "StopSignals":
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+
+def clear(path: Path) -> None:
+    """Delete a snapshot, any temp file a crash left beside it, and its folder once empty."""
+    for stale in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
+        stale.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
+
+
+def describe(path: Path) -> str:
+    """One line about a snapshot file: where in its chunk it was taken, and its size."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)[RESUME]
+        where = f"step {state['step']} (epoch {state['epoch']}, batch {state['batch']})"
+    except Exception as error:  # a corrupt snapshot is what this listing helps find
+        where = f"unreadable ({type(error).__name__})"
+    return f"{path}: {where}, {path.stat().st_size / 2**20:.1f} MiB"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m chunktrain.resume [--clear] [FOLDER]`: list, or delete, the snapshots under FOLDER."""
+    parser = argparse.ArgumentParser(prog="python -m chunktrain.resume", description=main.__doc__)
+    parser.add_argument("folder", nargs="?", type=Path, default=Path(".resume"))
+    parser.add_argument("--clear", action="store_true", help="delete every snapshot")
+    args = parser.parse_args(argv)
+    snapshots = sorted(args.folder.glob("*/*.pt"))
+    for path in snapshots:
+        print(describe(path))
+    if args.clear:
+        for path in snapshots:
+            clear(path)
+        print(f"deleted {len(snapshots)} snapshot(s) under {args.folder}")
+    elif not snapshots:
+        print(f"no snapshots under {args.folder}")
+
+
+if __name__ == "__main__":
+    main()
