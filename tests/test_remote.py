@@ -2,10 +2,10 @@
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
+
 from chunktrain.checkpoint import EPOCH, HISTORY, PARENT_SHA256, load_checkpoint
 from conftest import Project, ran
 
@@ -27,7 +27,7 @@ def test_default_remote_is_a_local_folder_beside_the_project(project):
 
 def git_clone(project: Project, path: Path, remote: Path) -> Project:
     """A fresh clone, as on another machine: git files only, no DVC cache, the remote at remote."""
-    subprocess.run(["git", "clone", "-q", str(project.path), str(path)], check=True)
+    project.run("git", "clone", "-q", str(project.path), str(path))
     clone = Project(path)
     use_remote(clone, remote)
     return clone
