@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> None:
                      seed=params.seed, on_step=on_step, on_epoch=on_epoch)
 
     save_checkpoint(checkpoint_at(position), args.out)
-    resume.clear(args.snapshot)
     last = position.history[-1]
     write_json(args.metrics, {"epoch": last["epoch"], "train_loss": last["train_loss"], "val_loss": last["val_loss"]})
+    resume.clear(args.snapshot)  # last: until every output is written, a rerun can still resume
 
 
 if __name__ == "__main__":
