@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"chunk {args.chunk!r} is not in train.chunks of {args.params}")
     chunk = params.train.chunks[args.chunk]
     settings = params.train.settings(args.chunk)
-    nproc, nproc_key = params.train.processes(args.chunk), f"train.nproc of chunk {args.chunk}"
+    nproc = params.train.processes(args.chunk)
+    nproc_key = "train.nproc" if chunk.nproc is None else f"train.chunks.{args.chunk}.nproc"
     train = read_split(args.train)
     distributed.check_nproc(nproc, len(train.y), settings.batch_size, nproc_key)
     if nproc > 1 and not distributed.under_torchrun():
