@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if nproc > 1 and not distributed.under_torchrun():
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.
         return distributed.launch(nproc, Path(__file__), sys.argv[1:] if argv is None else argv,
-                                  name=f"train@{args.chunk}", out=args.out)
+                                  device=params.train.device, name=f"train@{args.chunk}", out=args.out)
     world = distributed.join(nproc, params.train.device, nproc_key)
     say = print if world.rank == 0 else lambda *_: None  # the other ranks print only their errors
     val = read_split(args.val)

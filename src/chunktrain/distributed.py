@@ -53,8 +53,9 @@ def check_nproc(nproc: int, n_rows: int, batch_size: int, key: str) -> None:
                             f" ({n_rows} training rows in batches of {batch_size}); every process needs at least one")
 
 
-def launch(nproc: int, script: Path, argv: list[str], *, name: str, out: Path) -> None:
+def launch(nproc: int, script: Path, argv: list[str], *, device: str, name: str, out: Path) -> None:
     """Run `script argv` as `nproc` processes through torchrun's own code; any failure is one PipelineError."""
+    resolve_device(device, nproc - 1)  # refuse a missing GPU here, not once in every rank
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -84,6 +85,9 @@ def resolve_device(setting: str, local_rank: int) -> torch.device:
         raise PipelineError("train.device: 'cuda', but no CUDA device is available here (use 'auto' or 'cpu')")
     if setting == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():  # nccl cannot put two ranks on one GPU
+        raise PipelineError(f"train.device: {setting!r} with {local_rank + 1}+ processes on this machine needs as many"
+                            f" GPUs, but it has {torch.cuda.device_count()} (lower train.nproc or use 'cpu')")
     return torch.device("cuda", local_rank)
 
 
@@ -111,6 +115,11 @@ class AgreedStop:
     def __init__(self, signals: StopSignals):
         self.signals = signals
         self.received: int | None = None
+
+
+def wrap(model: nn.Module, world: World) -> DistributedDataParallel:
+    """The model under DDP, its gradients averaged across the ranks."""
+    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
 
 
 def train_epochs(model: DistributedDataParallel, optimizer: torch.optim.Optimizer, train: Split, val: Split,
@@ -165,8 +174,3 @@ def _peer_failure(rank: int):
             raise  # not a collective's failure: a bug, keep its traceback
         raise PipelineError(f"rank {rank}: a collective operation failed, most likely because another rank died"
                             f" ({reason}); no checkpoint was written") from None
-
-
-def wrap(model: nn.Module, world: World) -> DistributedDataParallel:
-    """The model under DDP, its gradients averaged across the ranks."""
-    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
