@@ -24,6 +24,8 @@ TINY_PARAMS = {
         "lr": 0.01,
         "batch_size": 64,
         "weight_decay": 0.0,
+        "nproc": 1,
+        "device": "auto",
         "snapshot_every_steps": None,
         "snapshot_every_seconds": 30,
         "chunks": {

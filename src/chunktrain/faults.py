@@ -3,6 +3,7 @@
 CHUNKTRAIN_KILL_AT="<point>:<n>" SIGKILLs the process the n-th time it reaches crash_point(<point>).
 Points: "step" (after an optimizer step) and "save:<file name>" (checkpoint bytes written, not yet
 renamed into place). Unset, a crash point costs one string comparison.
+Under torchrun, CHUNKTRAIN_KILL_RANK=<r> confines the crash to rank r; unset, every rank crashes.
 """
 
 import os
@@ -10,6 +11,8 @@ import signal
 from collections import Counter
 
 _point, _, _count = os.environ.get("CHUNKTRAIN_KILL_AT", "").rpartition(":")
+if os.environ.get("CHUNKTRAIN_KILL_RANK", os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
+    _point = ""  # another rank is the one to die
 _reached: Counter = Counter()
 
 

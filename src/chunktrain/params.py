@@ -66,6 +66,7 @@ class ChunkParams(_Section):
     lr: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
+    nproc: int | None = Field(default=None, gt=0)
 
 
 class TrainSettings(_Section):
@@ -82,6 +83,8 @@ class TrainParams(_Section):
     lr: float = Field(gt=0)
     batch_size: int = Field(gt=0)
     weight_decay: float = Field(ge=0)
+    nproc: int = Field(default=1, gt=0)  # processes per chunk; over 1 runs the chunk under torchrun with DDP
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
     snapshot_every_steps: int | None = Field(gt=0)  # None: no step-based snapshots
     snapshot_every_seconds: float | None = Field(gt=0)  # None: no time-based snapshots
     chunks: dict[str, ChunkParams] = Field(min_length=1)
@@ -119,6 +122,11 @@ class TrainParams(_Section):
             batch_size=self.batch_size if chunk.batch_size is None else chunk.batch_size,
             weight_decay=self.weight_decay if chunk.weight_decay is None else chunk.weight_decay,
         )
+
+    def processes(self, name: str) -> int:
+        """How many processes train chunk `name`: its own nproc, else train.nproc."""
+        nproc = self.chunks[name].nproc
+        return self.nproc if nproc is None else nproc
 
 
 class Params(_Section):
