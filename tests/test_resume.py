@@ -59,7 +59,7 @@ def test_kill_9_then_repro_resumes_and_ends_bit_identical(resumable, kill_at, re
 def test_ctrl_c_writes_a_snapshot_and_says_repro_resumes(resumable):
     project, _ = resumable
     params = project.params
-    params["train"]["chunks"]["c2"]["epochs"] = 100  # long enough to be caught mid-run
+    params["train"]["chunks"]["c2"]["epochs"] = 30  # long enough to be caught mid-run
     project.params = params
     dvc = subprocess.Popen(["dvc", "repro", "--single-item", "train@c2"], cwd=project.path, env=project_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -82,7 +82,7 @@ def test_ctrl_c_writes_a_snapshot_and_says_repro_resumes(resumable):
 def test_sigterm_to_the_stage_writes_a_snapshot_and_exits_143(resumable):
     project, _ = resumable
     params = project.params
-    params["train"]["chunks"]["c2"]["epochs"] = 100
+    params["train"]["chunks"]["c2"]["epochs"] = 30
     project.params = params
     stage = subprocess.Popen(
         [sys.executable, "src/train.py", "--chunk", "c2", "--parent", "data/checkpoints/c1.pt",
