@@ -3,6 +3,7 @@
 import argparse
 import time
 
+import torch
 from tqdm import tqdm
 
 from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE, CheckpointError,
@@ -41,8 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         raise CheckpointError(f"{args.parent} was written by {parent[CHUNK]!r}, but chunk {args.chunk}"
                               f" starts from {chunk.parent!r}; run `dvc repro {parent_stage}` to rebuild it")
     check_model_config(parent, config, args.parent)
-    model = build_model(config)
-    model.load_state_dict(parent[MODEL_STATE])
+    # Built on the meta device and given the parent's tensors (memory-mapped, copied on write): no time spent
+    # initialising weights that are replaced, and no second copy of them in memory.
+    with torch.device("meta"):
+        model = build_model(config)
+    model.load_state_dict(parent[MODEL_STATE], assign=True)
     optimizer = build_optimizer(model, config)
     optimizer.load_state_dict(parent[OPTIMIZER_STATE])
     apply_settings(optimizer, settings.lr, settings.weight_decay)
