@@ -55,12 +55,14 @@ def wall(command: list[str], cwd: Path = ROOT) -> tuple[float, str]:
 
 
 def timed_dvc(project: Project, *args: str) -> tuple[float, str]:
+    """Seconds a dvc command takes in the project, and its output."""
     started = time.perf_counter()
     output = project.dvc(*args)
     return time.perf_counter() - started, output
 
 
 def figure(name: str, value: float, baseline: float, unit: str, target: str, ok: bool, note: str) -> dict:
+    """One row of the table and of metrics/bench.json."""
     return {"figure": name, "value": value, "baseline": baseline, "unit": unit,
             "ratio": value / baseline, "target": target, "met": ok, "note": note}
 
@@ -222,6 +224,7 @@ def second_copy(path: Path) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
+    """The figures as a table, then what each one measured."""
     print(f"\n{'figure':<24}{'stage':>12}{'baseline':>12}  {'unit':<10}{'ratio':>7}  {'target':<9}  met")
     for row in rows:
         print(f"{row['figure']:<24}{row['value']:>12.3f}{row['baseline']:>12.3f}  {row['unit']:<10}"
@@ -255,6 +258,7 @@ def main() -> None:
 
 
 def machine() -> str:
+    """What the figures were measured on."""
     import torch
     return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'no GPU'}"
 
