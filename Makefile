@@ -1,10 +1,10 @@
-# `make run` and `make test` are all a fresh machine needs (Python 3.11 and git).
+# `make run` and `make test` are all a fresh machine needs (Python 3.11 and git); `make bench` measures overhead.
 PYTHON ?= python3
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test snapshots clear-snapshots clean-venv
+.PHONY: setup run test bench snapshots clear-snapshots clean-venv
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ snapshots: setup
 
 clear-snapshots: setup
 	PYTHONPATH=src python -m chunktrain.resume --clear
+
+# Ratios to plain-PyTorch baselines measured in the same run; a few minutes. Writes metrics/bench.json.
+bench: setup
+	python benchmarks/bench.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,6 +3,8 @@
 import argparse
 from pathlib import Path
 
+import pyarrow.parquet
+
 from chunktrain.data import generate_splits
 from chunktrain.errors import run_stage
 from chunktrain.params import load_params
@@ -15,11 +17,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{split}", type=Path, required=True, help=f"parquet file for the {split} split")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    for split, frame in generate_splits(params.data, params.seed).items():
+    for split, table in generate_splits(params.data, params.seed).items():
         path = getattr(args, split)
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
-        print(f"generate: {path}: {len(frame)} rows")
+        pyarrow.parquet.write_table(table, path)
+        print(f"generate: {path}: {table.num_rows} rows")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 import chunktrain
@@ -70,8 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     snapshot = resume.load_snapshot(args.snapshot, fingerprint, log=say)
     start = snapshot or parent
 
-    model = build_model(config).to(world.device)
-    model.load_state_dict(start[MODEL_STATE])
+    # Built on the meta device and given the start's tensors (memory-mapped, copied on write): no time spent
+    # initialising weights that are replaced, and no second copy of them in memory.
+    with torch.device("meta"):
+        model = build_model(config)
+    model.load_state_dict(start[MODEL_STATE], assign=True)
+    model.to(world.device)
     optimizer = build_optimizer(model, config)
     optimizer.load_state_dict(start[OPTIMIZER_STATE])
     apply_settings(optimizer, settings.lr, settings.weight_decay)

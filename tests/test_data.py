@@ -1,10 +1,12 @@
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
 from chunktrain.data import count_features, read_split
 from chunktrain.errors import PipelineError
-from conftest import Stages
+from conftest import ROOT, Stages
 
 
 def digests(stages: Stages) -> dict:
@@ -37,3 +39,12 @@ def test_an_unreadable_split_names_the_file(tmp_path):
     (tmp_path / "train.parquet").write_bytes(b"nope")
     with pytest.raises(PipelineError, match=r"cannot read dataset file .*train.parquet .*dvc repro generate"):
         read_split(tmp_path / "train.parquet")
+
+
+def test_the_training_stage_reads_its_data_without_importing_pandas(tmp_path, params):
+    """pandas costs every training stage about half a second of start-up (see benchmarks/)."""
+    stages = Stages(tmp_path, params)
+    stages.generate()
+    code = (f"import sys; import train; from chunktrain.data import read_split; read_split({str(stages.split['train'])!r});"
+            " assert 'pandas' not in sys.modules, 'pandas was imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT / "src", check=True)

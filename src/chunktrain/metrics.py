@@ -1,9 +1,8 @@
 """Metrics and plot files as DVC reads them: JSON for `dvc metrics`, CSV for `dvc plots`."""
 
+import csv
 import json
 from pathlib import Path
-
-import pandas as pd
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -16,4 +15,7 @@ def write_history(path: str | Path, history: list[dict]) -> None:
     """One row per global epoch: epoch, train_loss, val_loss, lr, chunk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(history).to_csv(path, index=False)
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)

@@ -1,0 +1,267 @@
+"""What splitting a training run into cached DVC stages costs, as ratios to plain baselines measured in this run.
+
+Prints a table and writes metrics/bench.json. Every figure is the median of REPEATS runs, stage and baseline
+interleaved, because the machine may be shared. DVC runs in a copy of the project in a temp git repo.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+from conftest import TINY_PARAMS, Project, Stages, new_project, project_env, ran  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
+
+from chunktrain.data import read_split  # noqa: E402
+from chunktrain.model import build_model, build_optimizer, model_config  # noqa: E402
+from chunktrain.training import train_epochs  # noqa: E402
+from plain_loop import mlp, train  # noqa: E402
+
+REPEATS = 3
+PYTHON = sys.executable
+# The pipeline's default model and batch size; data sizes are scaled down to keep `make bench` to minutes.
+MODEL = {"hidden": [128, 128]}
+TRAIN = {"optimizer": "adam", "lr": 0.001, "batch_size": 128, "weight_decay": 0.0}
+
+
+def pipeline_params(n_samples: int, chunks: int, epochs: int) -> dict:
+    """params.yaml for a straight chain of `chunks` chunks of `epochs` epochs each."""
+    data = {**TINY_PARAMS["data"], "n_samples": n_samples, "n_features": 16}
+    chain = {f"c{i}": {"from": f"c{i - 1}" if i > 1 else "init", "epochs": epochs} for i in range(1, chunks + 1)}
+    return {"seed": 0, "data": data, "model": MODEL, "train": {**TRAIN, "chunks": chain}}
+
+
+def wall(command: list[str], cwd: Path = ROOT) -> tuple[float, str]:
+    """Seconds a command takes, and its output; fails loudly if it fails."""
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=dict(project_env(), PYTHONPATH=str(ROOT / "src")), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}")
+    return seconds, result.stdout
+
+
+def timed_dvc(project: Project, *args: str) -> tuple[float, str]:
+    """Seconds a dvc command takes in the project, and its output."""
+    started = time.perf_counter()
+    output = project.dvc(*args)
+    return time.perf_counter() - started, output
+
+
+def figure(name: str, value: float, baseline: float, unit: str, target: str, ok: bool, note: str) -> dict:
+    """One row of the table and of metrics/bench.json."""
+    return {"figure": name, "value": value, "baseline": baseline, "unit": unit,
+            "ratio": value / baseline, "target": target, "met": ok, "note": note}
+
+
+def quiet_stages(root: Path, params: dict) -> Stages:
+    """Data and an init checkpoint on temp paths, made without the stages' progress lines."""
+    stages = Stages(root, params)
+    with contextlib.redirect_stdout(io.StringIO()):
+        stages.generate()
+        stages.init()
+    return stages
+
+
+def train_command(stages: Stages, chunk: str, parent: str) -> list[str]:
+    """src/train.py as dvc.yaml runs it, on the Stages' temp paths."""
+    return [PYTHON, str(ROOT / "src/train.py"), "--params", str(stages.params_path), "--chunk", chunk,
+            "--parent", str(stages.checkpoint(parent)), "--train", str(stages.split["train"]),
+            "--val", str(stages.split["val"]), "--out", str(stages.checkpoint(chunk)),
+            "--metrics", str(stages.root / f"metrics/{chunk}.json")]
+
+
+def throughput(work: Path) -> dict:
+    """samples/s of the chunk stage's loop vs the plain loop on the same tensors, epoch by epoch in turn."""
+    stages = quiet_stages(work / "throughput", pipeline_params(20_000, 1, 1))
+    config = model_config(16, MODEL["hidden"], TRAIN["optimizer"])
+    train_split, val_split = read_split(stages.split["train"]), read_split(stages.split["val"])
+    model = build_model(config)
+    optimizer = build_optimizer(model, config)
+    plain_model = mlp(16, MODEL["hidden"])
+    stage_rates, plain_rates = [], []
+    for epoch in range(1, 2 * REPEATS + 1):
+        # As src/train.py calls it, progress bar included (disabled when not on a terminal, as here).
+        with tqdm(total=len(train_split.y), disable=None) as bar:
+            started = time.perf_counter()
+            train_epochs(model, optimizer, train_split, val_split, first_epoch=epoch, epochs=1,
+                         batch_size=TRAIN["batch_size"], seed=0, on_batch=bar.update)
+            stage_rates.append(len(train_split.y) / (time.perf_counter() - started))
+        plain_rates += train(plain_model, train_split.x, train_split.y, val_split.x, val_split.y, epochs=1,
+                             batch_size=TRAIN["batch_size"], lr=TRAIN["lr"])
+    stage, plain = statistics.median(stage_rates), statistics.median(plain_rates)
+    return figure("training throughput", stage, plain, "samples/s", ">= 0.95", stage / plain >= 0.95,
+                  f"{len(train_split.y):,} rows, MLP 16-128-128-1, Adam, batch 128; median of {2 * REPEATS}"
+                  " epochs, stage and plain in turn, in one process")
+
+
+def whole_pipeline(work: Path, n_samples: int, epochs: int) -> dict:
+    """`dvc repro` from an empty cache (3 chunks) vs the plain loop script doing the same epochs."""
+    params = pipeline_params(n_samples, 3, epochs)
+    repro, plain = [], []
+    for repeat in range(REPEATS):
+        project = new_project(work / f"pipeline{repeat}", params)
+        repro.append(timed_dvc(project, "repro")[0])
+        plain.append(wall([PYTHON, str(ROOT / "benchmarks/plain_loop.py"), "--n-samples", str(n_samples),
+                           "--epochs", str(3 * epochs)])[0])
+        shutil.rmtree(project.path)
+    value, baseline = statistics.median(repro), statistics.median(plain)
+    return figure("whole pipeline", value, baseline, "s", "<= 1.10", value / baseline <= 1.10,
+                  f"{int(n_samples * 0.8):,} rows x 3 chunks x {epochs} epochs; baseline: one process,"
+                  " data made in memory")
+
+
+def fixed_cost(work: Path) -> dict:
+    """A chunk that trains (next to) nothing vs `python -c "import torch"`."""
+    # 10 rows leave 8 to train on: one step of one 8-row batch, the least a chunk can do.
+    stages = quiet_stages(work / "fixed", pipeline_params(10, 1, 1))
+    chunk, bare, optimizer = [], [], []
+    for _ in range(REPEATS + 2):
+        chunk.append(wall(train_command(stages, "c1", "init"))[0])
+        bare.append(wall([PYTHON, "-c", "import torch"])[0])
+        # What any training script pays too: torch imports torch._dynamo on the first optimizer call.
+        optimizer.append(wall([PYTHON, "-c", "import torch; torch.optim.Adam(torch.nn.Linear(1, 1).parameters())"])[0])
+    value, baseline = statistics.median(chunk), statistics.median(bare)
+    return figure("fixed cost of a stage", value, baseline, "s", "<= 1.5", value / baseline <= 1.5,
+                  "src/train.py on 8 rows, 1 step; baseline: python -c 'import torch'; import torch and build"
+                  f" an Adam: {statistics.median(optimizer):.2f} s")
+
+
+def noop_repro(work: Path) -> dict:
+    """`dvc repro` with nothing to do, 10 chunks, vs `dvc --version`."""
+    project = new_project(work / "noop", pipeline_params(200, 10, 1))
+    project.dvc("repro")
+    project.commit("reproduced")
+    noop, version = [], []
+    for _ in range(REPEATS + 2):
+        seconds, output = timed_dvc(project, "repro")
+        assert not ran(output), output
+        noop.append(seconds)
+        version.append(timed_dvc(project, "--version")[0])
+    value, baseline = statistics.median(noop), statistics.median(version)
+    return figure("no-op repro", value, baseline, "s", "<= 1.5 s", value <= 1.5,
+                  "10 chunks, nothing changed; baseline: dvc --version")
+
+
+def incremental(work: Path, n_samples: int, epochs: int) -> dict:
+    """Changing the last of 5 equal chunks vs running all 5 (each followed by evaluate)."""
+    project = new_project(work / "incremental", pipeline_params(n_samples, 5, epochs))
+    project.dvc("repro", "init")
+    every, last = [], []
+    for repeat in range(REPEATS):
+        params = project.params
+        params["train"]["lr"] = 0.001 + 0.0001 * repeat  # the default of every chunk: all 5 rerun
+        project.params = params
+        seconds, output = timed_dvc(project, "repro")
+        assert {f"train@c{i}" for i in range(1, 6)} <= ran(output), output
+        every.append(seconds)
+        params["train"]["chunks"]["c5"]["lr"] = 0.0005 + 0.0001 * repeat  # only c5 and evaluate rerun
+        project.params = params
+        seconds, output = timed_dvc(project, "repro")
+        assert ran(output) == {"train@c5", "evaluate"}, output
+        last.append(seconds)
+    value, baseline = statistics.median(last), statistics.median(every)
+    return figure("incremental rerun", value, baseline, "s", "<= 0.25", value / baseline <= 0.25,
+                  f"5 chunks x {epochs} epoch(s) of {int(n_samples * 0.8):,} rows; baseline: all 5 rerun")
+
+
+def checkpoint_handoff(work: Path) -> list[dict]:
+    """Save + `dvc add` + load of a 1.2 GB checkpoint vs raw write + read of as many bytes; and peak RSS."""
+    project = new_project(work / "handoff", TINY_PARAMS)
+    path = project.path / "data/big.pt"
+    path.parent.mkdir()
+    handoff, raw, peaks, copies, parts = [], [], [], set(), []
+    for _ in range(REPEATS):
+        saved = json.loads(wall([PYTHON, str(ROOT / "benchmarks/checkpoint_io.py"), "save", str(path)])[1])
+        size = path.stat().st_size
+        cached, _ = timed_dvc(project, "add", str(path.relative_to(project.path)))
+        copies.add(second_copy(path))
+        loaded = json.loads(wall([PYTHON, str(ROOT / "benchmarks/checkpoint_io.py"), "load", str(path)])[1])
+        handoff.append(saved["seconds"] + cached + loaded["seconds"])
+        parts.append((saved["seconds"], cached, loaded["seconds"] - loaded["sha256_seconds"], loaded["sha256_seconds"]))
+        peaks.append(max(saved["peak_rss"], loaded["peak_rss"]))
+        project.dvc("remove", "data/big.pt.dvc")
+        shutil.rmtree(project.path / ".dvc/cache")
+        path.unlink()
+        blob = work / "raw.bin"
+        timings = json.loads(wall([PYTHON, str(ROOT / "benchmarks/checkpoint_io.py"), "raw", str(blob), str(size)])[1])
+        raw.append(timings["write_seconds"] + timings["read_seconds"])
+        blob.unlink()
+    gb = size / 1e9
+    value, baseline = statistics.median(handoff) / gb, statistics.median(raw) / gb
+    peak = statistics.median(peaks) / 1e9
+    copy_note = "; ".join(sorted(copies))
+    save, cache, load, sha = (statistics.median(part) / gb for part in zip(*parts))
+    return [
+        figure("checkpoint hand-off", value, baseline, "s/GB", "<= 2.0", value / baseline <= 2.0 and
+               "no second copy" in copy_note, f"{saved['parameters'] / 1e6:.1f}M params + Adam, {gb:.2f} GB;"
+               f" {copy_note}; s/GB: save {save:.2f}, dvc add {cache:.2f}, load {load:.2f}, parent sha256 {sha:.2f}"),
+        figure("peak memory", peak, gb, "GB", "<= 1.5", peak / gb <= 1.5,
+               "max of the saving and the loading process; the saver holds the state it saves"),
+    ]
+
+
+def second_copy(path: Path) -> str:
+    """How the workspace file relates to DVC's cache after `dvc add`."""
+    if path.is_symlink():
+        return "no second copy (symlink)"
+    if path.stat().st_nlink > 1:
+        return "no second copy (hardlink)"
+    return "a second full copy in .dvc/cache"
+
+
+def print_table(rows: list[dict]) -> None:
+    """The figures as a table, then what each one measured."""
+    print(f"\n{'figure':<24}{'stage':>12}{'baseline':>12}  {'unit':<10}{'ratio':>7}  {'target':<9}  met")
+    for row in rows:
+        print(f"{row['figure']:<24}{row['value']:>12.3f}{row['baseline']:>12.3f}  {row['unit']:<10}"
+              f"{row['ratio']:>7.2f}  {row['target']:<9}  {'yes' if row['met'] else 'NO'}")
+    for row in rows:
+        print(f"  {row['figure']}: {row['note']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "metrics/bench.json")
+    parser.add_argument("--full", action="store_true",
+                        help="the issue's workload (about 60 s of training on 2 idle cores) instead of ~10 s")
+    args = parser.parse_args()
+    n_samples, epochs = (200_000, 3) if args.full else (30_000, 2)
+    with tempfile.TemporaryDirectory(prefix="chunktrain-bench-") as work:
+        work = Path(work)
+        rows = []
+        for name, measure in [("throughput", lambda: [throughput(work)]),
+                              ("fixed cost", lambda: [fixed_cost(work)]),
+                              ("no-op repro", lambda: [noop_repro(work)]),
+                              ("whole pipeline", lambda: [whole_pipeline(work, n_samples, epochs)]),
+                              ("incremental", lambda: [incremental(work, 20_000, 1)]),
+                              ("checkpoint hand-off", lambda: checkpoint_handoff(work))]:
+            started = time.perf_counter()
+            rows += measure()
+            print(f"{name}: {time.perf_counter() - started:.0f} s: {rows[-1]}", file=sys.stderr, flush=True)
+    print_table(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine(), "repeats": REPEATS, "figures": rows}, indent=2) + "\n")
+
+
+def machine() -> str:
+    """What the figures were measured on."""
+    import torch
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'no GPU'}"
+
+
+if __name__ == "__main__":
+    main()
