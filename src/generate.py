@@ -3,8 +3,6 @@
 import argparse
 from pathlib import Path
 
-import pyarrow.parquet
-
 from chunktrain.data import generate_splits
 from chunktrain.errors import run_stage
 from chunktrain.params import load_params
@@ -17,11 +15,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{split}", type=Path, required=True, help=f"parquet file for the {split} split")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    for split, table in generate_splits(params.data, params.seed).items():
+    for split, frame in generate_splits(params.data, params.seed).items():
         path = getattr(args, split)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pyarrow.parquet.write_table(table, path)
-        print(f"generate: {path}: {table.num_rows} rows")
+        frame.to_parquet(path, index=False)
+        print(f"generate: {path}: {len(frame)} rows")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import pytest
 import torch
@@ -52,6 +53,13 @@ def test_same_checkpoint_gives_same_bytes_whatever_the_file_name(tmp_path):
     assert sha256(tmp_path / "a.pt") == sha256(tmp_path / "b.pt")
     save_checkpoint(make(seed=1), tmp_path / "c.pt")
     assert sha256(tmp_path / "c.pt") != sha256(tmp_path / "a.pt")
+
+
+def test_a_checkpoint_gets_the_usual_file_mode(tmp_path):
+    save_checkpoint(make(), tmp_path / "c1.pt")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "c1.pt").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):

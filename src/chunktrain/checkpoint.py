@@ -46,6 +46,7 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
         stale.unlink(missing_ok=True)
     # The temp name starts with a dot and ends in .tmp, which .dvcignore and .gitignore skip.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the mode open() would have
     try:
         with os.fdopen(fd, "wb") as file:
             # Saving through a file object, not a path, keeps the temp name out of the archive:
@@ -59,6 +60,12 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _canonical(obj):
