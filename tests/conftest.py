@@ -1,6 +1,7 @@
 """Fixtures: tiny params, stage inputs on temp paths, and the project copied into a temp git repo."""
 
 import copy
+import hashlib
 import os
 import re
 import shutil
@@ -41,6 +42,10 @@ TINY_PARAMS = {
 def params() -> dict:
     """A fresh copy of the tiny params, to edit."""
     return copy.deepcopy(TINY_PARAMS)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_params(path: Path, params: dict) -> Path:

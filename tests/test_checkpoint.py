@@ -1,4 +1,3 @@
-import hashlib
 import os
 
 import pytest
@@ -7,6 +6,7 @@ import torch
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from chunktrain.model import build_model, build_optimizer, model_config
+from conftest import sha256
 
 CONFIG = model_config(n_features=3, hidden=[5], optimizer="adam")
 
@@ -22,9 +22,6 @@ def make(seed: int = 0) -> dict:
                                 parent="init", parent_sha256="0" * 64,
                                 history=[{"epoch": 3, "train_loss": 0.5, "val_loss": 0.6, "lr": 0.001, "chunk": "c1"}])
 
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_round_trip_restores_every_key(tmp_path):

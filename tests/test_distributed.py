@@ -1,6 +1,5 @@
 """A chunk on several processes (DDP under torchrun, gloo on CPU): real `dvc repro`, real torchrun, real kills."""
 
-import hashlib
 import shutil
 
 import pytest
@@ -12,15 +11,12 @@ from chunktrain.distributed import check_nproc
 from chunktrain.errors import PipelineError
 from chunktrain.model import build_model
 from chunktrain.params import load_params
-from conftest import Project, ran, write_params
+from conftest import Project, ran, sha256, write_params
 
 # 2 processes reduce in another order than 1, so they agree to rounding, not bit for bit (README states this).
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-4
 
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")

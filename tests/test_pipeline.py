@@ -1,15 +1,11 @@
 """End to end: real `dvc repro` in a temp git repo, asserting what DVC itself reports."""
 
-import hashlib
 import json
 
 import pandas as pd
 
-from conftest import ALL_STAGES, ran
+from conftest import ALL_STAGES, ran, sha256
 
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def metrics(project) -> dict:

@@ -1,17 +1,13 @@
 """The DVC remote: push from one clone, pull into a fresh one, and training continues there."""
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from chunktrain.checkpoint import EPOCH, HISTORY, PARENT_SHA256, load_checkpoint
-from conftest import Project, ran
+from conftest import Project, ran, sha256
 
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def use_remote(project: Project, url: Path) -> None:

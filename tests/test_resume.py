@@ -1,6 +1,5 @@
 """An interrupted chunk resumes where it stopped and ends bit-identical: real `dvc repro`, real kills."""
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -11,14 +10,11 @@ import pytest
 
 from chunktrain import resume
 from chunktrain.resume import SnapshotSchedule
-from conftest import project_env, ran
+from conftest import project_env, ran, sha256
 
 SNAPSHOT = ".resume/c2/snapshot.pt"
 # Tiny params: 1600 training rows in batches of 64 are 25 steps an epoch; c2 trains epochs 3 and 4.
 
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.parquet
@@ -9,6 +10,9 @@ import torch
 
 from chunktrain.errors import PipelineError
 from chunktrain.params import DataParams
+
+if TYPE_CHECKING:
+    import pandas
 
 TARGET = "y"
 TEACHER_HIDDEN = 64  # two tanh layers this wide are hard enough that a small MLP keeps improving on it for many epochs

@@ -6,7 +6,6 @@ so the global batch size stays train.batch_size. Rank 0 alone writes snapshots a
 
 import atexit
 import contextlib
-import math
 import os
 import signal
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from chunktrain.data import Split
 from chunktrain.errors import PipelineError
 from chunktrain.resume import Interrupted, StopSignals
-from chunktrain.training import Position, epoch_order, evaluate
+from chunktrain.training import Position, epoch_order, finish_epoch
 
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}  # exit codes of a rank stopped by a signal
 
@@ -150,16 +149,8 @@ def train_epochs(model: DistributedDataParallel, optimizer: torch.optim.Optimize
                 stop.received = stop.signals.received or signal.SIGTERM
             position.batch += 1
             on_step(position, hi - lo)
-        train_loss = position.loss_sum.item() / n
-        if not math.isfinite(train_loss):
-            raise PipelineError(f"training loss is {train_loss} in epoch {position.epoch}: the run diverged"
-                                " (try a lower lr); no checkpoint was written")
         # Every rank holds the same weights, so each computes the same val loss; no rank waits for another.
-        record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": evaluate(model.module, val)["mse"],
-                  "lr": optimizer.param_groups[0]["lr"]}
-        position.history.append(record)
-        position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)
-        on_epoch(record)
+        on_epoch(finish_epoch(model.module, optimizer, val, position, n))
     return position.history
 
 

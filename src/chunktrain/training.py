@@ -57,17 +57,24 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Spli
             position.batch += 1
             if on_step:
                 on_step(position, len(yb))
-        train_loss = position.loss_sum.item() / n
-        if not math.isfinite(train_loss):
-            raise PipelineError(f"training loss is {train_loss} in epoch {position.epoch}: the run diverged"
-                                " (try a lower lr); no checkpoint was written")
-        record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": evaluate(model, val)["mse"],
-                  "lr": optimizer.param_groups[0]["lr"]}
-        position.history.append(record)
-        position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)
+        record = finish_epoch(model, optimizer, val, position, n)
         if on_epoch:
             on_epoch(record)
     return position.history
+
+
+def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, val: Split, position: Position,
+                 n: int) -> dict:
+    """Close the epoch in progress: its mean training loss over `n` rows, its val loss; move to the next."""
+    train_loss = position.loss_sum.item() / n
+    if not math.isfinite(train_loss):
+        raise PipelineError(f"training loss is {train_loss} in epoch {position.epoch}: the run diverged"
+                            " (try a lower lr); no checkpoint was written")
+    record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": evaluate(model, val)["mse"],
+              "lr": optimizer.param_groups[0]["lr"]}
+    position.history.append(record)
+    position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)
+    return record
 
 
 @torch.no_grad()
