@@ -23,7 +23,6 @@ def make(seed: int = 0) -> dict:
                                 history=[{"epoch": 3, "train_loss": 0.5, "val_loss": 0.6, "lr": 0.001, "chunk": "c1"}])
 
 
-
 def test_round_trip_restores_every_key(tmp_path):
     original = make()
     save_checkpoint(original, tmp_path / "c1.pt")

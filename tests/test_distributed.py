@@ -18,7 +18,6 @@ LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-4
 
 
-
 @pytest.fixture(scope="module")
 def ddp(reproduced, tmp_path_factory):
     """The reproduced tiny pipeline plus d2 (2 processes, from the 1-process c1) and e3 (1 process, from d2).

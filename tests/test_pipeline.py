@@ -7,7 +7,6 @@ import pandas as pd
 from conftest import ALL_STAGES, ran, sha256
 
 
-
 def metrics(project) -> dict:
     shown = json.loads(project.dvc("metrics", "show", "--json"))
     (workspace,) = shown.values()

@@ -9,7 +9,6 @@ from chunktrain.checkpoint import EPOCH, HISTORY, PARENT_SHA256, load_checkpoint
 from conftest import Project, ran, sha256
 
 
-
 def use_remote(project: Project, url: Path) -> None:
     """Point the shipped default remote at url in .dvc/config.local, as a user overrides it."""
     project.dvc("remote", "modify", "--local", "storage", "url", str(url))

@@ -16,7 +16,6 @@ SNAPSHOT = ".resume/c2/snapshot.pt"
 # Tiny params: 1600 training rows in batches of 64 are 25 steps an epoch; c2 trains epochs 3 and 4.
 
 
-
 @pytest.fixture
 def resumable(project):
     """The reproduced tiny pipeline with a snapshot every 10 steps, and c2's uninterrupted sha256."""
