@@ -33,7 +33,9 @@ REPEATS = 3
 PYTHON = sys.executable
 # The pipeline's default model and batch size; data sizes are scaled down to keep `make bench` to minutes.
 MODEL = {"hidden": [128, 128]}
-TRAIN = {"optimizer": "adam", "lr": 0.001, "batch_size": 128, "weight_decay": 0.0}
+# The tests' train section (so every key the schema requires is there), at the default model's lr and batch.
+TRAIN = {**{key: value for key, value in TINY_PARAMS["train"].items() if key != "chunks"}, "lr": 0.001,
+         "batch_size": 128}
 
 
 def pipeline_params(n_samples: int, chunks: int, epochs: int) -> dict:

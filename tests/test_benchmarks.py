@@ -1,0 +1,15 @@
+"""The benchmarks are not run by the suite (they take minutes), but their params must stay valid."""
+
+import sys
+
+from chunktrain.params import Params
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench  # noqa: E402
+
+
+def test_the_benchmark_pipelines_have_valid_params():
+    params = Params.model_validate(bench.pipeline_params(n_samples=30_000, chunks=5, epochs=2))
+    assert list(params.train.chunks) == ["c1", "c2", "c3", "c4", "c5"]
+    assert params.train.lineage("c5") == ["c1", "c2", "c3", "c4", "c5"]
