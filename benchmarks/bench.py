@@ -26,7 +26,9 @@ from tqdm import tqdm  # noqa: E402
 
 from chunktrain.data import read_split  # noqa: E402
 from chunktrain.model import build_model, build_optimizer, model_config  # noqa: E402
-from chunktrain.training import train_epochs  # noqa: E402
+from chunktrain.faults import crash_point  # noqa: E402
+from chunktrain.resume import SnapshotSchedule  # noqa: E402
+from chunktrain.training import Position, train_epochs  # noqa: E402
 from plain_loop import mlp, train  # noqa: E402
 
 REPEATS = 3
@@ -83,7 +85,8 @@ def train_command(stages: Stages, chunk: str, parent: str) -> list[str]:
     return [PYTHON, str(ROOT / "src/train.py"), "--params", str(stages.params_path), "--chunk", chunk,
             "--parent", str(stages.checkpoint(parent)), "--train", str(stages.split["train"]),
             "--val", str(stages.split["val"]), "--out", str(stages.checkpoint(chunk)),
-            "--metrics", str(stages.root / f"metrics/{chunk}.json")]
+            "--metrics", str(stages.root / f"metrics/{chunk}.json"),
+            "--snapshot", str(stages.root / f".resume/{chunk}/snapshot.pt")]
 
 
 def throughput(work: Path) -> dict:
@@ -95,12 +98,19 @@ def throughput(work: Path) -> dict:
     optimizer = build_optimizer(model, config)
     plain_model = mlp(16, MODEL["hidden"])
     stage_rates, plain_rates = [], []
+    schedule = SnapshotSchedule(TRAIN["snapshot_every_steps"], TRAIN["snapshot_every_seconds"])
     for epoch in range(1, 2 * REPEATS + 1):
         # As src/train.py calls it, progress bar included (disabled when not on a terminal, as here).
         with tqdm(total=len(train_split.y), disable=None) as bar:
+
+            def on_step(position: Position, batch_len: int) -> None:  # src/train.py's, when no snapshot is due
+                bar.update(batch_len)
+                crash_point("step")
+                schedule.due(position.batch)
+
             started = time.perf_counter()
-            train_epochs(model, optimizer, train_split, val_split, first_epoch=epoch, epochs=1,
-                         batch_size=TRAIN["batch_size"], seed=0, on_batch=bar.update)
+            train_epochs(model, optimizer, train_split, val_split, Position(epoch=epoch), last_epoch=epoch,
+                         batch_size=TRAIN["batch_size"], seed=0, on_step=on_step)
             stage_rates.append(len(train_split.y) / (time.perf_counter() - started))
         plain_rates += train(plain_model, train_split.x, train_split.y, val_split.x, val_split.y, epochs=1,
                              batch_size=TRAIN["batch_size"], lr=TRAIN["lr"])

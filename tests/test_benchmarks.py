@@ -13,3 +13,10 @@ def test_the_benchmark_pipelines_have_valid_params():
     params = Params.model_validate(bench.pipeline_params(n_samples=30_000, chunks=5, epochs=2))
     assert list(params.train.chunks) == ["c1", "c2", "c3", "c4", "c5"]
     assert params.train.lineage("c5") == ["c1", "c2", "c3", "c4", "c5"]
+
+
+def test_the_throughput_benchmark_runs_the_stage_loop(tmp_path):
+    """A few seconds: keeps the benchmark in step with train_epochs' signature."""
+    row = bench.throughput(tmp_path)
+    assert row["figure"] == "training throughput"
+    assert row["value"] > 0 and row["baseline"] > 0
