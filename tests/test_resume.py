@@ -41,6 +41,7 @@ def test_kill_9_then_repro_resumes_and_ends_bit_identical(resumable, kill_at, re
     assert killed.returncode != 0
     assert not (project.path / "data/checkpoints/c2.pt").exists()
     assert (project.path / SNAPSHOT).is_file()
+    assert len(list((project.path / SNAPSHOT).parent.iterdir())) <= 2  # a snapshot, and at most a half-written one
 
     resumed = rerun_c2(project)
     assert resumed.returncode == 0, resumed.stdout
