@@ -11,12 +11,12 @@ import contextlib
 import hashlib
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
-from chunktrain.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from chunktrain.checkpoint import HISTORY, CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import Position
 
@@ -52,7 +52,7 @@ def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int, f
                                             "step": step}}, path)
 
 
-def load_snapshot(path: Path, fingerprint: dict, log) -> dict | None:
+def load_snapshot(path: Path, fingerprint: dict, log: Callable[[str], None]) -> dict | None:
     """The snapshot at `path` if it is readable and matches `fingerprint`, else None (and `log` says why)."""
     if not path.is_file():
         return None
@@ -73,7 +73,7 @@ def resume_position(snapshot: dict, parent_history_length: int) -> Position:
     """The position a snapshot was taken at, with the chunk's completed epochs."""
     state = snapshot[RESUME]
     return Position(epoch=state["epoch"], batch=state["batch"], loss_sum=state["loss_sum"].clone(),
-                    history=snapshot["history"][parent_history_length:])
+                    history=snapshot[HISTORY][parent_history_length:])
 
 
 class SnapshotSchedule:
