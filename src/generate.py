@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from chunktrain.data import generate_splits
+from chunktrain.synthetic import generate_splits
 from chunktrain.errors import run_stage
 from chunktrain.params import load_params
 

@@ -152,7 +152,7 @@ class Stages:
 
     def generate(self) -> None:
         import generate
-        generate.main(["--params", str(self.params_path), *self._splits("train", "val", "test")])
+        generate.main(["--params", str(self.params_path), *self.split_args("train", "val", "test")])
 
     def init(self) -> None:
         import init
@@ -162,7 +162,7 @@ class Stages:
     def train(self, chunk: str, parent: str) -> Path:
         import train
         train.main(["--params", str(self.params_path), "--chunk", chunk, "--parent", str(self.checkpoint(parent)),
-                    *self._splits("train", "val"), "--out", str(self.checkpoint(chunk)),
+                    *self.split_args("train", "val"), "--out", str(self.checkpoint(chunk)),
                     "--metrics", str(self.root / f"metrics/{chunk}.json"),
                     "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt")])
         return self.checkpoint(chunk)
@@ -173,7 +173,7 @@ class Stages:
                        "--test", str(self.split["test"]), "--metrics", str(self.root / "metrics/test"),
                        "--curves", str(self.root / "metrics/curves")])
 
-    def _splits(self, *names: str) -> list[str]:
+    def split_args(self, *names: str) -> list[str]:
         return [arg for name in names for arg in (f"--{name}", str(self.split[name]))]
 
 

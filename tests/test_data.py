@@ -48,3 +48,13 @@ def test_the_training_stage_reads_its_data_without_importing_pandas(tmp_path, pa
     code = (f"import sys; import train; from chunktrain.data import read_split; read_split({str(stages.split['train'])!r});"
             " assert 'pandas' not in sys.modules, 'pandas was imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT / "src", check=True)
+
+
+def test_the_generate_stage_does_not_import_torch(tmp_path, params):
+    """torch costs a process about 1.7 s to import, and generating the data needs none of it."""
+    stages = Stages(tmp_path, params)
+    code = ("import sys, generate; generate.main(sys.argv[1:]);"
+            " assert 'torch' not in sys.modules, 'torch was imported'")
+    args = ["--params", str(stages.params_path), *stages.split_args("train", "val", "test")]
+    subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT / "src", check=True)
+    assert stages.split["test"].is_file()

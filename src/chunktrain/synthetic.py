@@ -1,0 +1,36 @@
+"""The synthetic regression data: a fixed random "teacher" network plus Gaussian noise.
+
+Kept apart from data.py, which reads the splits into tensors, so that stage generate does not
+import torch (about 1.7 s) and a training stage does not import pandas (about 0.5 s).
+"""
+
+import numpy as np
+
+from chunktrain.params import DataParams
+
+TARGET = "y"
+TEACHER_HIDDEN = 64  # two tanh layers this wide are hard enough that a small MLP keeps improving on it for many epochs
+
+
+def feature_names(n_features: int) -> list[str]:
+    return [f"x{i}" for i in range(n_features)]
+
+
+def generate_splits(data: DataParams, seed: int) -> dict:
+    """pandas DataFrames per split: features from N(0, 1), targets from the teacher; same params, same frames."""
+    import pandas  # here, not at the top: data.py imports this module, and a training stage needs no pandas
+
+    rng = np.random.default_rng(seed)
+    # The teacher is drawn first, so n_samples changes the rows but not the function they sample.
+    w1 = rng.standard_normal((data.n_features, TEACHER_HIDDEN)) * 2 / np.sqrt(data.n_features)
+    w2 = rng.standard_normal((TEACHER_HIDDEN, TEACHER_HIDDEN)) * 2 / np.sqrt(TEACHER_HIDDEN)
+    w3 = rng.standard_normal((TEACHER_HIDDEN, 1)) / np.sqrt(TEACHER_HIDDEN)
+    x = rng.standard_normal((data.n_samples, data.n_features))
+    y = np.tanh(np.tanh(x @ w1) @ w2) @ w3 + data.noise * rng.standard_normal((data.n_samples, 1))
+    frame = pandas.DataFrame(x.astype(np.float32), columns=feature_names(data.n_features))
+    frame[TARGET] = y[:, 0].astype(np.float32)
+    splits, start = {}, 0
+    for name, size in data.split_sizes().items():
+        splits[name] = frame.iloc[start:start + size].reset_index(drop=True)
+        start += size
+    return splits
