@@ -1,6 +1,7 @@
 """Stage `evaluate`: test loss of every chunk's checkpoint, and the loss curve of every branch."""
 
 import argparse
+import functools
 from pathlib import Path
 
 from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, MODEL_CONFIG, MODEL_STATE, PARENT_SHA256, CheckpointError,
@@ -25,13 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     test = read_split(args.test)
 
     histories = {}
+    parent_sha256 = functools.cache(file_sha256)  # branches share a parent: hash each file once
     for name, chunk in params.train.chunks.items():
         path = args.checkpoints / f"{name}.pt"
         rebuild = f"run `dvc repro train@{name}` to rebuild it"
         checkpoint = load_checkpoint(path, rebuild=rebuild)
         # A checkpoint is current only if it was trained from the parent file that is there now.
         parent_path = args.checkpoints / f"{chunk.parent}.pt"
-        if checkpoint[CHUNK] != name or checkpoint[PARENT_SHA256] != file_sha256(parent_path):
+        if checkpoint[CHUNK] != name or checkpoint[PARENT_SHA256] != parent_sha256(parent_path):
             raise CheckpointError(f"{path} is stale: it was not trained from the current {parent_path}; {rebuild}")
         model = build_model(checkpoint[MODEL_CONFIG])
         model.load_state_dict(checkpoint[MODEL_STATE])

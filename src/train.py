@@ -101,7 +101,6 @@ def main(argv: list[str] | None = None) -> None:
                                parent=chunk.parent, parent_sha256=fingerprint["parent checkpoint"], history=history)
 
     schedule = resume.SnapshotSchedule(params.train.snapshot_every_steps, params.train.snapshot_every_seconds)
-    step_of = lambda position: (position.epoch - first_epoch) * steps_per_epoch + position.batch  # noqa: E731
     done = (position.epoch - first_epoch) * len(train.y) + min(position.batch * settings.batch_size, len(train.y))
     writes = world.rank == 0  # rank 0 alone writes snapshots and the checkpoint
     with resume.StopSignals() as signals, tqdm(total=settings.epochs * len(train.y), initial=done, unit="sample",
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def on_step(position: Position, batch_len: int) -> None:
             bar.update(batch_len)
-            step = step_of(position)
+            step = (position.epoch - first_epoch) * steps_per_epoch + position.batch  # within this chunk
             crash_point("step")
             if writes and (stop.received or schedule.due(step)):
                 taken = time.monotonic()

@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import torch
-
 from chunktrain.checkpoint import HISTORY, CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import Position
@@ -129,10 +127,10 @@ def clear(path: Path) -> None:
 def describe(path: Path) -> str:
     """One line about a snapshot file: where in its chunk it was taken, and its size."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)[RESUME]
+        state = load_checkpoint(path, rebuild="`--clear` deletes it")[RESUME]
         where = f"step {state['step']} (epoch {state['epoch']}, batch {state['batch']})"
-    except Exception as error:  # a corrupt snapshot is what this listing helps find
-        where = f"unreadable ({type(error).__name__})"
+    except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what this listing helps find
+        where = f"unreadable ({error})"
     return f"{path}: {where}, {path.stat().st_size / 2**20:.1f} MiB"
 
 
