@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test bench snapshots clear-snapshots clean-venv
+.PHONY: setup run test test-fast bench snapshots clear-snapshots clean-venv
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ run: setup
 
 test: setup
 	pytest
+
+# The edit-test loop: unit tests and one small end-to-end repro.
+test-fast: setup
+	pytest -m "not slow"
 
 snapshots: setup
 	PYTHONPATH=src python -m chunktrain.resume

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from conftest import TINY_PARAMS, Project, Stages, new_project, project_env, ran  # noqa: E402
+from helpers import TINY_PARAMS, Project, Stages, new_project, project_env, ran  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 

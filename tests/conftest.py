@@ -1,124 +1,17 @@
 """Fixtures: tiny params, stage inputs on temp paths, and the project copied into a temp git repo."""
 
 import copy
-import hashlib
-import os
-import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
-ALL_STAGES = {"generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
-
-TINY_PARAMS = {
-    "seed": 0,
-    "data": {"n_samples": 2000, "n_features": 4, "noise": 0.1, "val_fraction": 0.1, "test_fraction": 0.1},
-    "model": {"hidden": [16]},
-    "train": {
-        "optimizer": "adam",
-        "lr": 0.01,
-        "batch_size": 64,
-        "weight_decay": 0.0,
-        "nproc": 1,
-        "device": "auto",
-        "snapshot_every_steps": None,
-        "snapshot_every_seconds": 30,
-        "chunks": {
-            "c1": {"from": "init", "epochs": 2},
-            "c2": {"from": "c1", "epochs": 2},
-            "c3": {"from": "c2", "epochs": 2},
-        },
-    },
-}
+from helpers import TINY_PARAMS, Project, Stages, new_project
 
 
 @pytest.fixture
 def params() -> dict:
     """A fresh copy of the tiny params, to edit."""
     return copy.deepcopy(TINY_PARAMS)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_params(path: Path, params: dict) -> Path:
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
-def project_env() -> dict:
-    """The environment a user has after `make setup`: this venv first on PATH, so stages find its python."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1",
-               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return env
-
-
-class Project:
-    """The project in a temp git repo, driven the way a user drives it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def run(self, *command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(command, cwd=self.path, env={**project_env(), **(env or {})}, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}")
-        return result
-
-    def dvc(self, *args: str, check: bool = True, env: dict | None = None) -> str:
-        return self.run("dvc", *args, check=check, env=env).stdout
-
-    def commit(self, message: str) -> None:
-        self.run("git", "add", "-A")
-        self.run("git", "commit", "-q", "-m", message)
-
-    def edit_params(self, edit) -> None:
-        params = self.params
-        edit(params)
-        self.params = params
-
-    def append(self, path: Path, text: str) -> None:
-        with open(path, "a") as file:
-            file.write(text)
-
-    @property
-    def params(self) -> dict:
-        return yaml.safe_load((self.path / "params.yaml").read_text())
-
-    @params.setter
-    def params(self, value: dict) -> None:
-        write_params(self.path / "params.yaml", value)
-
-
-def ran(output: str) -> set[str]:
-    """Stages that `dvc repro` ran (not those it skipped or restored from the run cache)."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def new_project(path: Path, params: dict) -> Project:
-    path.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
-    project = Project(path)
-    project.params = params
-    project.run("git", "init", "-q")
-    project.commit("project")
-    return project
 
 
 @pytest.fixture(scope="session")
@@ -136,45 +29,6 @@ def project(reproduced, tmp_path) -> Project:
     source, _ = reproduced
     shutil.copytree(source.path, tmp_path / "repo", symlinks=True, ignore=shutil.ignore_patterns("tmp"))
     return Project(tmp_path / "repo")
-
-
-class Stages:
-    """The stage scripts' main()s, run in this process on temp paths, as dvc.yaml would call them."""
-
-    def __init__(self, root: Path, params: dict):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.params_path = write_params(root / "params.yaml", params)
-        self.split = {name: root / f"data/{name}.parquet" for name in ("train", "val", "test")}
-
-    def checkpoint(self, name: str) -> Path:
-        return self.root / f"checkpoints/{name}.pt"
-
-    def generate(self) -> None:
-        import generate
-        generate.main(["--params", str(self.params_path), *self.split_args("train", "val", "test")])
-
-    def init(self) -> None:
-        import init
-        init.main(["--params", str(self.params_path), "--train", str(self.split["train"]),
-                   "--out", str(self.checkpoint("init"))])
-
-    def train(self, chunk: str, parent: str) -> Path:
-        import train
-        train.main(["--params", str(self.params_path), "--chunk", chunk, "--parent", str(self.checkpoint(parent)),
-                    *self.split_args("train", "val"), "--out", str(self.checkpoint(chunk)),
-                    "--metrics", str(self.root / f"metrics/{chunk}.json"),
-                    "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt")])
-        return self.checkpoint(chunk)
-
-    def evaluate(self) -> None:
-        import evaluate
-        evaluate.main(["--params", str(self.params_path), "--checkpoints", str(self.root / "checkpoints"),
-                       "--test", str(self.split["test"]), "--metrics", str(self.root / "metrics/test"),
-                       "--curves", str(self.root / "metrics/curves")])
-
-    def split_args(self, *names: str) -> list[str]:
-        return [arg for name in names for arg in (f"--{name}", str(self.split[name]))]
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import sys
 
 from chunktrain.params import Params
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402

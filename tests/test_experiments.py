@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from conftest import Project
+from helpers import Project
 
 MARKER = "evaluate: code of the second experiment"
 

@@ -5,7 +5,7 @@ import pytest
 
 from chunktrain.errors import PipelineError
 from chunktrain.params import load_params
-from conftest import ROOT, project_env, write_params
+from helpers import ROOT, project_env, write_params
 
 
 def test_valid_params_load_with_chunk_overrides(tmp_path, params):

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from conftest import ALL_STAGES, ran, sha256
+from helpers import ALL_STAGES, ran, sha256
 
 
 def metrics(project) -> dict:

@@ -7,7 +7,7 @@ from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import epoch_order
-from conftest import write_params
+from helpers import write_params
 
 
 def assert_same_state(a: dict, b: dict) -> None:
