@@ -27,10 +27,10 @@ test-fast: setup
 	pytest -m "not slow"
 
 snapshots: setup
-	PYTHONPATH=src python -m chunktrain.resume
+	PYTHONPATH=src python -m chunktrain.snapshots
 
 clear-snapshots: setup
-	PYTHONPATH=src python -m chunktrain.resume --clear
+	PYTHONPATH=src python -m chunktrain.snapshots --clear
 
 # Ratios to plain-PyTorch baselines measured in the same run; a few minutes. Writes metrics/bench.json.
 bench: setup

@@ -121,7 +121,7 @@ def test_a_corrupt_snapshot_is_skipped_with_a_warning(resumable):
 def test_the_snapshots_command_lists_and_clears(resumable):
     project, _ = resumable
     rerun_c2(project, "step:35")
-    command = [sys.executable, "-m", "chunktrain.resume"]
+    command = [sys.executable, "-m", "chunktrain.snapshots"]
     listed = project.run(*command, env={"PYTHONPATH": "src"}).stdout
     assert listed.startswith(f"{SNAPSHOT}: step 30 (epoch 4, batch 5)")
     cleared = project.run(*command, "--clear", env={"PYTHONPATH": "src"}).stdout

@@ -4,12 +4,12 @@ import hashlib
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from chunktrain.errors import PipelineError
-from chunktrain.faults import crash_point
 
 FORMAT_VERSION = 1
 
@@ -35,8 +35,11 @@ class CheckpointError(PipelineError):
     """A checkpoint is missing, unreadable, or does not fit what params.yaml asks for."""
 
 
-def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
-    """Write atomically: a crash leaves the old file or none, never a partial one."""
+def save_checkpoint(checkpoint: dict, path: str | Path, written: Callable[[Path], None] | None = None) -> None:
+    """Write atomically: a crash leaves the old file or none, never a partial one.
+
+    written(path), if given, runs when the bytes are in the temp file and not yet renamed into place.
+    """
     path = Path(path)
     missing = set(KEYS) - checkpoint.keys()
     if missing:
@@ -53,7 +56,8 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
             # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
             torch.save(_canonical(checkpoint), file)
             file.flush()
-            crash_point(f"save:{path.name}")
+            if written:
+                written(path)
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:

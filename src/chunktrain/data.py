@@ -7,7 +7,7 @@ import pyarrow.parquet
 import torch
 
 from chunktrain.errors import PipelineError
-from chunktrain.synthetic import TARGET, feature_names
+from chunktrain.columns import TARGET, feature_names
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,14 @@ class Split:
 def count_features(path: str | Path) -> int:
     """The number of feature columns, read from the parquet schema without loading the rows."""
     return len(_feature_columns(pyarrow.parquet.read_schema(path).names, path))
+
+
+def count_rows(path: str | Path) -> int:
+    """The number of rows of a split, from the parquet footer without loading them."""
+    try:
+        return pyarrow.parquet.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"cannot read dataset file {path} ({error}); run `dvc repro generate`") from None
 
 
 def read_split(path: str | Path) -> Split:

@@ -1,4 +1,4 @@
-"""Several processes for one chunk: the torchrun launch, the process group, and the DDP training loop.
+"""Several processes for one chunk: the process group, and what the training loop does differently under DDP.
 
 Every rank computes the same epoch_order and trains on its contiguous share of each global batch,
 so the global batch size stays train.batch_size. Rank 0 alone writes snapshots and the checkpoint.
@@ -10,7 +10,6 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -18,12 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from chunktrain.data import Split
 from chunktrain.errors import PipelineError
-from chunktrain.resume import Interrupted, StopSignals
-from chunktrain.training import Position, epoch_order, finish_epoch
-
-INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}  # exit codes of a rank stopped by a signal
+from chunktrain.training import OneProcess
 
 
 @dataclass(frozen=True)
@@ -50,32 +45,6 @@ def check_nproc(nproc: int, n_rows: int, batch_size: int, key: str) -> None:
     if nproc > smallest:
         raise PipelineError(f"{key}: {nproc} processes is more than the {smallest} row(s) of the smallest global batch"
                             f" ({n_rows} training rows in batches of {batch_size}); every process needs at least one")
-
-
-def launch(nproc: int, script: Path, argv: list[str], *, device: str, name: str, out: Path) -> None:
-    """Run `script argv` as `nproc` processes through torchrun's own code; any failure is one PipelineError."""
-    resolve_device(device, nproc - 1)  # refuse a missing GPU here, not once in every rank
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
-    # Split the cores between the ranks; torchrun alone would give each one thread.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    try:
-        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", str(script), *argv]))
-    except ChildFailedError as error:
-        out.unlink(missing_ok=True)  # a rank may have died after rank 0 wrote it: a failed stage leaves none
-        rank, failure = error.get_first_failure()
-        if failure.exitcode in INTERRUPTED:
-            raise Interrupted(f"{name} stopped by a signal; `dvc repro` resumes from rank 0's snapshot",
-                              failure.exitcode - 128) from None
-        how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
-               else f"exited with status {failure.exitcode}")
-        raise PipelineError(f"{name}: rank {rank} of {nproc} {how}; the chunk failed and wrote no checkpoint") from None
-    except SignalException as error:
-        out.unlink(missing_ok=True)
-        raise Interrupted(f"{name} stopped by {error.sigval.name}; `dvc repro` resumes from rank 0's snapshot",
-                          error.sigval) from None
 
 
 def resolve_device(setting: str, local_rank: int) -> torch.device:
@@ -105,53 +74,37 @@ def join(nproc: int, device_setting: str, key: str) -> World:
     return World(rank=dist.get_rank(), size=size, device=device)
 
 
-class AgreedStop:
-    """What the ranks agreed on at the last step: stop only when all of them stop, at the same step.
+class DataParallel(OneProcess):
+    """The Parallelism of DDP: this rank's share of each batch, the global loss sum, a stop all ranks agree on.
 
-    A signal reaches each rank at its own moment, so `received` changes only at the per-step all-reduce.
+    A signal reaches each rank at its own moment, so `stop` changes only at the per-step all-reduce.
     """
 
-    def __init__(self, signals: StopSignals):
-        self.signals = signals
-        self.received: int | None = None
+    def __init__(self, world: World, stop_requested: Callable[[], int | None]):
+        super().__init__(stop_requested)
+        self.world = world
+        self.sync = torch.zeros(2, dtype=torch.float64, device=world.device)  # [loss sum, stop request]
 
+    def wrap(self, model: nn.Module) -> DistributedDataParallel:
+        """The model under DDP, its gradients averaged across the ranks."""
+        return DistributedDataParallel(model, device_ids=[self.world.device.index] if self.world.device.type == "cuda"
+                                       else None)
 
-def wrap(model: nn.Module, world: World) -> DistributedDataParallel:
-    """The model under DDP, its gradients averaged across the ranks."""
-    return DistributedDataParallel(model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+    def share(self, start: int, rows: int) -> tuple[int, int]:
+        rank, size = self.world.rank, self.world.size
+        return start + rows * rank // size, start + rows * (rank + 1) // size
 
-
-def train_epochs(model: DistributedDataParallel, optimizer: torch.optim.Optimizer, train: Split, val: Split,
-                 position: Position, *, last_epoch: int, batch_size: int, seed: int, stop: AgreedStop,
-                 on_step: Callable[[Position, int], None], on_epoch: Callable[[dict], None]) -> list[dict]:
-    """training.train_epochs on this rank's share of every global batch; position.loss_sum is the global sum."""
-    rank, size = dist.get_rank(), dist.get_world_size()
-    n = len(train.y)
-    sync = torch.zeros(2, dtype=torch.float64, device=train.y.device)  # [squared error sum, stop signal]
-    while position.epoch <= last_epoch:
-        order = epoch_order(n, seed, position.epoch).to(train.y.device)
-        x, y = train.x[order], train.y[order]
-        model.train()
-        for start in range(position.batch * batch_size, n, batch_size):
-            rows = min(batch_size, n - start)
-            lo, hi = start + rows * rank // size, start + rows * (rank + 1) // size
-            optimizer.zero_grad(set_to_none=True)
-            squared = F.mse_loss(model(x[lo:hi]), y[lo:hi], reduction="sum")
-            with _peer_failure(rank):
-                # DDP averages the ranks' gradients; scaling each sum by size / rows makes that the batch mean.
-                (squared * (size / rows)).backward()
-                # One small all-reduce a step: the global loss (a snapshot holds it) and whether a rank was signalled.
-                sync[0], sync[1] = squared.detach(), stop.signals.received or 0
-                dist.all_reduce(sync)
-            optimizer.step()
-            position.loss_sum += sync[0]
-            if sync[1]:
-                stop.received = stop.signals.received or signal.SIGTERM
-            position.batch += 1
-            on_step(position, hi - lo)
-        # Every rank holds the same weights, so each computes the same val loss; no rank waits for another.
-        on_epoch(finish_epoch(model.module, optimizer, val, position, n))
-    return position.history
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int) -> torch.Tensor:
+        squared = F.mse_loss(model(x), y, reduction="sum")
+        with _peer_failure(self.world.rank):
+            # DDP averages the ranks' gradients; scaling each sum by size / rows makes that the batch mean.
+            (squared * (self.world.size / rows)).backward()
+            # One small all-reduce a step: the global loss (a snapshot holds it) and whether a rank was signalled.
+            self.sync[0], self.sync[1] = squared.detach(), self.stop_requested() or 0
+            dist.all_reduce(self.sync)
+        if self.sync[1]:
+            self.stop = self.stop_requested() or signal.SIGTERM
+        return self.sync[0].clone()
 
 
 @contextlib.contextmanager

@@ -6,28 +6,17 @@ rerun does not delete it. It is used only if its fingerprint (parent checkpoint,
 params, data files, training code) matches the run's, so a resumed chunk gives the same bytes.
 """
 
-import argparse
 import contextlib
 import hashlib
-import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from chunktrain.checkpoint import HISTORY, CheckpointError, file_sha256, load_checkpoint, save_checkpoint
-from chunktrain.errors import PipelineError
 from chunktrain.training import Position
 
 RESUME = "resume"  # snapshots only: {fingerprint, epoch, batch, loss_sum, step}
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
-
-
-class Interrupted(PipelineError):
-    """SIGINT or SIGTERM arrived; a snapshot was written and `dvc repro` will resume from it."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 def fingerprint(*, parent: Path, params: dict, data: Iterable[Path], code: Iterable[Path]) -> dict:
@@ -43,11 +32,12 @@ def fingerprint(*, parent: Path, params: dict, data: Iterable[Path], code: Itera
     }
 
 
-def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int, fingerprint: dict) -> None:
-    """Write checkpoint + position over the previous snapshot, atomically."""
+def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int, fingerprint: dict,
+                  written: Callable[[Path], None] | None = None) -> None:
+    """Write checkpoint + position over the previous snapshot, atomically; `written` as in save_checkpoint."""
     save_checkpoint({**checkpoint, RESUME: {"fingerprint": fingerprint, "epoch": position.epoch,
                                             "batch": position.batch, "loss_sum": position.loss_sum,
-                                            "step": step}}, path)
+                                            "step": step}}, path, written)
 
 
 def load_snapshot(path: Path, fingerprint: dict, log: Callable[[str], None]) -> dict | None:
@@ -96,60 +86,9 @@ class SnapshotSchedule:
         self.cost = self.last - started
 
 
-class StopSignals:
-    """Within `with`, SIGINT and SIGTERM only set `received`, so training stops at a clean step."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received: int | None = None
-
-    def __enter__(self) -> "StopSignals":
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-
-
 def clear(path: Path) -> None:
     """Delete a snapshot, any temp file a crash left beside it, and its folder once empty."""
     for stale in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
         stale.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
-
-
-def describe(path: Path) -> str:
-    """One line about a snapshot file: where in its chunk it was taken, and its size."""
-    try:
-        state = load_checkpoint(path, rebuild="`--clear` deletes it")[RESUME]
-        where = f"step {state['step']} (epoch {state['epoch']}, batch {state['batch']})"
-    except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what this listing helps find
-        where = f"unreadable ({error})"
-    return f"{path}: {where}, {path.stat().st_size / 2**20:.1f} MiB"
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m chunktrain.resume [--clear] [FOLDER]`: list, or delete, the snapshots under FOLDER."""
-    parser = argparse.ArgumentParser(prog="python -m chunktrain.resume", description=main.__doc__)
-    parser.add_argument("folder", nargs="?", type=Path, default=Path(".resume"))
-    parser.add_argument("--clear", action="store_true", help="delete every snapshot")
-    args = parser.parse_args(argv)
-    snapshots = sorted(args.folder.glob("*/*.pt"))
-    for path in snapshots:
-        print(describe(path))
-    if args.clear:
-        for path in snapshots:
-            clear(path)
-        print(f"deleted {len(snapshots)} snapshot(s) under {args.folder}")
-    elif not snapshots:
-        print(f"no snapshots under {args.folder}")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,14 +6,10 @@ import torch (about 1.7 s) and a training stage does not import pandas (about 0.
 
 import numpy as np
 
+from chunktrain.columns import TARGET, feature_names
 from chunktrain.params import DataParams
 
-TARGET = "y"
 TEACHER_HIDDEN = 64  # two tanh layers this wide are hard enough that a small MLP keeps improving on it for many epochs
-
-
-def feature_names(n_features: int) -> list[str]:
-    return [f"x{i}" for i in range(n_features)]
 
 
 def generate_splits(data: DataParams, seed: int) -> dict:

@@ -1,4 +1,8 @@
-"""The training loop: tensors in, state and per-epoch history out; no file I/O."""
+"""The training loop, for one process or many: tensors in, state and per-epoch history out; no file I/O.
+
+What differs between one process and several (which rows of a batch this process takes, how the
+batch's loss is reduced across processes, how a stop request is agreed) is a Parallelism passed in.
+"""
 
 import math
 from collections.abc import Callable
@@ -34,29 +38,55 @@ class Position:
     history: list[dict] = field(default_factory=list)  # one record per epoch this chunk completed
 
 
+class OneProcess:
+    """The Parallelism of a single process: the whole batch, its mean loss, a stop as soon as it is asked."""
+
+    def __init__(self, stop_requested: Callable[[], int | None] = lambda: None):
+        self.stop_requested = stop_requested
+        self.stop: int | None = None  # the signal to stop on, once there is one
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def share(self, start: int, rows: int) -> tuple[int, int]:
+        """The rows [lo, hi) of the global batch [start, start + rows) that this process trains on."""
+        return start, start + rows
+
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int) -> torch.Tensor:
+        """Backpropagate the batch's mean loss; return the global batch's loss sum."""
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        self.stop = self.stop_requested()
+        return loss.detach() * rows
+
+
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, val: Split,
                  position: Position, *, last_epoch: int, batch_size: int, seed: int,
+                 parallel: OneProcess | None = None,
                  on_step: Callable[[Position, int], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train from `position` through global epoch `last_epoch`, advancing `position`; return its history.
 
-    on_step(position, batch_len) runs after every optimizer step, on_epoch(record) after every epoch.
+    on_step(position, rows) runs after every optimizer step, on_epoch(record) after every epoch.
     """
+    parallel = parallel or OneProcess()
+    trained = parallel.wrap(model)
     n = len(train.y)
     while position.epoch <= last_epoch:
-        order = epoch_order(n, seed, position.epoch)
+        order = epoch_order(n, seed, position.epoch).to(train.y.device)
         x, y = train.x[order], train.y[order]  # one gather per epoch; batches are then views
-        model.train()
+        trained.train()
         for start in range(position.batch * batch_size, n, batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            rows = min(batch_size, n - start)
+            lo, hi = parallel.share(start, rows)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.mse_loss(model(xb), yb)
-            loss.backward()
+            batch_loss_sum = parallel.backward(trained, x[lo:hi], y[lo:hi], rows)
             optimizer.step()
-            position.loss_sum += loss.detach() * len(yb)
+            position.loss_sum += batch_loss_sum
             position.batch += 1
             if on_step:
-                on_step(position, len(yb))
+                on_step(position, hi - lo)
+        # Every process holds the same weights, so each computes the same val loss; none waits for another.
         record = finish_epoch(model, optimizer, val, position, n)
         if on_epoch:
             on_epoch(record)

@@ -1,0 +1,197 @@
+"""One chunk, from its parent checkpoint (or a matching snapshot) to its checkpoint and metrics.
+
+run() is the whole story in order; each step is a small function or class below it.
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import chunktrain
+from chunktrain import resume
+from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
+                                   CheckpointError, check_model_config, load_checkpoint, make_checkpoint,
+                                   restore_rng_state, save_checkpoint)
+from chunktrain.data import Split, read_split
+from chunktrain.distributed import DataParallel, World
+from chunktrain.faults import crash_point
+from chunktrain.metrics import write_json
+from chunktrain.model import apply_settings, build_model, build_optimizer, model_config
+from chunktrain.params import INIT, Params
+from chunktrain.signals import Interrupted, StopSignals
+from chunktrain.training import OneProcess, Position, train_epochs
+
+LIBRARY = sorted(Path(chunktrain.__file__).parent.glob("*.py"))  # with the stage script, what a fingerprint covers
+
+
+@dataclass(frozen=True)
+class ChunkFiles:
+    """The files a chunk stage reads and writes, as dvc.yaml passes them."""
+
+    parent: Path  # the checkpoint it starts from
+    train: Path
+    val: Path
+    out: Path  # the checkpoint it writes
+    metrics: Path  # the JSON of its last epoch's losses
+    snapshot: Path  # mid-chunk snapshot, outside DVC's outputs; deleted on success
+
+
+def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[Path]) -> None:
+    """Train chunk `name` of params.yaml; only rank 0 writes files. `code` is what a snapshot's fingerprint covers."""
+    say = print if world.rank == 0 else lambda *_: None  # the other ranks print only their errors
+    settings = params.train.settings(name)
+    train, val = (_on(read_split(path), world.device) for path in (files.train, files.val))
+    config = model_config(train.x.shape[1], params.model.hidden, params.train.optimizer)
+    parent = load_parent(files.parent, name, params, config)
+    fingerprint = resume.fingerprint(parent=files.parent, data=[files.train, files.val], code=code,
+                                     params={"seed": params.seed, "model": config, "train": settings.model_dump(),
+                                             "nproc": world.size, "device": world.device.type})
+    snapshot = resume.load_snapshot(files.snapshot, fingerprint, log=say)
+    model, optimizer = restore(snapshot or parent, config, settings.lr, settings.weight_decay, world.device)
+    position = start_position(parent, snapshot, world.device)
+    if snapshot:
+        say(f"resuming {name} from step {snapshot[resume.RESUME]['step']} (epoch {position.epoch})")
+    last_epoch = parent[EPOCH] + settings.epochs
+    say(f"train@{name}: epochs {parent[EPOCH] + 1}..{last_epoch} from {files.parent}, lr {settings.lr},"
+        f" batch size {settings.batch_size}" + (f", {world.size} processes" if world.size > 1 else ""))
+
+    def checkpoint_at(position: Position) -> dict:
+        history = parent[HISTORY] + [{**record, "chunk": name} for record in position.history]
+        return make_checkpoint(model, optimizer, epoch=position.epoch - 1,
+                               loss=history[-1]["train_loss"] if position.history else parent[LOSS],
+                               model_config=config, chunk=name, train_settings=settings.model_dump(),
+                               parent=params.train.chunks[name].parent,
+                               parent_sha256=fingerprint["parent checkpoint"], history=history)
+
+    with StopSignals() as signals, Progress(name, parent[EPOCH], settings.epochs, len(train.y),
+                                            settings.batch_size, position, enabled=world.rank == 0) as progress:
+        stop_requested = lambda: signals.received  # noqa: E731
+        parallel = OneProcess(stop_requested) if world.size == 1 else DataParallel(world, stop_requested)
+        snapshots = Snapshots(name, files.snapshot, params.train, world, parallel, checkpoint_at, fingerprint,
+                              first_epoch=parent[EPOCH] + 1, steps_per_epoch=progress.steps_per_epoch)
+
+        def on_step(position: Position, rows: int) -> None:
+            progress.step(position, rows)
+            snapshots.step(position)
+
+        train_epochs(model, optimizer, train, val, position, last_epoch=last_epoch, batch_size=settings.batch_size,
+                     seed=params.seed, parallel=parallel, on_step=on_step, on_epoch=progress.epoch)
+    if world.rank == 0:
+        write_outputs(checkpoint_at(position), position.history[-1], files)
+
+
+def _on(split: Split, device: torch.device) -> Split:
+    return split if device.type == "cpu" else Split(split.x.to(device), split.y.to(device))
+
+
+def load_parent(path: Path, name: str, params: Params, config: dict) -> dict:
+    """The parent checkpoint, refused unless it was written by the chunk params.yaml names, for this model."""
+    expected = params.train.chunks[name].parent
+    stage = INIT if expected == INIT else f"train@{expected}"
+    parent = load_checkpoint(path, rebuild=f"run `dvc repro {stage}` to rebuild it")
+    if parent[CHUNK] != expected:
+        raise CheckpointError(f"{path} was written by {parent[CHUNK]!r}, but chunk {name} starts from {expected!r};"
+                              f" run `dvc repro {stage}` to rebuild it")
+    check_model_config(parent, config, path)
+    return parent
+
+
+def restore(start: dict, config: dict, lr: float, weight_decay: float,
+            device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model and optimizer of a checkpoint, set to this chunk's lr and weight decay."""
+    # Built on the meta device and given the checkpoint's tensors (memory-mapped, copied on write): no time
+    # spent initialising weights that are replaced, and no second copy of them in memory.
+    with torch.device("meta"):
+        model = build_model(config)
+    model.load_state_dict(start[MODEL_STATE], assign=True)
+    model.to(device)
+    optimizer = build_optimizer(model, config)
+    optimizer.load_state_dict(start[OPTIMIZER_STATE])
+    apply_settings(optimizer, lr, weight_decay)
+    restore_rng_state(start[RNG_STATE])
+    return model, optimizer
+
+
+def start_position(parent: dict, snapshot: dict | None, device: torch.device) -> Position:
+    """Where training starts: the snapshot's position, else the epoch after the parent's."""
+    if snapshot:
+        position = resume.resume_position(snapshot, len(parent[HISTORY]))
+    else:
+        position = Position(epoch=parent[EPOCH] + 1)
+    position.loss_sum = position.loss_sum.to(device)
+    return position
+
+
+class Snapshots:
+    """After each step: write a snapshot when one is due or a stop was asked for, then stop if asked."""
+
+    def __init__(self, name: str, path: Path, train_params, world: World, parallel: OneProcess, checkpoint_at,
+                 fingerprint: dict, *, first_epoch: int, steps_per_epoch: int):
+        self.name, self.path, self.world, self.parallel = name, path, world, parallel
+        self.checkpoint_at, self.fingerprint = checkpoint_at, fingerprint
+        self.first_epoch, self.steps_per_epoch = first_epoch, steps_per_epoch
+        self.schedule = resume.SnapshotSchedule(train_params.snapshot_every_steps,
+                                                train_params.snapshot_every_seconds)
+
+    def step(self, position: Position) -> None:
+        step = (position.epoch - self.first_epoch) * self.steps_per_epoch + position.batch  # within this chunk
+        crash_point("step")
+        stop = self.parallel.stop
+        if self.world.rank == 0 and (stop or self.schedule.due(step)):
+            taken = time.monotonic()
+            resume.save_snapshot(self.path, self.checkpoint_at(position), position, step, self.fingerprint,
+                                 written=save_point)
+            self.schedule.taken(taken)
+        if stop:
+            self.world.barrier()  # no rank exits before rank 0's snapshot is complete
+            if self.world.rank != 0:
+                sys.exit(128 + stop)
+            raise Interrupted(f"train@{self.name} interrupted at step {step} (epoch {position.epoch});"
+                              f" snapshot written to {self.path}: `dvc repro` resumes from it", stop)
+
+
+class Progress:
+    """A progress bar over the chunk's samples (on a terminal) and one line per epoch."""
+
+    def __init__(self, name: str, epochs_before: int, epochs: int, rows: int, batch_size: int, position: Position,
+                 enabled: bool):
+        self.name, self.enabled = name, enabled
+        self.rows = rows
+        self.steps_per_epoch = math.ceil(rows / batch_size)
+        done = (position.epoch - epochs_before - 1) * rows + min(position.batch * batch_size, rows)
+        self.bar = tqdm(total=epochs * rows, initial=done, unit="sample", unit_scale=True, leave=False,
+                        disable=None if enabled else True)
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def step(self, position: Position, rows: int) -> None:
+        self.bar.update(rows)
+
+    def epoch(self, record: dict) -> None:
+        rate = self.rows / (time.perf_counter() - self.started)
+        if self.enabled:
+            self.bar.write(f"train@{self.name} epoch {record['epoch']}: train_loss {record['train_loss']:.5f}"
+                           f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} samples/s")
+        self.started = time.perf_counter()
+
+
+def save_point(path: Path) -> None:
+    """A crash point between writing a checkpoint's bytes and renaming them into place."""
+    crash_point(f"save:{path.name}")
+
+
+def write_outputs(checkpoint: dict, last: dict, files: ChunkFiles) -> None:
+    """The checkpoint, then the metrics, then the snapshot's removal: until all are done, a rerun can resume."""
+    save_checkpoint(checkpoint, files.out, written=save_point)
+    write_json(files.metrics, {"epoch": last["epoch"], "train_loss": last["train_loss"], "val_loss": last["val_loss"]})
+    resume.clear(files.snapshot)
