@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -43,6 +44,15 @@ def sha256(path: Path) -> str:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def wait_for(condition, what: str, timeout: float = 120.0, poll: float = 0.005) -> None:
+    """Wait until condition() is true (an event the code under test emits: a file, a line); fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
 
 
 def project_env() -> dict:

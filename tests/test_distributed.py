@@ -34,6 +34,7 @@ def ddp(reproduced, tmp_path_factory):
     return project, project.dvc("repro")
 
 
+@pytest.mark.slow
 def test_a_two_process_chunk_runs_through_dvc_and_matches_one_process(ddp):
     project, output = ddp
     assert ran(output) == {"train@d2", "train@e3", "evaluate"}
@@ -50,6 +51,7 @@ def test_a_two_process_chunk_runs_through_dvc_and_matches_one_process(ddp):
         assert torch.allclose(tensor, c2[ckpt.MODEL_STATE][name], rtol=0, atol=WEIGHT_ATOL), name
 
 
+@pytest.mark.slow
 def test_chunks_continue_across_process_counts(ddp):
     project, _ = ddp
     e3 = load_checkpoint(project.path / "data/checkpoints/e3.pt", rebuild="-")
@@ -60,6 +62,7 @@ def test_chunks_continue_across_process_counts(ddp):
     assert d2[ckpt.PARENT_SHA256] == sha256(project.path / "data/checkpoints/c1.pt")
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_fails_the_stage_and_a_rerun_resumes_bit_identical(ddp):
     project, _ = ddp
     checkpoint = project.path / "data/checkpoints/d2.pt"
@@ -90,6 +93,7 @@ def test_more_processes_than_rows_in_a_batch_are_refused(n_rows, batch_size, npr
         check_nproc(nproc, n_rows, batch_size, "train.nproc")
 
 
+@pytest.mark.slow
 def test_too_many_processes_fail_the_stage_before_torchrun_starts(stages, params):
     params["train"]["chunks"]["c1"]["nproc"] = 65
     write_params(stages.params_path, params)

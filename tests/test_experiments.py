@@ -2,12 +2,13 @@
 
 import json
 import shutil
-import time
 
 import psutil
 import pytest
 
 from helpers import Project
+
+pytestmark = pytest.mark.slow
 
 MARKER = "evaluate: code of the second experiment"
 
@@ -25,9 +26,8 @@ def processes_under(path) -> list[psutil.Process]:
 def stop_queue(project: Project, timeout: float = 30.0) -> None:
     """Stop the queue's celery workers and wait until none is left, so none outlives the test."""
     project.dvc("queue", "stop", "--kill", check=False)
-    deadline = time.monotonic() + timeout
-    while (left := processes_under(project.path)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    _, left = psutil.wait_procs(processes_under(project.path), timeout=timeout)
+    left += processes_under(project.path)  # any started while the others stopped
     assert not left, f"processes left running in {project.path}: {[p.pid for p in left]}"
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from helpers import ALL_STAGES, ran, sha256
 
@@ -43,6 +44,7 @@ def test_plots_show_one_continuous_curve(project):
     assert epochs == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_editing_a_chunk_reruns_it_and_what_follows_it(project):
     params = project.params
     params["train"]["chunks"]["c2"]["lr"] = 0.003
@@ -50,6 +52,7 @@ def test_editing_a_chunk_reruns_it_and_what_follows_it(project):
     assert ran(project.dvc("repro")) == {"train@c2", "train@c3", "evaluate"}
 
 
+@pytest.mark.slow
 def test_appending_a_chunk_runs_only_that_chunk(project):
     c3_before = sha256(project.path / "data/checkpoints/c3.pt")
     params = project.params
@@ -60,6 +63,7 @@ def test_appending_a_chunk_runs_only_that_chunk(project):
     assert metrics(project)["metrics/train/c4.json"]["epoch"] == 7
 
 
+@pytest.mark.slow
 def test_branching_trains_the_shared_parent_once(project):
     params = project.params
     params["train"]["chunks"]["c2_slow"] = {"from": "c1", "epochs": 2, "lr": 0.001}
@@ -70,12 +74,14 @@ def test_branching_trains_the_shared_parent_once(project):
     assert branch["chunk"].tolist() == ["c1", "c1", "c2_slow", "c2_slow"]
 
 
+@pytest.mark.slow
 def test_editing_evaluation_code_reruns_only_evaluate(project):
     with open(project.path / "src/evaluate.py", "a") as file:
         file.write("\n# an edit\n")
     assert ran(project.dvc("repro")) == {"evaluate"}
 
 
+@pytest.mark.slow
 def test_editing_data_params_reruns_everything(project):
     params = project.params
     params["data"]["noise"] = 0.2
@@ -83,6 +89,7 @@ def test_editing_data_params_reruns_everything(project):
     assert ran(project.dvc("repro")) == ALL_STAGES
 
 
+@pytest.mark.slow
 def test_reverting_an_edit_restores_from_the_run_cache(project):
     original = project.params
     c3_before = sha256(project.path / "data/checkpoints/c3.pt")
@@ -98,6 +105,7 @@ def test_reverting_an_edit_restores_from_the_run_cache(project):
     assert sha256(project.path / "data/checkpoints/c3.pt") == c3_before
 
 
+@pytest.mark.slow
 def test_forced_rerun_with_identical_result_leaves_downstream_unchanged(project):
     before = {name: sha256(project.path / f"data/checkpoints/{name}.pt") for name in ("c1", "c2", "c3")}
     assert ran(project.dvc("repro", "-f", "-s", "train@c1")) == {"train@c1"}
@@ -107,6 +115,7 @@ def test_forced_rerun_with_identical_result_leaves_downstream_unchanged(project)
     assert {name: sha256(project.path / f"data/checkpoints/{name}.pt") for name in before} == before
 
 
+@pytest.mark.slow
 def test_bad_params_fail_the_stage_with_one_line_naming_the_key(project):
     params = project.params
     params["train"]["chunks"]["c1"]["epochs"] = 0
@@ -117,6 +126,7 @@ def test_bad_params_fail_the_stage_with_one_line_naming_the_key(project):
     assert "Traceback" not in result.stdout
 
 
+@pytest.mark.slow
 def test_exp_run_with_a_param_override_is_listed_by_exp_show(project):
     project.dvc("exp", "run", "-n", "fast-lr", "-S", "train.lr=0.02")
     rows = json.loads(project.dvc("exp", "show", "--json"))

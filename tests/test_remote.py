@@ -14,6 +14,7 @@ def use_remote(project: Project, url: Path) -> None:
     project.dvc("remote", "modify", "--local", "storage", "url", str(url))
 
 
+@pytest.mark.slow
 def test_default_remote_is_a_local_folder_beside_the_project(project):
     # Resolved relative to .dvc/, so the url `../../chunktrain-storage` lands beside the project folder.
     listed = project.dvc("remote", "list")
@@ -38,6 +39,7 @@ def pulled(project, tmp_path) -> tuple[Project, Project]:
     return project, clone
 
 
+@pytest.mark.slow
 def test_a_pulled_clone_is_up_to_date_and_reproduces_nothing(pulled):
     origin, clone = pulled
     assert "Data and pipelines are up to date." in clone.dvc("status")
@@ -47,6 +49,7 @@ def test_a_pulled_clone_is_up_to_date_and_reproduces_nothing(pulled):
         assert sha256(clone.path / path) == sha256(origin.path / path)
 
 
+@pytest.mark.slow
 def test_a_chunk_appended_on_the_clone_continues_from_the_pulled_checkpoint(pulled):
     _, clone = pulled
     parent = clone.path / "data/checkpoints/c3.pt"
@@ -63,6 +66,7 @@ def test_a_chunk_appended_on_the_clone_continues_from_the_pulled_checkpoint(pull
     assert json.loads((clone.path / "metrics/train/c4.json").read_text())["epoch"] == 7
 
 
+@pytest.mark.slow
 def test_pull_from_a_missing_remote_fails_naming_the_missing_files(project, tmp_path):
     # DVC cannot tell a missing local remote from an empty one, so it reports the files it lacks.
     clone = git_clone(project, tmp_path / "clone", tmp_path / "no-such-remote")
@@ -74,6 +78,7 @@ def test_pull_from_a_missing_remote_fails_naming_the_missing_files(project, tmp_
     assert "failed to pull data from the cloud" in result.stdout
 
 
+@pytest.mark.slow
 def test_push_to_an_unwritable_remote_fails_naming_the_path(project, tmp_path):
     # A path below a regular file cannot be created, even by root (for whom chmod would not do).
     blocker = tmp_path / "a-file"

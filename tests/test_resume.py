@@ -4,13 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from chunktrain import resume
 from chunktrain.resume import SnapshotSchedule
-from helpers import project_env, ran, sha256
+from helpers import project_env, ran, sha256, wait_for
 
 SNAPSHOT = ".resume/c2/snapshot.pt"
 # Tiny params: 1600 training rows in batches of 64 are 25 steps an epoch; c2 trains epochs 3 and 4.
@@ -30,6 +29,7 @@ def rerun_c2(project, kill_at: str | None = None):
     return project.run("dvc", "repro", "--force", "--single-item", "train@c2", check=False, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at, resumed_from", [
     ("step:35", "step 30 (epoch 4)"),  # mid-epoch, 5 steps after the last snapshot
     ("save:snapshot.pt:3", "step 20 (epoch 3)"),  # during the third snapshot's write: the second one counts
@@ -52,6 +52,7 @@ def test_kill_9_then_repro_resumes_and_ends_bit_identical(resumable, kill_at, re
     assert ran(project.dvc("repro")) == set()  # c3 and evaluate see the same c2
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_a_snapshot_and_says_repro_resumes(resumable):
     project, _ = resumable
     params = project.params
@@ -59,9 +60,7 @@ def test_ctrl_c_writes_a_snapshot_and_says_repro_resumes(resumable):
     project.params = params
     dvc = subprocess.Popen(["dvc", "repro", "--single-item", "train@c2"], cwd=project.path, env=project_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not (project.path / SNAPSHOT).exists() and dvc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: (project.path / SNAPSHOT).exists() or dvc.poll() is not None, "the first snapshot")
     os.killpg(dvc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     output, _ = dvc.communicate(timeout=120)
     assert dvc.returncode != 0
@@ -75,6 +74,7 @@ def test_ctrl_c_writes_a_snapshot_and_says_repro_resumes(resumable):
     assert sha256(project.path / "data/checkpoints/c2.pt") == interrupted_result
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_stage_writes_a_snapshot_and_exits_143(resumable):
     project, _ = resumable
     params = project.params
@@ -85,8 +85,7 @@ def test_sigterm_to_the_stage_writes_a_snapshot_and_exits_143(resumable):
          "--train", "data/dataset/train.parquet", "--val", "data/dataset/val.parquet",
          "--out", "out.pt", "--metrics", "out.json", "--snapshot", SNAPSHOT],
         cwd=project.path, env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not (project.path / SNAPSHOT).exists() and stage.poll() is None:
-        time.sleep(0.005)
+    wait_for(lambda: (project.path / SNAPSHOT).exists() or stage.poll() is not None, "the first snapshot")
     stage.terminate()
     _, stderr = stage.communicate(timeout=120)
     assert stage.returncode == 128 + signal.SIGTERM
@@ -94,6 +93,7 @@ def test_sigterm_to_the_stage_writes_a_snapshot_and_exits_143(resumable):
     assert not (project.path / "out.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, reason", [
     (lambda project: project.edit_params(lambda p: p["train"]["chunks"]["c2"].update(lr=0.003)), "params"),
     (lambda project: project.append(project.path / "src/chunktrain/training.py", "\n# an edit\n"), "code"),
@@ -107,6 +107,7 @@ def test_a_snapshot_taken_with_other_inputs_is_never_used(resumable, change, rea
     assert "resuming" not in output
 
 
+@pytest.mark.slow
 def test_a_corrupt_snapshot_is_skipped_with_a_warning(resumable):
     project, uninterrupted = resumable
     rerun_c2(project, "step:35")
@@ -118,6 +119,7 @@ def test_a_corrupt_snapshot_is_skipped_with_a_warning(resumable):
     assert sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted
 
 
+@pytest.mark.slow
 def test_the_snapshots_command_lists_and_clears(resumable):
     project, _ = resumable
     rerun_c2(project, "step:35")

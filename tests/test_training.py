@@ -26,7 +26,8 @@ def losses(checkpoint: dict) -> list[tuple]:
     return [(r["epoch"], r["train_loss"], r["val_loss"], r["lr"]) for r in checkpoint[ckpt.HISTORY]]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adamw"])
+@pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow),
+                                       pytest.param("adamw", marks=pytest.mark.slow)])
 def test_three_plus_two_epochs_equal_five_bit_for_bit(stages, params, optimizer):
     params["train"]["optimizer"] = optimizer
     params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 3}, "c2": {"from": "c1", "epochs": 2},
