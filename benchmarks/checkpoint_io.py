@@ -49,7 +49,8 @@ def save(path: str) -> dict:
     reset_peak_rss()
     started = time.perf_counter()
     save_checkpoint(make_checkpoint(model, optimizer, epoch=1, loss=0.0, model_config=CONFIG, chunk="c1",
-                                    train_settings=None, parent="init", parent_sha256="0" * 64, history=[]), path)
+                                    train_settings=None, parent="init", parent_sha256="0" * 64, global_step=1,
+                                    history=[]), path)
     return {"seconds": time.perf_counter() - started, "peak_rss": peak_rss(),
             "parameters": sum(p.numel() for p in model.parameters())}
 

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(config)
     optimizer = build_optimizer(model, config)
     save_checkpoint(make_checkpoint(model, optimizer, epoch=0, loss=None, model_config=config, chunk=INIT,
-                                    train_settings=None, parent=None, parent_sha256=None, history=[]), args.out)
+                                    train_settings=None, parent=None, parent_sha256=None, global_step=0,
+                                    history=[]), args.out)
     print(f"init: {args.out}: {sum(p.numel() for p in model.parameters())} parameters, {config}")
 
 

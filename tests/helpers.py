@@ -28,6 +28,7 @@ TINY_PARAMS = {
         "device": "auto",
         "snapshot_every_steps": None,
         "snapshot_every_seconds": 30,
+        "schedule": {"warmup_epochs": 0.0, "decay": "none", "total_epochs": None, "min_lr": 0.0},
         "chunks": {
             "c1": {"from": "init", "epochs": 2},
             "c2": {"from": "c1", "epochs": 2},

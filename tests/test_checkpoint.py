@@ -19,7 +19,7 @@ def make(seed: int = 0) -> dict:
     optimizer.step()  # so the optimizer has moment tensors to save
     return ckpt.make_checkpoint(model, optimizer, epoch=3, loss=0.5, model_config=CONFIG, chunk="c1",
                                 train_settings={"epochs": 3, "lr": 0.001, "batch_size": 8, "weight_decay": 0.0},
-                                parent="init", parent_sha256="0" * 64,
+                                parent="init", parent_sha256="0" * 64, global_step=75,
                                 history=[{"epoch": 3, "train_loss": 0.5, "val_loss": 0.6, "lr": 0.001, "chunk": "c1"}])
 
 

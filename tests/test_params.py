@@ -23,7 +23,7 @@ def test_exponent_floats_read_as_numbers_like_dvc_reads_them(tmp_path):
 
 
 def test_the_shipped_params_are_valid():
-    assert load_params(ROOT / "params.yaml").train.leaves() == ["c3"]
+    assert load_params(ROOT / "params.yaml").train.leaves() == ["c3_cool"]
 
 
 def _set(params, path, value):

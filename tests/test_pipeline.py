@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from chunktrain.checkpoint import HISTORY, load_checkpoint
 from helpers import ALL_STAGES, ran, sha256
 
 
@@ -134,3 +135,22 @@ def test_exp_run_with_a_param_override_is_listed_by_exp_show(project):
     data = experiment["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.02
     assert data["metrics"]["metrics/test/c3.json"]["data"]["test_mse"] > 0
+
+
+@pytest.mark.slow
+def test_a_cooldown_branch_trains_alone_and_ends_at_min_lr(project):
+    main_line = {name: sha256(project.path / f"data/checkpoints/{name}.pt") for name in ("c1", "c2", "c3")}
+    params = project.params
+    params["train"]["schedule"]["min_lr"] = 0.001
+    params["train"]["chunks"]["c3_cool"] = {"from": "c3", "epochs": 2, "cooldown": "linear"}
+    project.params = params
+    assert ran(project.dvc("repro")) == {"train@c3_cool", "evaluate"}
+    assert {name: sha256(project.path / f"data/checkpoints/{name}.pt") for name in main_line} == main_line
+    history = load_checkpoint(project.path / "data/checkpoints/c3_cool.pt", rebuild="-")[HISTORY]
+    assert [record["lr"] for record in history] == [0.01] * 6 + [pytest.approx(0.0055), 0.001]
+
+
+@pytest.mark.slow
+def test_editing_the_schedule_reruns_every_chunk_and_nothing_before(project):
+    project.edit_params(lambda p: p["train"]["schedule"].update(warmup_epochs=1))
+    assert ran(project.dvc("repro")) == {"train@c1", "train@c2", "train@c3", "evaluate"}

@@ -148,3 +148,16 @@ def test_time_based_snapshots_keep_their_cost_under_two_percent(monkeypatch):
 def test_step_based_snapshots_fall_on_multiples():
     schedule = SnapshotSchedule(every_steps=10, every_seconds=None)
     assert [step for step in range(1, 31) if schedule.due(step)] == [10, 20, 30]
+
+
+@pytest.mark.slow
+def test_a_chunk_with_warmup_and_cosine_decay_resumes_bit_identical_after_kill_9(resumable):
+    project, _ = resumable
+    project.edit_params(lambda p: p["train"]["schedule"].update(warmup_epochs=0.5, decay="cosine", total_epochs=6,
+                                                                min_lr=0.0005))
+    project.dvc("repro")
+    uninterrupted = sha256(project.path / "data/checkpoints/c2.pt")
+    assert rerun_c2(project, "step:35").returncode != 0
+    resumed = rerun_c2(project)
+    assert "resuming c2 from step 30 (epoch 4)" in resumed.stdout
+    assert sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted

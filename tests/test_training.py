@@ -56,7 +56,8 @@ def test_a_chunk_override_changes_only_that_chunk(stages, params):
     stages.train("c1", "init")
     c2 = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
     assert [r["lr"] for r in c2[ckpt.HISTORY]] == [0.01, 0.01, 0.002, 0.002]
-    assert c2[ckpt.TRAIN_SETTINGS] == {"epochs": 2, "lr": 0.002, "batch_size": 32, "weight_decay": 0.0}
+    assert c2[ckpt.TRAIN_SETTINGS] == {"epochs": 2, "lr": 0.002, "batch_size": 32, "weight_decay": 0.0,
+                                       "schedule": params["train"]["schedule"], "cooldown": None}
     assert c2[ckpt.OPTIMIZER_STATE]["param_groups"][0]["lr"] == 0.002
     assert c2[ckpt.PARENT] == "c1" and c2[ckpt.PARENT_SHA256] == ckpt.file_sha256(stages.checkpoint("c1"))
 

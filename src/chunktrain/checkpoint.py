@@ -21,14 +21,15 @@ LOSS = "loss"  # mean training loss of the last epoch; None in the epoch-0 check
 RNG_STATE = "rng_state"  # {"torch": ByteTensor, "cuda": [ByteTensor per device]}
 MODEL_CONFIG = "model_config"  # what built the model and optimizer: n_features, hidden, optimizer
 CHUNK = "chunk"  # the name of the chunk that wrote it; "init" for the epoch-0 checkpoint
-TRAIN_SETTINGS = "train_settings"  # the chunk's effective epochs, lr, batch_size, weight_decay
+TRAIN_SETTINGS = "train_settings"  # the chunk's effective epochs, lr, batch_size, weight_decay, schedule, cooldown
 PARENT = "parent"  # the name of the checkpoint it continued from; None for init
 PARENT_SHA256 = "parent_sha256"  # sha256 of the parent's file, to tell a stale child from a fresh one
+GLOBAL_STEP = "global_step"  # optimizer steps taken in total, across all chunks
 HISTORY = "history"  # one dict per epoch of the whole lineage: epoch, train_loss, val_loss, lr, chunk
 VERSION = "format_version"
 
 KEYS = (EPOCH, MODEL_STATE, OPTIMIZER_STATE, LOSS, RNG_STATE, MODEL_CONFIG, CHUNK, TRAIN_SETTINGS, PARENT,
-        PARENT_SHA256, HISTORY, VERSION)
+        PARENT_SHA256, GLOBAL_STEP, HISTORY, VERSION)
 
 
 class CheckpointError(PipelineError):
@@ -148,7 +149,7 @@ def restore_rng_state(state: dict) -> None:
 
 
 def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_config: dict, chunk: str,
-                    train_settings: dict | None, parent: str | None, parent_sha256: str | None,
+                    train_settings: dict | None, parent: str | None, parent_sha256: str | None, global_step: int,
                     history: list[dict]) -> dict:
     """Gather everything an exact continuation needs, under the keys above."""
     return {
@@ -162,6 +163,7 @@ def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_c
         TRAIN_SETTINGS: train_settings,
         PARENT: parent,
         PARENT_SHA256: parent_sha256,
+        GLOBAL_STEP: global_step,
         HISTORY: history,
         VERSION: FORMAT_VERSION,
     }

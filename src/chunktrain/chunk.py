@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 import chunktrain
 from chunktrain import resume
-from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
+from chunktrain.checkpoint import (CHUNK, EPOCH, GLOBAL_STEP, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
                                    CheckpointError, check_model_config, load_checkpoint, make_checkpoint,
                                    restore_rng_state, save_checkpoint)
 from chunktrain.data import Split, read_split
@@ -22,7 +22,8 @@ from chunktrain.distributed import DataParallel, World
 from chunktrain.faults import crash_point
 from chunktrain.metrics import write_json
 from chunktrain.model import apply_settings, build_model, build_optimizer, model_config
-from chunktrain.params import INIT, Params
+from chunktrain.params import INIT, Params, TrainSettings
+from chunktrain.schedule import Schedule
 from chunktrain.signals import Interrupted, StopSignals
 from chunktrain.training import OneProcess, Position, train_epochs
 
@@ -60,27 +61,31 @@ def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[P
     say(f"train@{name}: epochs {parent[EPOCH] + 1}..{last_epoch} from {files.parent}, lr {settings.lr},"
         f" batch size {settings.batch_size}" + (f", {world.size} processes" if world.size > 1 else ""))
 
+    steps_per_epoch = math.ceil(len(train.y) / settings.batch_size)
+
     def checkpoint_at(position: Position) -> dict:
         history = parent[HISTORY] + [{**record, "chunk": name} for record in position.history]
+        steps = (position.epoch - parent[EPOCH] - 1) * steps_per_epoch + position.batch
         return make_checkpoint(model, optimizer, epoch=position.epoch - 1,
                                loss=history[-1]["train_loss"] if position.history else parent[LOSS],
                                model_config=config, chunk=name, train_settings=settings.model_dump(),
-                               parent=params.train.chunks[name].parent,
-                               parent_sha256=fingerprint["parent checkpoint"], history=history)
+                               parent=params.train.chunks[name].parent, parent_sha256=fingerprint["parent checkpoint"],
+                               global_step=parent[GLOBAL_STEP] + steps, history=history)
 
     with StopSignals() as signals, Progress(name, parent[EPOCH], settings.epochs, len(train.y),
                                             settings.batch_size, position, enabled=world.rank == 0) as progress:
         stop_requested = lambda: signals.received  # noqa: E731
         parallel = OneProcess(stop_requested) if world.size == 1 else DataParallel(world, stop_requested)
         snapshots = Snapshots(name, files.snapshot, params.train, world, parallel, checkpoint_at, fingerprint,
-                              first_epoch=parent[EPOCH] + 1, steps_per_epoch=progress.steps_per_epoch)
+                              first_epoch=parent[EPOCH] + 1, steps_per_epoch=steps_per_epoch)
 
         def on_step(position: Position, rows: int) -> None:
             progress.step(position, rows)
             snapshots.step(position)
 
         train_epochs(model, optimizer, train, val, position, last_epoch=last_epoch, batch_size=settings.batch_size,
-                     seed=params.seed, parallel=parallel, on_step=on_step, on_epoch=progress.epoch)
+                     seed=params.seed, parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr,
+                     on_step=on_step, on_epoch=progress.epoch)
     if world.rank == 0:
         write_outputs(checkpoint_at(position), position.history[-1], files)
 
@@ -115,6 +120,12 @@ def restore(start: dict, config: dict, lr: float, weight_decay: float,
     apply_settings(optimizer, lr, weight_decay)
     restore_rng_state(start[RNG_STATE])
     return model, optimizer
+
+
+def chunk_schedule(settings: TrainSettings, epochs_before: int) -> Schedule:
+    """The lr schedule of a chunk that starts after `epochs_before` global epochs."""
+    return Schedule(peak=settings.lr, **settings.schedule.model_dump(), cooldown=settings.cooldown,
+                    start=epochs_before, end=epochs_before + settings.epochs)
 
 
 def start_position(parent: dict, snapshot: dict | None, device: torch.device) -> Position:
@@ -162,7 +173,6 @@ class Progress:
                  enabled: bool):
         self.name, self.enabled = name, enabled
         self.rows = rows
-        self.steps_per_epoch = math.ceil(rows / batch_size)
         done = (position.epoch - epochs_before - 1) * rows + min(position.batch * batch_size, rows)
         self.bar = tqdm(total=epochs * rows, initial=done, unit="sample", unit_scale=True, leave=False,
                         disable=None if enabled else True)

@@ -60,6 +60,28 @@ class ModelParams(_Section):
     hidden: list[Annotated[int, Field(gt=0)]]
 
 
+class ScheduleParams(_Section):
+    """The lr over global epochs: warmup, then constant (`none`) or a decay to min_lr; see schedule.py."""
+
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    decay: Literal["none", "cosine", "linear"] = "none"
+    total_epochs: float | None = Field(default=None, gt=0)
+    min_lr: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _decay_has_an_end(self) -> "ScheduleParams":
+        if self.decay == "none" and self.total_epochs is not None:
+            raise ValueError(f"train.schedule.total_epochs: {self.total_epochs} is used only by decay cosine or"
+                             " linear, and decay is none; remove it or choose a decay")
+        if self.decay != "none" and self.total_epochs is None:
+            raise ValueError(f"train.schedule.total_epochs: decay {self.decay} needs the global epoch where it"
+                             " reaches min_lr")
+        if self.total_epochs is not None and self.total_epochs <= self.warmup_epochs:
+            raise ValueError(f"train.schedule.total_epochs: {self.total_epochs} must be after the warmup's end"
+                             f" (warmup_epochs {self.warmup_epochs})")
+        return self
+
+
 class ChunkParams(_Section):
     parent: str = Field(alias="from")
     epochs: int = Field(gt=0)
@@ -67,6 +89,7 @@ class ChunkParams(_Section):
     batch_size: int | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
     nproc: int | None = Field(default=None, gt=0)
+    cooldown: Literal["linear", "cosine"] | None = None  # from the lr at the chunk's start down to min_lr
 
 
 class TrainSettings(_Section):
@@ -76,6 +99,8 @@ class TrainSettings(_Section):
     lr: float
     batch_size: int
     weight_decay: float
+    schedule: ScheduleParams
+    cooldown: Literal["linear", "cosine"] | None
 
 
 class TrainParams(_Section):
@@ -87,6 +112,7 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
     snapshot_every_steps: int | None = Field(gt=0)  # None: no step-based snapshots
     snapshot_every_seconds: float | None = Field(gt=0)  # None: no time-based snapshots
+    schedule: ScheduleParams = ScheduleParams()
     chunks: dict[str, ChunkParams] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -97,6 +123,12 @@ class TrainParams(_Section):
             if chunk.parent != INIT and chunk.parent not in self.chunks:
                 raise ValueError(f"train.chunks.{name}.from: {chunk.parent!r} names no chunk (nor {INIT!r})")
             self.lineage(name)  # raises on a cycle
+            if chunk.parent != INIT and self.chunks[chunk.parent].cooldown:
+                raise ValueError(f"train.chunks.{name}.from: {chunk.parent!r} is a cooldown chunk, which ends its"
+                                 " branch; start from the chunk it cools down instead")
+            if self.schedule.min_lr >= self.settings(name).lr:
+                raise ValueError(f"train.schedule.min_lr: {self.schedule.min_lr} must be below the lr of chunk"
+                                 f" {name} ({self.settings(name).lr})")
         return self
 
     def lineage(self, name: str) -> list[str]:
@@ -121,6 +153,8 @@ class TrainParams(_Section):
             lr=self.lr if chunk.lr is None else chunk.lr,
             batch_size=self.batch_size if chunk.batch_size is None else chunk.batch_size,
             weight_decay=self.weight_decay if chunk.weight_decay is None else chunk.weight_decay,
+            schedule=self.schedule,
+            cooldown=chunk.cooldown,
         )
 
     def processes(self, name: str) -> int:

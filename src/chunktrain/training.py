@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from chunktrain import schedule
 from chunktrain.data import Split
 from chunktrain.errors import PipelineError
 
@@ -62,16 +63,18 @@ class OneProcess:
 
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, val: Split,
                  position: Position, *, last_epoch: int, batch_size: int, seed: int,
-                 parallel: OneProcess | None = None,
+                 parallel: OneProcess | None = None, lr: Callable[[float, float], float] | None = None,
                  on_step: Callable[[Position, int], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train from `position` through global epoch `last_epoch`, advancing `position`; return its history.
 
+    lr(t0, t1), if given, sets the lr of the step from global position t0 to t1 (see schedule.py).
     on_step(position, rows) runs after every optimizer step, on_epoch(record) after every epoch.
     """
     parallel = parallel or OneProcess()
     trained = parallel.wrap(model)
     n = len(train.y)
+    steps_per_epoch = math.ceil(n / batch_size)
     while position.epoch <= last_epoch:
         order = epoch_order(n, seed, position.epoch).to(train.y.device)
         x, y = train.x[order], train.y[order]  # one gather per epoch; batches are then views
@@ -79,6 +82,8 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Spli
         for start in range(position.batch * batch_size, n, batch_size):
             rows = min(batch_size, n - start)
             lo, hi = parallel.share(start, rows)
+            if lr:
+                set_lr(optimizer, lr(*schedule.step_span(position.epoch, position.batch, steps_per_epoch)))
             optimizer.zero_grad(set_to_none=True)
             batch_loss_sum = parallel.backward(trained, x[lo:hi], y[lo:hi], rows)
             optimizer.step()
@@ -91,6 +96,11 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Spli
         if on_epoch:
             on_epoch(record)
     return position.history
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, val: Split, position: Position,
