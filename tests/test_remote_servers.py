@@ -55,7 +55,7 @@ def use_s3(project: Project, endpoint: str, prefix: str, secret: str = S3_SECRET
 
 
 @pytest.fixture(scope="module", params=["ssh", "s3"])
-def remote(request, reproduced, tmp_path_factory):
+def remote(request, tmp_path_factory):
     """For each server: a function that points a project's default remote at a fresh folder there."""
     folder = tmp_path_factory.mktemp(f"{request.param}-remote")
     if request.param == "ssh":
