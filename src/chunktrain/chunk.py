@@ -43,8 +43,8 @@ class ChunkFiles:
 
 
 def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[Path]) -> None:
-    """Train chunk `name` of params.yaml; only rank 0 writes files. `code` is what a snapshot's fingerprint covers."""
-    say = print if world.rank == 0 else lambda *_: None  # the other ranks print only their errors
+    """Train chunk `name` of params.yaml; only the writing process (world.writes) writes files. `code` is what a snapshot's fingerprint covers."""
+    say = print if world.writes else lambda *_: None  # the other ranks print only their errors
     settings = params.train.settings(name)
     train, val = (_on(read_split(path), world.device) for path in (files.train, files.val))
     config = model_config(train.x.shape[1], params.model.hidden, params.train.optimizer)
@@ -73,7 +73,7 @@ def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[P
                                global_step=parent[GLOBAL_STEP] + steps, history=history)
 
     with StopSignals() as signals, Progress(name, parent[EPOCH], settings.epochs, len(train.y),
-                                            settings.batch_size, position, enabled=world.rank == 0) as progress:
+                                            settings.batch_size, position, enabled=world.writes) as progress:
         stop_requested = lambda: signals.received  # noqa: E731
         parallel = OneProcess(stop_requested) if world.size == 1 else DataParallel(world, stop_requested)
         snapshots = Snapshots(name, files.snapshot, params.train, world, parallel, checkpoint_at, fingerprint,
@@ -86,7 +86,7 @@ def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[P
         train_epochs(model, optimizer, train, val, position, last_epoch=last_epoch, batch_size=settings.batch_size,
                      seed=params.seed, parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr,
                      on_step=on_step, on_epoch=progress.epoch)
-    if world.rank == 0:
+    if world.writes:
         write_outputs(checkpoint_at(position), position.history[-1], files)
 
 
@@ -153,14 +153,14 @@ class Snapshots:
         step = (position.epoch - self.first_epoch) * self.steps_per_epoch + position.batch  # within this chunk
         crash_point("step")
         stop = self.parallel.stop
-        if self.world.rank == 0 and (stop or self.schedule.due(step)):
+        if self.world.writes and (stop or self.schedule.due(step)):
             taken = time.monotonic()
             resume.save_snapshot(self.path, self.checkpoint_at(position), position, step, self.fingerprint,
                                  written=save_point)
             self.schedule.taken(taken)
         if stop:
-            self.world.barrier()  # no rank exits before rank 0's snapshot is complete
-            if self.world.rank != 0:
+            self.world.barrier()  # no rank exits before the writer's snapshot is complete
+            if not self.world.writes:
                 sys.exit(128 + stop)
             raise Interrupted(f"train@{self.name} interrupted at step {step} (epoch {position.epoch});"
                               f" snapshot written to {self.path}: `dvc repro` resumes from it", stop)

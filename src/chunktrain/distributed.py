@@ -21,6 +21,9 @@ from chunktrain.errors import PipelineError
 from chunktrain.training import OneProcess
 
 
+STAGE_NODE = "CHUNKTRAIN_STAGE_NODE"  # set by launch() for its processes: the node whose stage waits for the output
+
+
 @dataclass(frozen=True)
 class World:
     """This process's place among the chunk's processes, and the device it trains on."""
@@ -28,6 +31,7 @@ class World:
     rank: int
     size: int
     device: torch.device
+    writes: bool = True  # the one process that writes snapshots and the checkpoint: the stage's node's first
 
     def barrier(self) -> None:
         if self.size > 1:
@@ -71,7 +75,13 @@ def join(nproc: int, device_setting: str, key: str) -> World:
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     atexit.register(dist.destroy_process_group)
-    return World(rank=dist.get_rank(), size=size, device=device)
+    rank = dist.get_rank()
+    # c10d numbers the nodes in its own order (host name, then pid), but the checkpoint must land on the node
+    # whose stage waits for it: the writer is that node's first process (rank 0 when there is one node).
+    first = torch.tensor([rank if os.environ.get(STAGE_NODE) and local_rank == 0 else size], device=device)
+    dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    writer = int(first) if int(first) < size else 0  # under the user's own torchrun on one node: rank 0
+    return World(rank=rank, size=size, device=device, writes=rank == writer)
 
 
 class DataParallel(OneProcess):
