@@ -11,7 +11,7 @@ from chunktrain.errors import run_stage
 from chunktrain.metrics import write_history, write_json
 from chunktrain.model import build_model
 from chunktrain.params import load_params
-from chunktrain.training import evaluate
+from chunktrain.scoring import evaluate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from chunktrain import schedule
 from chunktrain.data import Split
 from chunktrain.errors import PipelineError
+from chunktrain.scoring import evaluate
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -115,15 +116,3 @@ def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, val: Split,
     position.history.append(record)
     position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)
     return record
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 8192) -> dict[str, float]:
-    """Mean squared and mean absolute error of the model on a split."""
-    model.eval()
-    squared = absolute = 0.0
-    for start in range(0, len(split.y), batch_size):
-        error = model(split.x[start:start + batch_size]) - split.y[start:start + batch_size]
-        squared += error.double().square().sum().item()
-        absolute += error.double().abs().sum().item()
-    return {"mse": squared / len(split.y), "mae": absolute / len(split.y)}
