@@ -166,10 +166,17 @@ def test_exp_run_with_a_param_override_is_listed_by_exp_show(project):
     assert data["metrics"]["metrics/best.json"]["data"]["test_mse"] > 0
 
 
+def run_longer_and_slower(project) -> None:
+    """Two experiments on HEAD: `longer` appends a chunk c4, `slower` gives c3 a lower lr."""
+    project.dvc("exp", "run", "-n", "longer", "-S", "+train.chunks.c4={from: c3, epochs: 1}")
+    project.run("git", "reset", "-q", "--hard")  # `exp run` leaves its results in the workspace
+    project.dvc("checkout", "--force")
+    project.dvc("exp", "run", "-n", "slower", "-S", "+train.chunks.c3.lr=0.001")
+
+
 @pytest.mark.slow
 def test_plots_diff_overlays_experiments_with_other_chunks_in_the_same_chart(project):
-    project.dvc("exp", "run", "-n", "longer", "-S", "+train.chunks.c4={from: c3, epochs: 1}")
-    project.dvc("exp", "run", "-n", "slower", "-S", "+train.chunks.c3.lr=0.001")
+    run_longer_and_slower(project)
     shown = plots(project, "diff", "HEAD", "longer", "slower")
     assert sorted(shown) == ["loss", "lr"]
     branches = {(row["rev"], row["branch"]) for row in shown["loss"]}
@@ -178,8 +185,7 @@ def test_plots_diff_overlays_experiments_with_other_chunks_in_the_same_chart(pro
 
 @pytest.mark.slow
 def test_exp_apply_leaves_only_the_applied_experiments_metrics(project):
-    project.dvc("exp", "run", "-n", "longer", "-S", "+train.chunks.c4={from: c3, epochs: 1}")
-    project.dvc("exp", "run", "-n", "slower", "-S", "+train.chunks.c3.lr=0.001")
+    run_longer_and_slower(project)
     project.dvc("exp", "apply", "longer")
     assert list(read_json(project, "metrics/chunks.json")) == ["c1", "c2", "c3", "c4"]
     project.dvc("exp", "apply", "slower")
