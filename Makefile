@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench snapshots clear-snapshots clean-venv
+.PHONY: setup run test test-fast bench snapshots clear-snapshots exps clean-venv
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ snapshots: setup
 
 clear-snapshots: setup
 	PYTHONPATH=src python -m chunktrain.snapshots --clear
+
+# One row per experiment, best val_loss first: its best chunk and the params that differ; fits 120 columns
+# while few params differ.
+exps: setup
+	dvc exp show --csv --only-changed --drop 'Created|typ|parent|.*/|train_loss|test_mae|checkpoint' \
+	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
+	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
 
 # Ratios to plain-PyTorch baselines measured in the same run; a few minutes. Writes metrics/bench.json.
 bench: setup

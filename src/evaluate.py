@@ -1,4 +1,4 @@
-"""Stage `evaluate`: test loss of every chunk's checkpoint, and the loss curve of every branch."""
+"""Stage `evaluate`: test loss of every chunk's checkpoint, the best chunk, and one loss table of the tree."""
 
 import argparse
 import functools
@@ -8,10 +8,11 @@ from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, MODEL_CONFIG, MODEL_ST
                                    file_sha256, load_checkpoint)
 from chunktrain.data import read_split
 from chunktrain.errors import run_stage
-from chunktrain.metrics import write_history, write_json
+from chunktrain.metrics import write_json, write_rows
 from chunktrain.model import build_model
 from chunktrain.params import load_params
 from chunktrain.scoring import evaluate
+from chunktrain.summary import best_chunk, tree_curves
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,13 +20,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--checkpoints", type=Path, required=True, help="folder of <chunk>.pt files")
     parser.add_argument("--test", required=True)
-    parser.add_argument("--metrics", type=Path, required=True, help="folder for one <chunk>.json of test losses each")
-    parser.add_argument("--curves", type=Path, required=True, help="folder for one loss curve CSV per branch")
+    parser.add_argument("--chunks", type=Path, required=True, help="JSON file: every chunk's losses and test scores")
+    parser.add_argument("--best", type=Path, required=True, help="JSON file: the chunk with the lowest val_loss")
+    parser.add_argument("--curves", type=Path, required=True, help="CSV file: every branch's losses and lr by epoch")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     test = read_split(args.test)
 
-    histories = {}
+    histories, scores = {}, {}
     parent_sha256 = functools.cache(file_sha256)  # branches share a parent: hash each file once
     for name, chunk in params.train.chunks.items():
         path = args.checkpoints / f"{name}.pt"
@@ -38,14 +40,29 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(checkpoint[MODEL_CONFIG])
         model.load_state_dict(checkpoint[MODEL_STATE])
         losses = evaluate(model, test)
-        write_json(args.metrics / f"{name}.json",
-                   {"epoch": checkpoint[EPOCH], "test_mse": losses["mse"], "test_mae": losses["mae"]})
         histories[name] = checkpoint[HISTORY]
-        print(f"evaluate: {name} (epoch {checkpoint[EPOCH]}): test_mse {losses['mse']:.5f}"
-              f"  test_mae {losses['mae']:.5f}")
+        scores[name] = chunk_scores(checkpoint, losses, path)
+        print(f"evaluate: {name} (epoch {checkpoint[EPOCH]}): val_loss {scores[name]['val_loss']:.5f}"
+              f"  test_mse {losses['mse']:.5f}  test_mae {losses['mae']:.5f}")
 
-    for leaf in params.train.leaves():
-        write_history(args.curves / f"{leaf}.csv", histories[leaf])
+    write_summary(scores, args.chunks, args.best)
+    write_rows(args.curves, tree_curves(params.train, histories))
+
+
+def chunk_scores(checkpoint: dict, losses: dict[str, float], path: Path) -> dict:
+    """A chunk's line in metrics/chunks.json: where its checkpoint stands and how it scores."""
+    last = checkpoint[HISTORY][-1]  # the epoch that produced this checkpoint's weights
+    return {"epoch": checkpoint[EPOCH], "train_loss": last["train_loss"], "val_loss": last["val_loss"],
+            "test_mse": losses["mse"], "test_mae": losses["mae"], "checkpoint": str(path)}
+
+
+def write_summary(scores: dict[str, dict], chunks_path: Path, best_path: Path) -> None:
+    """Every chunk's scores to `chunks_path`, the best one's (chosen on val_loss) to `best_path`."""
+    write_json(chunks_path, scores)
+    best = best_chunk(scores)
+    write_json(best_path, {"chunk": best, **scores[best]})
+    print(f"evaluate: best chunk {best} (epoch {scores[best]['epoch']}, val_loss {scores[best]['val_loss']:.5f}):"
+          f" {scores[best]['checkpoint']}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore", ".gitignore"]
 ALL_STAGES = {"generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 TINY_PARAMS = {
@@ -156,8 +156,9 @@ class Stages:
     def evaluate(self) -> None:
         import evaluate
         evaluate.main(["--params", str(self.params_path), "--checkpoints", str(self.root / "checkpoints"),
-                       "--test", str(self.split["test"]), "--metrics", str(self.root / "metrics/test"),
-                       "--curves", str(self.root / "metrics/curves")])
+                       "--test", str(self.split["test"]), "--chunks", str(self.root / "metrics/chunks.json"),
+                       "--best", str(self.root / "metrics/best.json"),
+                       "--curves", str(self.root / "metrics/curves.csv")])
 
     def split_args(self, *names: str) -> list[str]:
         return [arg for name in names for arg in (f"--{name}", str(self.split[name]))]

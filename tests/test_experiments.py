@@ -74,9 +74,9 @@ def test_exp_show_lists_each_experiment_with_its_lr_and_losses(queued):
     assert lrs == {"lr-high": 0.02, "lr-low": 0.002}
     losses = {}
     for name in ("lr-high", "lr-low"):
-        metrics = shown[name]["metrics"]
-        assert metrics["metrics/train/c1.json"]["data"]["train_loss"] > 0
-        losses[name] = metrics["metrics/test/c1.json"]["data"]["test_mse"]
+        best = shown[name]["metrics"]["metrics/best.json"]["data"]
+        assert best["chunk"] == "c1" and best["train_loss"] > 0
+        losses[name] = best["test_mse"]
         assert losses[name] > 0
     # Each trained on its own lr: the same seed and data give different losses.
     assert losses["lr-high"] != losses["lr-low"]

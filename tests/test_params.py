@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from chunktrain.errors import PipelineError
-from chunktrain.params import load_params
+from chunktrain.params import Params, load_params
 from helpers import ROOT, project_env, write_params
 
 
@@ -81,3 +81,20 @@ def test_a_stage_reports_bad_params_as_one_line_and_exit_2(tmp_path, params):
     assert result.returncode == 2
     assert result.stderr == "error: params.yaml: train.lr: Input should be a valid number, got 'fast'\n"
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("overrides, edit", [
+    (["train.lr=0.003"], lambda p: p["train"].update(lr=0.003)),
+    (["+train.chunks.c4={from: c3, epochs: 2}"], lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 2})),
+])
+def test_the_shipped_params_survive_dvc_exp_run_set_param(tmp_path, overrides, edit):
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` rewrites params.yaml with
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(str(path), overrides)
+    expected = load_params(ROOT / "params.yaml").model_dump(by_alias=True)
+    edit(expected)
+    assert load_params(path) == Params.model_validate(expected)
+    for line in ("# hidden layer widths", "# null: no step-based snapshots", "# one stage train@<name> each"):
+        assert line in path.read_text()  # the comments that give the keys their meaning stay

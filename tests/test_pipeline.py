@@ -20,29 +20,67 @@ def test_first_repro_runs_every_stage(reproduced):
     assert ran(output) == ALL_STAGES
 
 
-def test_metrics_show_lists_each_chunks_losses_and_test_loss(project):
-    shown = metrics(project)
+def read_json(project, path: str) -> dict:
+    return json.loads((project.path / path).read_text())
+
+
+def test_metrics_show_lists_the_best_chunk_only(project):
+    assert list(metrics(project)) == ["metrics/best.json"]
+
+
+def test_each_chunks_file_holds_its_last_epochs_losses_and_test_scores(project):
+    chunks = read_json(project, "metrics/chunks.json")
+    assert list(chunks) == ["c1", "c2", "c3"]
     for chunk, epoch in [("c1", 2), ("c2", 4), ("c3", 6)]:
-        train = shown[f"metrics/train/{chunk}.json"]
-        assert train["epoch"] == epoch
-        assert train["train_loss"] > 0 and train["val_loss"] > 0
-        test = shown[f"metrics/test/{chunk}.json"]
-        assert test["epoch"] == epoch and test["test_mse"] > 0 and test["test_mae"] > 0
+        train = read_json(project, f"metrics/train/{chunk}.json")
+        assert train["epoch"] == epoch and train["train_loss"] > 0 and train["val_loss"] > 0
+        assert chunks[chunk] == {**train, "test_mse": chunks[chunk]["test_mse"], "test_mae": chunks[chunk]["test_mae"],
+                                 "checkpoint": f"data/checkpoints/{chunk}.pt"}
+        assert chunks[chunk]["test_mse"] > 0 and chunks[chunk]["test_mae"] > 0
+
+
+def test_best_chunk_has_the_lowest_val_loss_of_the_training_metrics(project):
+    # Two branches, so the best chunk is not simply the last one trained.
+    project.edit_params(lambda p: p["train"]["chunks"].update(c3_fast={"from": "c2", "epochs": 2, "lr": 0.1}))
+    project.dvc("repro")
+    val_losses = {chunk: read_json(project, f"metrics/train/{chunk}.json")["val_loss"]
+                  for chunk in ("c1", "c2", "c3", "c3_fast")}
+    best = metrics(project)["metrics/best.json"]
+    assert best["chunk"] == min(val_losses, key=val_losses.get)
+    assert best["val_loss"] == min(val_losses.values())
+    assert best == {"chunk": best["chunk"], **read_json(project, "metrics/chunks.json")[best["chunk"]]}
+    assert (project.path / best["checkpoint"]).is_file()
 
 
 def test_loss_keeps_falling_across_chunk_boundaries(project):
-    curve = pd.read_csv(project.path / "metrics/curves/c3.csv")
+    curve = pd.read_csv(project.path / "metrics/curves.csv")
+    assert curve["branch"].unique().tolist() == ["c3"]
     assert curve["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
     assert curve["chunk"].tolist() == ["c1", "c1", "c2", "c2", "c3", "c3"]
     last_of_chunk = curve.groupby("chunk")["train_loss"].last()
     assert last_of_chunk["c1"] > last_of_chunk["c2"] > last_of_chunk["c3"]
 
 
-def test_plots_show_one_continuous_curve(project):
-    shown = json.loads(project.dvc("plots", "show", "--json"))
-    (plot,) = shown["data"].values()
-    epochs = sorted({int(row["epoch"]) for row in plot[0]["content"]["data"]["values"]})
-    assert epochs == [1, 2, 3, 4, 5, 6]
+def plots(project, *args: str) -> dict[str, list[dict]]:
+    """`dvc plots show|diff --json`: each plot id's data points."""
+    shown = json.loads(project.dvc("plots", *args, "--json"))
+    return {plot_id: [row for plot in entries for row in plot["content"]["data"]["values"]]
+            for plot_id, entries in shown["data"].items()}
+
+
+def test_plots_show_one_loss_chart_and_one_lr_chart_of_every_branch(project):
+    project.edit_params(lambda p: p["train"]["chunks"].update(c3_slow={"from": "c2", "epochs": 2, "lr": 0.001}))
+    project.dvc("repro")
+    shown = plots(project, "show")
+    assert sorted(shown) == ["loss", "lr"]
+    loss = shown["loss"]
+    for branch in ("c3", "c3_slow"):
+        rows = [row for row in loss if row["branch"] == branch]
+        assert sorted({int(row["epoch"]) for row in rows}) == [1, 2, 3, 4, 5, 6]
+        assert {row["field"] for row in rows} == {"train_loss", "val_loss"}
+    assert {row["chunk"] for row in loss if row["branch"] == "c3_slow"} == {"c1", "c2", "c3_slow"}
+    lrs = {(row["branch"], int(row["epoch"])): float(row["lr"]) for row in shown["lr"]}
+    assert lrs[("c3_slow", 5)] == 0.001 and lrs[("c3", 5)] == 0.01
 
 
 @pytest.mark.slow
@@ -61,7 +99,8 @@ def test_appending_a_chunk_runs_only_that_chunk(project):
     project.params = params
     assert ran(project.dvc("repro")) == {"train@c4", "evaluate"}
     assert sha256(project.path / "data/checkpoints/c3.pt") == c3_before
-    assert metrics(project)["metrics/train/c4.json"]["epoch"] == 7
+    assert read_json(project, "metrics/train/c4.json")["epoch"] == 7
+    assert pd.read_csv(project.path / "metrics/curves.csv")["branch"].unique().tolist() == ["c4"]
 
 
 @pytest.mark.slow
@@ -70,9 +109,9 @@ def test_branching_trains_the_shared_parent_once(project):
     params["train"]["chunks"]["c2_slow"] = {"from": "c1", "epochs": 2, "lr": 0.001}
     project.params = params
     assert ran(project.dvc("repro")) == {"train@c2_slow", "evaluate"}
-    assert sorted(p.name for p in (project.path / "metrics/curves").iterdir()) == ["c2_slow.csv", "c3.csv"]
-    branch = pd.read_csv(project.path / "metrics/curves/c2_slow.csv")
-    assert branch["chunk"].tolist() == ["c1", "c1", "c2_slow", "c2_slow"]
+    curves = pd.read_csv(project.path / "metrics/curves.csv")
+    assert curves["branch"].unique().tolist() == ["c3", "c2_slow"]
+    assert curves[curves["branch"] == "c2_slow"]["chunk"].tolist() == ["c1", "c1", "c2_slow", "c2_slow"]
 
 
 @pytest.mark.slow
@@ -134,7 +173,7 @@ def test_exp_run_with_a_param_override_is_listed_by_exp_show(project):
     (experiment,) = [exp for row in rows for exp in row.get("experiments") or [] if exp["name"] == "fast-lr"]
     data = experiment["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.02
-    assert data["metrics"]["metrics/test/c3.json"]["data"]["test_mse"] > 0
+    assert data["metrics"]["metrics/best.json"]["data"]["test_mse"] > 0
 
 
 @pytest.mark.slow
@@ -154,3 +193,33 @@ def test_a_cooldown_branch_trains_alone_and_ends_at_min_lr(project):
 def test_editing_the_schedule_reruns_every_chunk_and_nothing_before(project):
     project.edit_params(lambda p: p["train"]["schedule"].update(warmup_epochs=1))
     assert ran(project.dvc("repro")) == {"train@c1", "train@c2", "train@c3", "evaluate"}
+
+
+def run_longer_and_slower(project) -> None:
+    """Two experiments on HEAD: `longer` appends a chunk c4, `slower` gives c3 a lower lr."""
+    project.dvc("exp", "run", "-n", "longer", "-S", "+train.chunks.c4={from: c3, epochs: 1}")
+    project.run("git", "reset", "-q", "--hard")  # `exp run` leaves its results in the workspace
+    project.dvc("checkout", "--force")
+    project.dvc("exp", "run", "-n", "slower", "-S", "+train.chunks.c3.lr=0.001")
+
+
+@pytest.mark.slow
+def test_plots_diff_overlays_experiments_with_other_chunks_in_the_same_chart(project):
+    run_longer_and_slower(project)
+    shown = plots(project, "diff", "HEAD", "longer", "slower")
+    assert sorted(shown) == ["loss", "lr"]
+    branches = {(row["rev"], row["branch"]) for row in shown["loss"]}
+    assert branches == {("HEAD", "c3"), ("longer", "c4"), ("slower", "c3")}
+
+
+@pytest.mark.slow
+def test_exp_apply_leaves_only_the_applied_experiments_metrics(project):
+    run_longer_and_slower(project)
+    project.dvc("exp", "apply", "longer")
+    assert list(read_json(project, "metrics/chunks.json")) == ["c1", "c2", "c3", "c4"]
+    project.dvc("exp", "apply", "slower")
+    assert list(metrics(project)) == ["metrics/best.json"]
+    assert metrics(project)["metrics/best.json"]["chunk"] in {"c1", "c2", "c3"}
+    assert list(read_json(project, "metrics/chunks.json")) == ["c1", "c2", "c3"]
+    assert pd.read_csv(project.path / "metrics/curves.csv")["branch"].unique().tolist() == ["c3"]
+    assert project.dvc("status").strip() == "Data and pipelines are up to date."

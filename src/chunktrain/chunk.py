@@ -20,7 +20,7 @@ from chunktrain.checkpoint import (CHUNK, EPOCH, GLOBAL_STEP, HISTORY, LOSS, MOD
 from chunktrain.data import Split, read_split
 from chunktrain.distributed import DataParallel, World
 from chunktrain.faults import crash_point
-from chunktrain.metrics import write_json
+from chunktrain.metrics import epoch_metrics, write_json
 from chunktrain.model import apply_settings, build_model, build_optimizer, model_config
 from chunktrain.params import INIT, Params, TrainSettings
 from chunktrain.schedule import Schedule
@@ -72,8 +72,10 @@ def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[P
                                parent=params.train.chunks[name].parent, parent_sha256=fingerprint["parent checkpoint"],
                                global_step=parent[GLOBAL_STEP] + steps, history=history)
 
-    with StopSignals() as signals, Progress(name, parent[EPOCH], settings.epochs, len(train.y),
-                                            settings.batch_size, position, enabled=world.writes) as progress:
+    where = f"chunk {list(params.train.chunks).index(name) + 1} of {len(params.train.chunks)}"
+    with StopSignals() as signals, Progress(name, where, parent[EPOCH], settings.epochs, len(train.y),
+                                            settings.batch_size, position, files.metrics,
+                                            enabled=world.writes) as progress:
         stop_requested = lambda: signals.received  # noqa: E731
         parallel = OneProcess(stop_requested) if world.size == 1 else DataParallel(world, stop_requested)
         snapshots = Snapshots(name, files.snapshot, params.train, world, parallel, checkpoint_at, fingerprint,
@@ -167,15 +169,19 @@ class Snapshots:
 
 
 class Progress:
-    """A progress bar over the chunk's samples (on a terminal) and one line per epoch."""
+    """A progress bar over the chunk's samples (on a terminal), one line per epoch, and the live metrics file.
 
-    def __init__(self, name: str, epochs_before: int, epochs: int, rows: int, batch_size: int, position: Position,
-                 enabled: bool):
-        self.name, self.enabled = name, enabled
-        self.rows = rows
+    The metrics file is rewritten (atomically) after every epoch, so `dvc exp show` and editors that
+    watch it follow a running chunk; its last content is the chunk's final metrics.
+    """
+
+    def __init__(self, name: str, where: str, epochs_before: int, epochs: int, rows: int, batch_size: int,
+                 position: Position, metrics: Path, enabled: bool):
+        self.name, self.metrics, self.enabled = name, metrics, enabled
+        self.rows, self.last_epoch = rows, epochs_before + epochs
         done = (position.epoch - epochs_before - 1) * rows + min(position.batch * batch_size, rows)
         self.bar = tqdm(total=epochs * rows, initial=done, unit="sample", unit_scale=True, leave=False,
-                        disable=None if enabled else True)
+                        desc=f"train@{name} ({where})", disable=None if enabled else True)
         self.started = time.perf_counter()
 
     def __enter__(self) -> "Progress":
@@ -190,8 +196,10 @@ class Progress:
     def epoch(self, record: dict) -> None:
         rate = self.rows / (time.perf_counter() - self.started)
         if self.enabled:
-            self.bar.write(f"train@{self.name} epoch {record['epoch']}: train_loss {record['train_loss']:.5f}"
-                           f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} samples/s")
+            write_json(self.metrics, epoch_metrics(record))
+            self.bar.write(f"train@{self.name} epoch {record['epoch']}/{self.last_epoch}: train_loss"
+                           f" {record['train_loss']:.5f}  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}"
+                           f"  {rate:,.0f} samples/s")
         self.started = time.perf_counter()
 
 
@@ -203,5 +211,5 @@ def save_point(path: Path) -> None:
 def write_outputs(checkpoint: dict, last: dict, files: ChunkFiles) -> None:
     """The checkpoint, then the metrics, then the snapshot's removal: until all are done, a rerun can resume."""
     save_checkpoint(checkpoint, files.out, written=save_point)
-    write_json(files.metrics, {"epoch": last["epoch"], "train_loss": last["train_loss"], "val_loss": last["val_loss"]})
+    write_json(files.metrics, epoch_metrics(last))  # a chunk resumed after its last epoch has not written it
     resume.clear(files.snapshot)
