@@ -1,5 +1,9 @@
 """Exact continuation and the train stage's refusals, through the stage scripts on temp paths."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -7,7 +11,7 @@ from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import epoch_order
-from helpers import write_params
+from helpers import ROOT, project_env, wait_for, write_params
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -99,3 +103,22 @@ def test_evaluate_refuses_a_checkpoint_trained_from_an_older_parent(stages, para
     stages.train("c1", "init")  # c2 and c3 are now stale
     with pytest.raises(CheckpointError, match=r"c2.pt is stale: it was not trained from the current .*c1.pt"):
         stages.evaluate()
+
+
+def test_a_chunks_metrics_file_follows_it_epoch_by_epoch(stages, params):
+    params["train"]["chunks"]["long"] = {"from": "init", "epochs": 300}
+    write_params(stages.params_path, params)
+    metrics = stages.root / "metrics/long.json"
+    stage = subprocess.Popen(
+        [sys.executable, str(ROOT / "src/train.py"), "--params", str(stages.params_path), "--chunk", "long",
+         "--parent", str(stages.checkpoint("init")), *stages.split_args("train", "val"),
+         "--out", str(stages.checkpoint("long")), "--metrics", str(metrics),
+         "--snapshot", str(stages.root / ".resume/long/snapshot.pt")],
+        env=project_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: metrics.exists() or stage.poll() is not None, "the first epoch's metrics")
+    during = json.loads(metrics.read_text())
+    still_running = stage.poll() is None
+    _, stderr = stage.communicate(timeout=300)
+    assert stage.returncode == 0, stderr
+    assert still_running and 1 <= during["epoch"] < 300
+    assert json.loads(metrics.read_text())["epoch"] == 300

@@ -46,10 +46,11 @@ def save_checkpoint(checkpoint: dict, path: str | Path, written: Callable[[Path]
     if missing:
         raise ValueError(f"checkpoint for {path} lacks keys {sorted(missing)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+    for stale in stale_temp_files(path):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
-    # The temp name starts with a dot and ends in .tmp, which .dvcignore and .gitignore skip.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temp name starts with a dot and ends in .tmp, which .dvcignore and .gitignore skip; it names the
+    # writer's pid, so that clean-up never deletes a live writer's file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the mode open() would have
     try:
         with os.fdopen(fd, "wb") as file:
@@ -65,6 +66,26 @@ def save_checkpoint(checkpoint: dict, path: str | Path, written: Callable[[Path]
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def stale_temp_files(path: Path) -> list[Path]:
+    """Temp files of `path` whose writer (the pid in the name) is no longer running."""
+    stale = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if not pid.isdigit() or not _running(int(pid)):
+            stale.append(tmp)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

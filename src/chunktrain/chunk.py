@@ -3,6 +3,7 @@
 run() is the whole story in order; each step is a small function or class below it.
 """
 
+import contextlib
 import math
 import sys
 import time
@@ -43,7 +44,46 @@ class ChunkFiles:
 
 
 def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[Path]) -> None:
-    """Train chunk `name` of params.yaml; only the writing process (world.writes) writes files. `code` is what a snapshot's fingerprint covers."""
+    """Train chunk `name` of params.yaml; `code` is what a snapshot's fingerprint covers.
+
+    Only the writing process (world.writes) writes files, holding the chunk's lock: one writer per chunk.
+    """
+    with resume.writer_lock(files.snapshot, f"train@{name}") if world.writes else contextlib.nullcontext():
+        state = prepare(params, name, files, world, code)
+        train_chunk(state, params, name, files, world)
+        if world.writes:
+            write_outputs(state.checkpoint(state.position), state.position.history[-1], files)
+
+
+@dataclass
+class ChunkState:
+    """A chunk ready to train, and what its checkpoints are made of."""
+
+    name: str
+    settings: TrainSettings
+    config: dict
+    train: Split
+    val: Split
+    parent: dict
+    fingerprint: dict
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    position: Position
+    steps_per_epoch: int
+
+    def checkpoint(self, position: Position) -> dict:
+        """The checkpoint of the chunk at `position`: the parent's history plus this chunk's epochs."""
+        history = self.parent[HISTORY] + [{**record, "chunk": self.name} for record in position.history]
+        steps = (position.epoch - self.parent[EPOCH] - 1) * self.steps_per_epoch + position.batch
+        return make_checkpoint(self.model, self.optimizer, epoch=position.epoch - 1,
+                               loss=history[-1]["train_loss"] if position.history else self.parent[LOSS],
+                               model_config=self.config, chunk=self.name, train_settings=self.settings.model_dump(),
+                               parent=self.parent[CHUNK], parent_sha256=self.fingerprint["parent checkpoint"],
+                               global_step=self.parent[GLOBAL_STEP] + steps, history=history)
+
+
+def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: list[Path]) -> ChunkState:
+    """Read the data and the parent, and restore the model where training starts: a matching snapshot, or the parent."""
     say = print if world.writes else lambda *_: None  # the other ranks print only their errors
     settings = params.train.settings(name)
     train, val = (_on(read_split(path), world.device) for path in (files.train, files.val))
@@ -52,44 +92,43 @@ def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[P
     fingerprint = resume.fingerprint(parent=files.parent, data=[files.train, files.val], code=code,
                                      params={"seed": params.seed, "model": config, "train": settings.model_dump(),
                                              "nproc": world.size, "device": world.device.type})
-    snapshot = resume.load_snapshot(files.snapshot, fingerprint, log=say)
+    steps_per_epoch = math.ceil(len(train.y) / settings.batch_size)
+    snapshot = resume.load_snapshot(files.snapshot, fingerprint, log=say, parent=parent, epochs=settings.epochs,
+                                    steps_per_epoch=steps_per_epoch)
     model, optimizer = restore(snapshot or parent, config, settings.lr, settings.weight_decay, world.device)
     position = start_position(parent, snapshot, world.device)
     if snapshot:
         say(f"resuming {name} from step {snapshot[resume.RESUME]['step']} (epoch {position.epoch})")
-    last_epoch = parent[EPOCH] + settings.epochs
-    say(f"train@{name}: epochs {parent[EPOCH] + 1}..{last_epoch} from {files.parent}, lr {settings.lr},"
-        f" batch size {settings.batch_size}" + (f", {world.size} processes" if world.size > 1 else ""))
+    say(f"train@{name}: epochs {parent[EPOCH] + 1}..{parent[EPOCH] + settings.epochs} from {files.parent},"
+        f" lr {settings.lr}, batch size {settings.batch_size}" + (f", {world.size} processes" if world.size > 1 else ""))
+    return ChunkState(name, settings, config, train, val, parent, fingerprint, model, optimizer, position,
+                      steps_per_epoch)
 
-    steps_per_epoch = math.ceil(len(train.y) / settings.batch_size)
 
-    def checkpoint_at(position: Position) -> dict:
-        history = parent[HISTORY] + [{**record, "chunk": name} for record in position.history]
-        steps = (position.epoch - parent[EPOCH] - 1) * steps_per_epoch + position.batch
-        return make_checkpoint(model, optimizer, epoch=position.epoch - 1,
-                               loss=history[-1]["train_loss"] if position.history else parent[LOSS],
-                               model_config=config, chunk=name, train_settings=settings.model_dump(),
-                               parent=params.train.chunks[name].parent, parent_sha256=fingerprint["parent checkpoint"],
-                               global_step=parent[GLOBAL_STEP] + steps, history=history)
-
+def train_chunk(state: ChunkState, params: Params, name: str, files: ChunkFiles, world: World) -> None:
+    """The loop over the chunk's epochs, with progress, live metrics, snapshots and a clean stop on a signal."""
+    settings, parent, position = state.settings, state.parent, state.position
     where = f"chunk {list(params.train.chunks).index(name) + 1} of {len(params.train.chunks)}"
-    with StopSignals() as signals, Progress(name, where, parent[EPOCH], settings.epochs, len(train.y),
+    with StopSignals() as signals, Progress(name, where, parent[EPOCH], settings.epochs, len(state.train.y),
                                             settings.batch_size, position, files.metrics,
                                             enabled=world.writes) as progress:
-        stop_requested = lambda: signals.received  # noqa: E731
+        launcher = resume.Launcher()
+
+        def stop_requested() -> int | None:
+            return signals.received or launcher.gone()
+
         parallel = OneProcess(stop_requested) if world.size == 1 else DataParallel(world, stop_requested)
-        snapshots = Snapshots(name, files.snapshot, params.train, world, parallel, checkpoint_at, fingerprint,
-                              first_epoch=parent[EPOCH] + 1, steps_per_epoch=steps_per_epoch)
+        snapshots = Snapshots(name, files.snapshot, params.train, world, parallel, state.checkpoint, state.fingerprint,
+                              first_epoch=parent[EPOCH] + 1, steps_per_epoch=state.steps_per_epoch)
 
         def on_step(position: Position, rows: int) -> None:
             progress.step(position, rows)
             snapshots.step(position)
 
-        train_epochs(model, optimizer, train, val, position, last_epoch=last_epoch, batch_size=settings.batch_size,
-                     seed=params.seed, parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr,
-                     on_step=on_step, on_epoch=progress.epoch)
-    if world.writes:
-        write_outputs(checkpoint_at(position), position.history[-1], files)
+        train_epochs(state.model, state.optimizer, state.train, state.val, position,
+                     last_epoch=parent[EPOCH] + settings.epochs, batch_size=settings.batch_size, seed=params.seed,
+                     parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr, on_step=on_step,
+                     on_epoch=progress.epoch)
 
 
 def _on(split: Split, device: torch.device) -> Split:
@@ -157,8 +196,12 @@ class Snapshots:
         stop = self.parallel.stop
         if self.world.writes and (stop or self.schedule.due(step)):
             taken = time.monotonic()
-            resume.save_snapshot(self.path, self.checkpoint_at(position), position, step, self.fingerprint,
-                                 written=save_point)
+            try:
+                resume.save_snapshot(self.path, self.checkpoint_at(position), position, step, self.fingerprint,
+                                     written=save_point)
+            except OSError as error:  # a full disk, a file where the folder should be: the snapshot is optional
+                print(f"warning: train@{self.name}: snapshot at step {step} not written to {self.path}"
+                      f" ({error.strerror or error}); training goes on", file=sys.stderr)
             self.schedule.taken(taken)
         if stop:
             self.world.barrier()  # no rank exits before the writer's snapshot is complete
