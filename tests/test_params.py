@@ -185,3 +185,27 @@ def test_a_huge_value_is_truncated_in_the_message(tmp_path, params):
     with pytest.raises(PipelineError) as raised:
         load_params(write_params(tmp_path / "params.yaml", params))
     assert len(str(raised.value)) < 300
+
+
+def test_out_of_memory_in_a_stage_is_one_line_and_exit_2(capsys):
+    from chunktrain.errors import run_stage
+
+    def main():
+        raise MemoryError("Unable to allocate 7.45 TiB for an array with shape (1000000000000,)")
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == ("error: out of memory (Unable to allocate 7.45 TiB for an array with shape"
+                                       " (1000000000000,)); lower data.n_samples or model.hidden in params.yaml\n")
+
+
+def test_the_validate_stage_refuses_a_bad_name_in_one_line_and_writes_no_marker(tmp_path, params):
+    params["train"]["chunks"]["c 2"] = {"from": "c1", "epochs": 1}
+    write_params(tmp_path / "params.yaml", params)
+    result = subprocess.run([sys.executable, str(ROOT / "src/validate.py"), "--out", "ok"], cwd=tmp_path,
+                            env=project_env(), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == ("error: params.yaml: train.chunks: name 'c 2' must match [A-Za-z][A-Za-z0-9_-]{0,63}"
+                             " and not be 'init'\n")
+    assert not (tmp_path / "ok").exists()
