@@ -2,14 +2,15 @@
 
 import argparse
 import functools
+import math
 from pathlib import Path
 
-from chunktrain.checkpoint import (CHUNK, EPOCH, HISTORY, MODEL_CONFIG, MODEL_STATE, PARENT_SHA256, CheckpointError,
-                                   file_sha256, load_checkpoint)
+from chunktrain.checkpoint import (EPOCH, HISTORY, MODEL_CONFIG, MODEL_STATE, PARENT_SHA256, CheckpointError,
+                                   check_lineage, file_sha256, load_checkpoint)
 from chunktrain.data import read_split
-from chunktrain.errors import run_stage
+from chunktrain.errors import PipelineError, run_stage
 from chunktrain.metrics import write_json, write_rows
-from chunktrain.model import build_model
+from chunktrain.model import build_model, model_config
 from chunktrain.params import load_params
 from chunktrain.scoring import evaluate
 from chunktrain.summary import best_chunk, tree_curves
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     test = read_split(args.test)
+    config = model_config(test.x.shape[1], params.model.hidden, params.train.optimizer)
 
     histories, scores = {}, {}
     parent_sha256 = functools.cache(file_sha256)  # branches share a parent: hash each file once
@@ -33,13 +35,18 @@ def main(argv: list[str] | None = None) -> None:
         path = args.checkpoints / f"{name}.pt"
         rebuild = f"run `dvc repro train@{name}` to rebuild it"
         checkpoint = load_checkpoint(path, rebuild=rebuild)
-        # A checkpoint is current only if it was trained from the parent file that is there now.
+        # A checkpoint counts only if params.yaml, as it is now, would have produced it from the parent file there now.
+        check_lineage(checkpoint, path, chunk=name, parent=chunk.parent,
+                      settings=params.train.settings(name).model_dump(), model_config=config, rebuild=rebuild)
         parent_path = args.checkpoints / f"{chunk.parent}.pt"
-        if checkpoint[CHUNK] != name or checkpoint[PARENT_SHA256] != parent_sha256(parent_path):
+        if checkpoint[PARENT_SHA256] != parent_sha256(parent_path):
             raise CheckpointError(f"{path} is stale: it was not trained from the current {parent_path}; {rebuild}")
         model = build_model(checkpoint[MODEL_CONFIG])
         model.load_state_dict(checkpoint[MODEL_STATE])
         losses = evaluate(model, test)
+        if not all(math.isfinite(value) for value in losses.values()):
+            raise PipelineError(f"{path} gives a non-finite test loss ({losses['mse']}); its weights are not finite:"
+                                f" {rebuild}")
         histories[name] = checkpoint[HISTORY]
         scores[name] = chunk_scores(checkpoint, losses, path)
         print(f"evaluate: {name} (epoch {checkpoint[EPOCH]}): val_loss {scores[name]['val_loss']:.5f}"

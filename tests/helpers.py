@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore", ".gitignore"]
-ALL_STAGES = {"generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
+                 ".gitignore"]
+ALL_STAGES = {"validate", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 TINY_PARAMS = {
     "seed": 0,

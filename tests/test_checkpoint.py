@@ -131,3 +131,39 @@ def test_bytes_do_not_depend_on_where_equal_values_came_from(tmp_path):
     mixed[ckpt.HISTORY] = loaded[ckpt.HISTORY][:1] + [{"epoch": 2, "train_loss": 0.5, "chunk": "c1"}]
     save_checkpoint(mixed, tmp_path / "mixed.pt")
     assert sha256(tmp_path / "mixed.pt") == sha256(tmp_path / "fresh.pt")
+
+
+SETTINGS = {"epochs": 3, "lr": 0.001, "batch_size": 8, "weight_decay": 0.0}
+
+
+def check_c1(checkpoint: dict, **change) -> None:
+    expected = {"chunk": "c1", "parent": "init", "settings": SETTINGS, "model_config": CONFIG, **change}
+    ckpt.check_lineage(checkpoint, "data/checkpoints/c1.pt", rebuild="run `dvc repro train@c1` to rebuild it",
+                       **expected)
+
+
+def test_a_checkpoint_that_params_would_have_produced_passes_the_lineage_check():
+    check_c1(make())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"chunk": "c2"}, "chunk is 'c1' in the file, 'c2' in params.yaml"),
+    ({"parent": "c0"}, "parent is 'init' in the file, 'c0' in params.yaml"),
+    ({"settings": {**SETTINGS, "lr": 0.002}}, "lr is 0.001 in the file, 0.002 in params.yaml"),
+    ({"settings": {**SETTINGS, "epochs": 4}}, "epochs is 3 in the file, 4 in params.yaml"),
+    ({"model_config": {**CONFIG, "hidden": [7]}}, "hidden is [5] in the file, [7] in params.yaml"),
+    ({"model_config": {**CONFIG, "optimizer": "sgd"}}, "optimizer is 'adam' in the file, 'sgd' in params.yaml"),
+])
+def test_a_checkpoint_params_would_not_have_produced_is_refused_in_one_line(change, message):
+    with pytest.raises(CheckpointError) as raised:
+        check_c1(make(), **change)
+    assert str(raised.value) == (f"data/checkpoints/c1.pt does not match params.yaml: {message};"
+                                 " run `dvc repro train@c1` to rebuild it")
+
+
+def test_the_lineage_check_quotes_a_huge_recorded_value_briefly():
+    checkpoint = make()
+    checkpoint[ckpt.CHUNK] = "x" * 100_000
+    with pytest.raises(CheckpointError) as raised:
+        check_c1(checkpoint)
+    assert len(str(raised.value)) < 300

@@ -58,3 +58,44 @@ def test_the_generate_stage_does_not_import_torch(tmp_path, params):
     args = ["--params", str(stages.params_path), *stages.split_args("train", "val", "test")]
     subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT / "src", check=True)
     assert stages.split["test"].is_file()
+
+
+def rewrite_column(path, name: str, values) -> None:
+    import pyarrow as pa
+
+    table = pa.parquet.read_table(path)
+    table = table.set_column(table.column_names.index(name), name, pa.array(values))
+    pa.parquet.write_table(table, path)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("x1", float("nan"), "column x1 has 1 NaN or infinite value(s), the first in row 7"),
+    ("y", float("inf"), "column y has 1 NaN or infinite value(s), the first in row 7"),
+    ("x0", None, "column x0 has 1 null(s); expected floats only"),
+    ("x2", "oops", "column x2 has type string; expected floats only"),
+])
+def test_bad_values_in_a_split_are_one_line_naming_file_and_column(tmp_path, params, column, value, message):
+    stages = Stages(tmp_path, params)
+    stages.generate()
+    path = stages.split["test"]
+    values = read_split(path).y[:, 0].tolist() if column == "y" else [0.5] * 200
+    values[7] = value
+    if value == "oops":
+        values = [str(v) for v in values]
+    rewrite_column(path, column, values)
+    with pytest.raises(PipelineError) as raised:
+        read_split(path)
+    assert str(raised.value) == f"{path}: {message}; run `dvc repro generate`"
+
+
+def test_the_evaluate_stage_reports_a_nan_in_the_test_split_with_exit_2(stages):
+    stages.train("c1", "init")
+    rewrite_column(stages.split["test"], "x0", [float("nan")] * 200)
+    result = subprocess.run([sys.executable, str(ROOT / "src/evaluate.py"), "--checkpoints", "checkpoints",
+                             "--test", "data/test.parquet", "--chunks", "metrics/chunks.json",
+                             "--best", "metrics/best.json", "--curves", "metrics/curves.csv"],
+                            cwd=stages.root, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == ("error: data/test.parquet: column x0 has 200 NaN or infinite value(s), the first in row 0;"
+                             " run `dvc repro generate`\n")
+    assert not (stages.root / "metrics/chunks.json").exists() and not (stages.root / "metrics/best.json").exists()

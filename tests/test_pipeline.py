@@ -88,7 +88,7 @@ def test_editing_a_chunk_reruns_it_and_what_follows_it(project):
     params = project.params
     params["train"]["chunks"]["c2"]["lr"] = 0.003
     project.params = params
-    assert ran(project.dvc("repro")) == {"train@c2", "train@c3", "evaluate"}
+    assert ran(project.dvc("repro")) == {"validate", "train@c2", "train@c3", "evaluate"}
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_appending_a_chunk_runs_only_that_chunk(project):
     params = project.params
     params["train"]["chunks"]["c4"] = {"from": "c3", "epochs": 1}
     project.params = params
-    assert ran(project.dvc("repro")) == {"train@c4", "evaluate"}
+    assert ran(project.dvc("repro")) == {"validate", "train@c4", "evaluate"}
     assert sha256(project.path / "data/checkpoints/c3.pt") == c3_before
     assert read_json(project, "metrics/train/c4.json")["epoch"] == 7
     assert pd.read_csv(project.path / "metrics/curves.csv")["branch"].unique().tolist() == ["c4"]
@@ -108,7 +108,7 @@ def test_branching_trains_the_shared_parent_once(project):
     params = project.params
     params["train"]["chunks"]["c2_slow"] = {"from": "c1", "epochs": 2, "lr": 0.001}
     project.params = params
-    assert ran(project.dvc("repro")) == {"train@c2_slow", "evaluate"}
+    assert ran(project.dvc("repro")) == {"validate", "train@c2_slow", "evaluate"}
     curves = pd.read_csv(project.path / "metrics/curves.csv")
     assert curves["branch"].unique().tolist() == ["c3", "c2_slow"]
     assert curves[curves["branch"] == "c2_slow"]["chunk"].tolist() == ["c1", "c1", "c2_slow", "c2_slow"]

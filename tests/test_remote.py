@@ -58,7 +58,7 @@ def test_a_chunk_appended_on_the_clone_continues_from_the_pulled_checkpoint(pull
     params["train"]["chunks"]["c4"] = {"from": "c3", "epochs": 1}
     clone.params = params
 
-    assert ran(clone.dvc("repro")) == {"train@c4", "evaluate"}
+    assert ran(clone.dvc("repro")) == {"validate", "train@c4", "evaluate"}
     c4 = load_checkpoint(clone.path / "data/checkpoints/c4.pt", rebuild="")
     assert c4[PARENT_SHA256] == parent_sha256 == sha256(parent)
     assert c4[EPOCH] == 7

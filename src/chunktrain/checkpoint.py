@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.errors import PipelineError
+from chunktrain.errors import PipelineError, brief
 
 FORMAT_VERSION = 1
 
@@ -146,6 +146,27 @@ def check_model_config(checkpoint: dict, expected: dict, path: str | Path) -> No
         diff = ", ".join(f"{key}: {saved.get(key)!r} in the file, {expected.get(key)!r} now"
                          for key in sorted(saved.keys() | expected.keys()) if saved.get(key) != expected.get(key))
         raise CheckpointError(f"{path} was built for another model config ({diff}); run `dvc repro` to rebuild it")
+
+
+def check_lineage(checkpoint: dict, path: str | Path, *, chunk: str, parent: str | None, settings: dict | None,
+                  model_config: dict, rebuild: str) -> None:
+    """Refuse a checkpoint that params.yaml would not have produced: another chunk, parent, settings or model.
+
+    `settings` is params.train.settings(chunk).model_dump() (None for init), `model_config` what
+    model.model_config() builds from params.yaml, and `rebuild` the command that fixes it
+    ("run `dvc repro train@c2` to rebuild it"). One line names the file and the first setting that differs.
+    """
+    found = [(CHUNK, "chunk", checkpoint[CHUNK], chunk), (PARENT, "parent", checkpoint[PARENT], parent)]
+    if isinstance(checkpoint[TRAIN_SETTINGS], dict) and isinstance(settings, dict):
+        found += [(TRAIN_SETTINGS, key, checkpoint[TRAIN_SETTINGS].get(key), value) for key, value in settings.items()]
+    else:
+        found.append((TRAIN_SETTINGS, "train settings", checkpoint[TRAIN_SETTINGS], settings))
+    saved = checkpoint[MODEL_CONFIG] if isinstance(checkpoint[MODEL_CONFIG], dict) else {}
+    found += [(MODEL_CONFIG, key, saved.get(key), value) for key, value in model_config.items()]
+    for _, name, was, now in found:
+        if was != now:
+            raise CheckpointError(f"{path} does not match params.yaml: {name} is {brief(was)} in the file,"
+                                  f" {brief(now)} in params.yaml; {rebuild}")
 
 
 def file_sha256(path: str | Path) -> str:

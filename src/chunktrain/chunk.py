@@ -16,7 +16,7 @@ from tqdm import tqdm
 import chunktrain
 from chunktrain import resume
 from chunktrain.checkpoint import (CHUNK, EPOCH, GLOBAL_STEP, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
-                                   CheckpointError, check_model_config, load_checkpoint, make_checkpoint,
+                                   check_lineage, check_model_config, load_checkpoint, make_checkpoint,
                                    restore_rng_state, save_checkpoint)
 from chunktrain.data import Split, read_split
 from chunktrain.distributed import DataParallel, World
@@ -136,14 +136,16 @@ def _on(split: Split, device: torch.device) -> Split:
 
 
 def load_parent(path: Path, name: str, params: Params, config: dict) -> dict:
-    """The parent checkpoint, refused unless it was written by the chunk params.yaml names, for this model."""
+    """The parent checkpoint, refused unless params.yaml, as it is now, would have produced it for this model."""
     expected = params.train.chunks[name].parent
     stage = INIT if expected == INIT else f"train@{expected}"
-    parent = load_checkpoint(path, rebuild=f"run `dvc repro {stage}` to rebuild it")
-    if parent[CHUNK] != expected:
-        raise CheckpointError(f"{path} was written by {parent[CHUNK]!r}, but chunk {name} starts from {expected!r};"
-                              f" run `dvc repro {stage}` to rebuild it")
+    rebuild = f"run `dvc repro {stage}` to rebuild it"
+    parent = load_checkpoint(path, rebuild=rebuild)
     check_model_config(parent, config, path)
+    is_init = expected == INIT
+    check_lineage(parent, path, chunk=expected, parent=None if is_init else params.train.chunks[expected].parent,
+                  settings=None if is_init else params.train.settings(expected).model_dump(), model_config=config,
+                  rebuild=rebuild)
     return parent
 
 

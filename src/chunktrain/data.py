@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet
+import pyarrow.types
 import torch
 
 from chunktrain.errors import PipelineError
@@ -40,9 +41,19 @@ def read_split(path: str | Path) -> Split:
     except (OSError, ValueError) as error:
         raise PipelineError(f"cannot read dataset file {path} ({error}); run `dvc repro generate`") from None
     features = _feature_columns(table.column_names, path)
+    for name in [*features, TARGET]:
+        column = table[name]
+        if not pyarrow.types.is_floating(column.type) or column.null_count:
+            what = f"{column.null_count} null(s)" if column.null_count else f"type {column.type}"
+            raise PipelineError(f"{path}: column {name} has {what}; expected floats only; run `dvc repro generate`")
     # torch.stack copies the (read-only) Arrow columns into one new tensor.
     x = torch.stack([torch.from_dlpack(table[name].combine_chunks()) for name in features], dim=1).float()
     y = torch.stack([torch.from_dlpack(table[TARGET].combine_chunks())], dim=1).float()
+    for name, values in [*zip(features, x.T), (TARGET, y[:, 0])]:
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            raise PipelineError(f"{path}: column {name} has {len(bad)} NaN or infinite value(s), the first in row"
+                                f" {bad[0].item()}; run `dvc repro generate`")
     return Split(x, y)
 
 

@@ -4,28 +4,31 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from chunktrain.errors import PipelineError
+from chunktrain.errors import PipelineError, brief
 
 INIT = "init"  # the `from` of a chunk that starts from the init stage's checkpoint
-CHUNK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # a chunk name is a file stem and a stage key
+# A chunk name becomes a stage name, a shell word and a file stem: letters, digits, _ and - only, no path parts.
+CHUNK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+# Bounds that keep a typo from ending in MemoryError: the generated data (float64 while generating) and the
+# model with Adam's two moments (float32) must each fit in a few tens of GB.
+MAX_DATA_VALUES = 2_000_000_000  # n_samples * (n_features + 1)
+MAX_PARAMETERS = 2_000_000_000  # weights and biases of the MLP
 
+def read_yaml(text: str):
+    """Parse YAML exactly as DVC does (dvc.utils.serialize.parse_yaml): ruamel's safe loader, YAML 1.2.
 
-class _YamlLoader(yaml.SafeLoader):
-    """PyYAML reads YAML 1.1, where `1e-3` is a string; DVC reads YAML 1.2, where it is a float."""
+    So `010` is 10, `yes` and `1:30` are strings and `1e-3` is a float, in params.yaml, dvc.lock and here.
+    Importing ruamel directly, not through dvc, keeps DVC's import time out of every stage.
+    """
+    from ruamel.yaml import YAML
 
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
+    return YAML(typ="safe").load(text) or {}
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -45,6 +48,9 @@ class DataParams(_Section):
                 f"data.val_fraction + data.test_fraction must be below 1 to leave rows to train on,"
                 f" got {self.val_fraction} + {self.test_fraction}"
             )
+        if self.n_samples * (self.n_features + 1) > MAX_DATA_VALUES:
+            raise ValueError(f"data.n_samples * (data.n_features + 1) must be at most {MAX_DATA_VALUES:,} values"
+                             f" (to fit in memory), got {self.n_samples} * ({self.n_features} + 1)")
         if min(self.split_sizes().values()) < 1:
             raise ValueError(f"data.n_samples: {self.n_samples} leaves a split empty: {self.split_sizes()}")
         return self
@@ -118,10 +124,11 @@ class TrainParams(_Section):
     @model_validator(mode="after")
     def _chunks_form_a_tree(self) -> "TrainParams":
         for name, chunk in self.chunks.items():
-            if name == INIT or not CHUNK_NAME.fullmatch(name):
-                raise ValueError(f"train.chunks: name {name!r} must match {CHUNK_NAME.pattern} and not be {INIT!r}")
+            if not isinstance(name, str) or name == INIT or not CHUNK_NAME.fullmatch(name):
+                raise ValueError(f"train.chunks: name {brief(name)} must match {CHUNK_NAME.pattern}"
+                                 f" and not be {INIT!r}")
             if chunk.parent != INIT and chunk.parent not in self.chunks:
-                raise ValueError(f"train.chunks.{name}.from: {chunk.parent!r} names no chunk (nor {INIT!r})")
+                raise ValueError(f"train.chunks.{name}.from: {brief(chunk.parent)} names no chunk (nor {INIT!r})")
             self.lineage(name)  # raises on a cycle
             if chunk.parent != INIT and self.chunks[chunk.parent].cooldown:
                 raise ValueError(f"train.chunks.{name}.from: {chunk.parent!r} is a cooldown chunk, which ends its"
@@ -169,24 +176,38 @@ class Params(_Section):
     model: ModelParams
     train: TrainParams
 
+    @model_validator(mode="after")
+    def _model_fits_in_memory(self) -> "Params":
+        widths = [self.data.n_features, *self.model.hidden, 1]
+        parameters = sum((n_in + 1) * n_out for n_in, n_out in zip(widths, widths[1:]))
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(f"model.hidden: {brief(self.model.hidden)} makes {parameters:,} parameters with"
+                             f" data.n_features {self.data.n_features}; at most {MAX_PARAMETERS:,} fit in memory")
+        return self
+
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; any problem is one PipelineError naming the key and value."""
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_YamlLoader)
+        raw = read_yaml(path.read_text())
     except FileNotFoundError:
         raise PipelineError(f"{path} not found") from None
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {error}") from None
+    except (YAMLError, UnicodeDecodeError) as error:
+        reason = " ".join(str(error).split())
+        raise PipelineError(f"{path} is not valid YAML: {reason[:300]}") from None
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise PipelineError(f"{path}: " + "; ".join(_describe(e) for e in error.errors())) from None
+        errors = error.errors(include_url=False)
+        more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
+        raise PipelineError(f"{path}: " + "; ".join(_describe(e) for e in errors[:3]) + more) from None
 
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "top level"
+    key = ".".join(str(part)[:64] for part in error["loc"]) or "top level"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":
@@ -194,7 +215,7 @@ def _describe(error: dict) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "value_error":  # our own validators name the key and value themselves
         return message
-    return f"{key}: {message}, got {error['input']!r}"
+    return f"{key}: {message}, got {brief(error['input'])}"
 
 
 if __name__ == "__main__":
