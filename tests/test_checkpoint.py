@@ -167,3 +167,14 @@ def test_the_lineage_check_quotes_a_huge_recorded_value_briefly():
     with pytest.raises(CheckpointError) as raised:
         check_c1(checkpoint)
     assert len(str(raised.value)) < 300
+
+
+def test_clean_up_deletes_a_dead_writers_temp_file_and_keeps_a_live_ones(tmp_path):
+    live = tmp_path / f".c1.pt.{os.getpid()}.abc.tmp"  # this process is alive: its file is someone's write
+    dead = tmp_path / ".c1.pt.999999999.abc.tmp"  # no such pid
+    old = tmp_path / ".c1.pt.k2j3h4.tmp"  # the earlier naming, without a pid
+    for path in (live, dead, old):
+        path.write_bytes(b"partial")
+    save_checkpoint(make(), tmp_path / "c1.pt")
+    assert live.exists() and not dead.exists() and not old.exists()
+    assert load_checkpoint(tmp_path / "c1.pt", rebuild="-")[ckpt.EPOCH] == 3

@@ -4,7 +4,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from chunktrain import resume
@@ -161,3 +163,65 @@ def test_a_chunk_with_warmup_and_cosine_decay_resumes_bit_identical_after_kill_9
     resumed = rerun_c2(project)
     assert "resuming c2 from step 30 (epoch 4)" in resumed.stdout
     assert sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted
+
+
+def forge(project, edit) -> None:
+    """Rewrite the snapshot with `edit` applied to it, keeping its (valid) fingerprint."""
+    from chunktrain.checkpoint import load_checkpoint, save_checkpoint
+
+    snapshot = dict(load_checkpoint(project.path / SNAPSHOT, rebuild="-"))
+    snapshot[resume.RESUME] = dict(snapshot[resume.RESUME])
+    edit(snapshot)
+    save_checkpoint(snapshot, project.path / SNAPSHOT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, warning", [
+    (lambda s: s[resume.RESUME].update(epoch=99), "its position (epoch 99, batch 5) is outside the chunk (epochs 3..4"),
+    (lambda s: s[resume.RESUME].update(batch=26), "its position (epoch 4, batch 26) is outside the chunk"),
+    (lambda s: s[resume.RESUME].update(step=3), "its step 3 and epoch 3 disagree with its position"),
+    (lambda s: s[resume.RESUME].update(fingerprint=["not", "a", "dict"]), "its fingerprint is a list, not a dict"),
+])
+def test_a_snapshot_whose_position_cannot_belong_to_the_chunk_is_skipped(resumable, edit, warning):
+    project, uninterrupted = resumable
+    rerun_c2(project, "step:35")
+    forge(project, edit)
+    output = rerun_c2(project).stdout
+    assert f"skipping snapshot {SNAPSHOT}" in output or f"skipping corrupt snapshot {SNAPSHOT}" in output
+    assert warning in output and "resuming" not in output
+    assert sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_snapshot_that_cannot_be_written_is_a_warning_not_a_failed_chunk(resumable):
+    project, uninterrupted = resumable
+    (project.path / ".resume").mkdir(exist_ok=True)
+    (project.path / ".resume/c2").write_text("a file where the snapshot folder goes")
+    result = rerun_c2(project)
+    assert result.returncode == 0, result.stdout
+    assert "warning: train@c2: snapshot at step 10 not written to .resume/c2/snapshot.pt" in result.stdout
+    assert sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted
+    assert (project.path / ".resume/c2").read_text() == "a file where the snapshot folder goes"
+
+
+@pytest.mark.slow
+def test_a_trainer_whose_dvc_is_killed_snapshots_and_stops(resumable):
+    project, uninterrupted = resumable
+    project.edit_params(lambda p: p["train"]["chunks"]["c2"].update(epochs=300))
+    dvc = subprocess.Popen(["dvc", "repro", "--single-item", "train@c2"], cwd=project.path, env=project_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: (project.path / SNAPSHOT).exists() or dvc.poll() is not None, "the first snapshot")
+        trainer = next(child for child in psutil.Process(dvc.pid).children(recursive=True)
+                       if "src/train.py" in " ".join(child.cmdline()))
+        killed_at = time.time()
+        dvc.kill()  # dvc alone, as `kill -9 <dvc pid>` would: its stage is left behind
+        dvc.wait()
+        trainer.wait(timeout=60)  # it notices within a second or so and stops; psutil raises if it lives on
+    finally:
+        os.killpg(dvc.pid, signal.SIGKILL) if psutil.pid_exists(dvc.pid) else None
+    assert (project.path / SNAPSHOT).stat().st_mtime >= killed_at  # its last act: a snapshot
+    assert not (project.path / "data/checkpoints/c2.pt").exists()
+    project.edit_params(lambda p: p["train"]["chunks"]["c2"].update(epochs=2))  # the snapshot is for 300 epochs
+    output = rerun_c2(project).stdout
+    assert "skipping snapshot" in output and sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted

@@ -122,3 +122,31 @@ def test_a_chunks_metrics_file_follows_it_epoch_by_epoch(stages, params):
     assert stage.returncode == 0, stderr
     assert still_running and 1 <= during["epoch"] < 300
     assert json.loads(metrics.read_text())["epoch"] == 300
+
+
+def long_chunk_command(stages, chunk: str = "long") -> list[str]:
+    return [sys.executable, str(ROOT / "src/train.py"), "--params", str(stages.params_path), "--chunk", chunk,
+            "--parent", str(stages.checkpoint("init")), *stages.split_args("train", "val"),
+            "--out", str(stages.checkpoint(chunk)), "--metrics", str(stages.root / f"metrics/{chunk}.json"),
+            "--snapshot", str(stages.root / f".resume/{chunk}/snapshot.pt")]
+
+
+def test_a_second_trainer_of_the_same_chunk_stops_at_once_and_touches_nothing(stages, params):
+    params["train"]["chunks"]["long"] = {"from": "init", "epochs": 300}
+    params["train"]["snapshot_every_steps"] = 25
+    write_params(stages.params_path, params)
+    first = subprocess.Popen(long_chunk_command(stages), env=project_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    snapshot = stages.root / ".resume/long/snapshot.pt"
+    try:
+        wait_for(lambda: snapshot.exists() or first.poll() is not None, "the first trainer's snapshot")
+        second = subprocess.run(long_chunk_command(stages), env=project_env(), capture_output=True, text=True)
+        assert first.poll() is None, "the first trainer ended before the second started"
+    finally:
+        first.terminate()
+        _, first_err = first.communicate(timeout=120)
+    assert second.returncode == 2
+    assert second.stderr.startswith(f"error: train@long: another trainer (pid {first.pid}) is training this chunk")
+    assert second.stderr.count("\n") == 1
+    assert first.returncode == 143 and "snapshot written" in first_err  # the first one was never disturbed
+    assert snapshot.exists() and not stages.checkpoint("long").exists()
