@@ -78,7 +78,7 @@ def two_nodes(base, tmp_path_factory):
 
 def test_a_chunk_on_two_nodes_equals_one_node_with_two_processes(two_nodes):
     one, node0, node1, output = two_nodes
-    assert ran(output) == {"train@d2"}
+    assert ran(output) == {"validate", "train@d2"}  # validate reruns for any edit of params.yaml
     assert "train@d2: epochs 3..4 from data/checkpoints/c1.pt, lr 0.01, batch size 64, 2 processes" in output
     assert sha256(node0.path / "data/checkpoints/d2.pt") == sha256(one.path / "data/checkpoints/d2.pt")
     assert not (node1.path / "data/checkpoints/d2.pt").exists()  # the stage's node writes, whatever c10d's order
@@ -87,7 +87,7 @@ def test_a_chunk_on_two_nodes_equals_one_node_with_two_processes(two_nodes):
 def test_a_two_node_checkpoint_continues_in_a_one_process_chunk(two_nodes):
     _, node0, _, _ = two_nodes
     node0.edit_params(lambda params: params["train"]["chunks"].update(e3={"from": "d2", "epochs": 1}))
-    assert ran(node0.dvc("repro")) == {"train@e3", "evaluate"}
+    assert ran(node0.dvc("repro")) == {"validate", "train@e3", "evaluate"}
     e3 = load_checkpoint(node0.path / "data/checkpoints/e3.pt", rebuild="-")
     assert e3[ckpt.PARENT_SHA256] == sha256(node0.path / "data/checkpoints/d2.pt")
     assert [(r["epoch"], r["chunk"]) for r in e3[ckpt.HISTORY]] == [(1, "c1"), (2, "c1"), (3, "d2"), (4, "d2"),

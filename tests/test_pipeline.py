@@ -1,12 +1,13 @@
 """End to end: real `dvc repro` in a temp git repo, asserting what DVC itself reports."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
 from chunktrain.checkpoint import HISTORY, load_checkpoint
-from helpers import ALL_STAGES, ran, sha256
+from helpers import ALL_STAGES, ROOT, ran, sha256
 
 
 def metrics(project) -> dict:
@@ -179,20 +180,18 @@ def test_exp_run_with_a_param_override_is_listed_by_exp_show(project):
 @pytest.mark.slow
 def test_a_cooldown_branch_trains_alone_and_ends_at_min_lr(project):
     main_line = {name: sha256(project.path / f"data/checkpoints/{name}.pt") for name in ("c1", "c2", "c3")}
-    params = project.params
-    params["train"]["schedule"]["min_lr"] = 0.001
-    params["train"]["chunks"]["c3_cool"] = {"from": "c3", "epochs": 2, "cooldown": "linear"}
-    project.params = params
-    assert ran(project.dvc("repro")) == {"train@c3_cool", "evaluate"}
+    project.edit_params(lambda p: p["train"]["chunks"].update(c3_cool={"from": "c3", "epochs": 2,
+                                                                       "cooldown": "linear"}))
+    assert ran(project.dvc("repro")) == {"validate", "train@c3_cool", "evaluate"}
     assert {name: sha256(project.path / f"data/checkpoints/{name}.pt") for name in main_line} == main_line
     history = load_checkpoint(project.path / "data/checkpoints/c3_cool.pt", rebuild="-")[HISTORY]
-    assert [record["lr"] for record in history] == [0.01] * 6 + [pytest.approx(0.0055), 0.001]
+    assert [record["lr"] for record in history] == [0.01] * 6 + [pytest.approx(0.005), 0.0]  # min_lr 0
 
 
 @pytest.mark.slow
 def test_editing_the_schedule_reruns_every_chunk_and_nothing_before(project):
     project.edit_params(lambda p: p["train"]["schedule"].update(warmup_epochs=1))
-    assert ran(project.dvc("repro")) == {"train@c1", "train@c2", "train@c3", "evaluate"}
+    assert ran(project.dvc("repro")) == {"validate", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 
 def run_longer_and_slower(project) -> None:
@@ -210,6 +209,18 @@ def test_plots_diff_overlays_experiments_with_other_chunks_in_the_same_chart(pro
     assert sorted(shown) == ["loss", "lr"]
     branches = {(row["rev"], row["branch"]) for row in shown["loss"]}
     assert branches == {("HEAD", "c3"), ("longer", "c4"), ("slower", "c3")}
+
+    # `make exps`, the README's experiment table: one row each, best val_loss first, within 120 columns.
+    shutil.copy(ROOT / "Makefile", project.path / "Makefile")
+    table = project.run("make", "--no-print-directory", "-o", ".venv/.installed", "exps").stdout.splitlines()
+    header, *rows = table
+    assert max(len(line) for line in table) <= 120
+    assert "val_loss" in header and "test_mse" in header
+    names = [row.split()[0] for row in rows]
+    assert {"longer", "slower"} <= set(names)
+    val_loss = header.split().index("val_loss")
+    losses = [float(row.split()[val_loss]) for row in rows if row.split()[0] in ("longer", "slower")]
+    assert losses == sorted(losses)
 
 
 @pytest.mark.slow

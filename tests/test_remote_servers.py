@@ -95,7 +95,7 @@ def test_push_clone_pull_and_continue_training(remote, reproduced, tmp_path):
         assert sha256(fresh.path / path) == sha256(origin.path / path), path
 
     fresh.edit_params(lambda params: params["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}))
-    assert ran(fresh.dvc("repro")) == {"train@c4", "evaluate"}
+    assert ran(fresh.dvc("repro")) == {"validate", "train@c4", "evaluate"}
     c4 = load_checkpoint(fresh.path / "data/checkpoints/c4.pt", rebuild="-")
     assert c4[PARENT_SHA256] == sha256(origin.path / "data/checkpoints/c3.pt")
     assert c4[EPOCH] == 7

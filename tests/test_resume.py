@@ -51,7 +51,7 @@ def test_kill_9_then_repro_resumes_and_ends_bit_identical(resumable, kill_at, re
     assert sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted
     assert not (project.path / ".resume/c2").exists()
     assert not list((project.path / "data/checkpoints").glob(".*.tmp"))
-    assert ran(project.dvc("repro")) == set()  # c3 and evaluate see the same c2
+    assert ran(project.dvc("repro")) == {"validate"}  # for the snapshot setting; c3 and evaluate see the same c2
 
 
 @pytest.mark.slow
