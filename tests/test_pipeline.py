@@ -214,7 +214,7 @@ def test_plots_diff_overlays_experiments_with_other_chunks_in_the_same_chart(pro
     shutil.copy(ROOT / "Makefile", project.path / "Makefile")
     table = project.run("make", "--no-print-directory", "-o", ".venv/.installed", "exps").stdout.splitlines()
     header, *rows = table
-    assert max(len(line) for line in table) <= 120
+    assert max(len(line) for line in table) <= 120, "\n".join(table)
     assert "val_loss" in header and "test_mse" in header
     names = [row.split()[0] for row in rows]
     assert {"longer", "slower"} <= set(names)
