@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench snapshots clear-snapshots exps clean-venv
+.PHONY: setup run test test-fast bench snapshots clear-snapshots exps predict clean-venv
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ exps: setup
 # Ratios to plain-PyTorch baselines measured in the same run; a few minutes. Writes metrics/bench.json.
 bench: setup
 	python benchmarks/bench.py
+
+# make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=data/checkpoints/c2.pt]; default: the best chunk.
+predict: setup
+	python src/predict.py --input $(INPUT) --output $(OUTPUT) --checkpoint $(if $(CHECKPOINT),$(CHECKPOINT),\
+	  "$$(python -c 'import json; print(json.load(open("metrics/best.json"))["checkpoint"])')")
 
 clean-venv:
 	rm -rf $(VENV)

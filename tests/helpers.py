@@ -12,14 +12,14 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "synthetic", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
                  ".gitignore"]
 ALL_STAGES = {"validate", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 TINY_PARAMS = {
     "seed": 0,
-    "data": {"n_samples": 2000, "n_features": 4, "noise": 0.1, "val_fraction": 0.1, "test_fraction": 0.1},
-    "model": {"hidden": [16]},
+    "data": {"source": "synthetic", "target": "y", "n_samples": 2000, "n_features": 4, "noise": 0.1, "val_fraction": 0.1, "test_fraction": 0.1},
+    "model": {"task": "regression", "arch": "mlp", "hidden": [16]},
     "train": {
         "optimizer": "adam",
         "lr": 0.01,
@@ -133,18 +133,20 @@ class Stages:
         root.mkdir(parents=True, exist_ok=True)
         self.params_path = write_params(root / "params.yaml", params)
         self.split = {name: root / f"data/{name}.parquet" for name in ("train", "val", "test")}
+        self.transform = root / "data/transform.json"
 
     def checkpoint(self, name: str) -> Path:
         return self.root / f"checkpoints/{name}.pt"
 
     def generate(self) -> None:
         import generate
-        generate.main(["--params", str(self.params_path), *self.split_args("train", "val", "test")])
+        generate.main(["--params", str(self.params_path), *self.split_args("train", "val", "test"),
+                       "--transform", str(self.transform)])
 
     def init(self) -> None:
         import init
         init.main(["--params", str(self.params_path), "--train", str(self.split["train"]),
-                   "--out", str(self.checkpoint("init"))])
+                   "--transform", str(self.transform), "--out", str(self.checkpoint("init"))])
 
     def train(self, chunk: str, parent: str) -> Path:
         import train

@@ -106,7 +106,7 @@ def test_unsafe_pickle_is_refused(tmp_path):
 
 def test_other_format_or_missing_keys_are_refused(tmp_path):
     torch.save({"epoch": 1}, tmp_path / "old.pt")
-    with pytest.raises(CheckpointError, match=r"old.pt is not a format-1 checkpoint \(found None\)"):
+    with pytest.raises(CheckpointError, match=r"old.pt is not a format-2 checkpoint \(found None\)"):
         load_checkpoint(tmp_path / "old.pt", rebuild="-")
     partial = {ckpt.VERSION: ckpt.FORMAT_VERSION, ckpt.EPOCH: 1}
     torch.save(partial, tmp_path / "partial.pt")

@@ -55,7 +55,8 @@ def test_the_generate_stage_does_not_import_torch(tmp_path, params):
     stages = Stages(tmp_path, params)
     code = ("import sys, generate; generate.main(sys.argv[1:]);"
             " assert 'torch' not in sys.modules, 'torch was imported'")
-    args = ["--params", str(stages.params_path), *stages.split_args("train", "val", "test")]
+    args = ["--params", str(stages.params_path), *stages.split_args("train", "val", "test"),
+            "--transform", str(stages.transform)]
     subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT / "src", check=True)
     assert stages.split["test"].is_file()
 

@@ -79,7 +79,7 @@ def test_a_stage_reports_bad_params_as_one_line_and_exit_2(tmp_path, params):
     params["train"]["lr"] = "fast"
     write_params(tmp_path / "params.yaml", params)
     result = subprocess.run([sys.executable, str(ROOT / "src/generate.py"), "--train", "a", "--val", "b",
-                             "--test", "c"], cwd=tmp_path, env=project_env(), capture_output=True, text=True)
+                             "--test", "c", "--transform", "d"], cwd=tmp_path, env=project_env(), capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == "error: params.yaml: train.lr: Input should be a valid number, got 'fast'\n"
     assert not (tmp_path / "a").exists()

@@ -11,7 +11,7 @@ import torch
 
 from chunktrain.errors import PipelineError, brief
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: TRANSFORM, and model_config's arch, task and n_outputs
 
 # The keys, defined once. The first four are the PyTorch checkpointing tutorial's.
 EPOCH = "epoch"  # epochs completed in total, across all chunks: the next epoch trained is EPOCH + 1
@@ -19,7 +19,10 @@ MODEL_STATE = "model_state_dict"
 OPTIMIZER_STATE = "optimizer_state_dict"
 LOSS = "loss"  # mean training loss of the last epoch; None in the epoch-0 checkpoint
 RNG_STATE = "rng_state"  # {"torch": ByteTensor, "cuda": [ByteTensor per device]}
-MODEL_CONFIG = "model_config"  # what built the model and optimizer: n_features, hidden, optimizer
+MODEL_CONFIG = "model_config"  # what built the model and optimizer: arch, task, n_features, n_outputs, hidden, optimizer
+# How raw table values become the model's inputs and targets (transform.py): feature names, their train-split
+# mean and std, the target's mean and std (regression) or class labels (classification). From init on, unchanged.
+TRANSFORM = "transform"
 CHUNK = "chunk"  # the name of the chunk that wrote it; "init" for the epoch-0 checkpoint
 TRAIN_SETTINGS = "train_settings"  # the chunk's effective epochs, lr, batch_size, weight_decay, schedule, cooldown
 PARENT = "parent"  # the name of the checkpoint it continued from; None for init
@@ -29,7 +32,7 @@ HISTORY = "history"  # one dict per epoch of the whole lineage: epoch, train_los
 VERSION = "format_version"
 
 KEYS = (EPOCH, MODEL_STATE, OPTIMIZER_STATE, LOSS, RNG_STATE, MODEL_CONFIG, CHUNK, TRAIN_SETTINGS, PARENT,
-        PARENT_SHA256, GLOBAL_STEP, HISTORY, VERSION)
+        PARENT_SHA256, GLOBAL_STEP, HISTORY, TRANSFORM, VERSION)
 
 
 class CheckpointError(PipelineError):
@@ -192,7 +195,7 @@ def restore_rng_state(state: dict) -> None:
 
 def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_config: dict, chunk: str,
                     train_settings: dict | None, parent: str | None, parent_sha256: str | None, global_step: int,
-                    history: list[dict]) -> dict:
+                    history: list[dict], transform: dict | None = None) -> dict:
     """Gather everything an exact continuation needs, under the keys above."""
     return {
         EPOCH: epoch,
@@ -207,5 +210,6 @@ def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_c
         PARENT_SHA256: parent_sha256,
         GLOBAL_STEP: global_step,
         HISTORY: history,
+        TRANSFORM: transform,
         VERSION: FORMAT_VERSION,
     }

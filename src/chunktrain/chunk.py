@@ -16,16 +16,17 @@ from tqdm import tqdm
 import chunktrain
 from chunktrain import resume
 from chunktrain.checkpoint import (CHUNK, EPOCH, GLOBAL_STEP, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
-                                   check_lineage, check_model_config, load_checkpoint, make_checkpoint,
-                                   restore_rng_state, save_checkpoint)
+                                   TRANSFORM, CheckpointError, check_lineage, check_model_config, load_checkpoint,
+                                   make_checkpoint, restore_rng_state, save_checkpoint)
 from chunktrain.data import Split, read_split
 from chunktrain.distributed import DataParallel, World
 from chunktrain.faults import crash_point
 from chunktrain.metrics import epoch_metrics, write_json
-from chunktrain.model import apply_settings, build_model, build_optimizer, model_config
+from chunktrain.model import apply_settings, build_model, build_optimizer, params_config
 from chunktrain.params import INIT, Params, TrainSettings
 from chunktrain.schedule import Schedule
 from chunktrain.signals import Interrupted, StopSignals
+from chunktrain.tasks import Task, make_task
 from chunktrain.training import OneProcess, Position, train_epochs
 
 LIBRARY = sorted(Path(chunktrain.__file__).parent.glob("*.py"))  # with the stage script, what a fingerprint covers
@@ -70,6 +71,7 @@ class ChunkState:
     optimizer: torch.optim.Optimizer
     position: Position
     steps_per_epoch: int
+    task: Task
 
     def checkpoint(self, position: Position) -> dict:
         """The checkpoint of the chunk at `position`: the parent's history plus this chunk's epochs."""
@@ -79,7 +81,8 @@ class ChunkState:
                                loss=history[-1]["train_loss"] if position.history else self.parent[LOSS],
                                model_config=self.config, chunk=self.name, train_settings=self.settings.model_dump(),
                                parent=self.parent[CHUNK], parent_sha256=self.fingerprint["parent checkpoint"],
-                               global_step=self.parent[GLOBAL_STEP] + steps, history=history)
+                               global_step=self.parent[GLOBAL_STEP] + steps, history=history,
+                               transform=self.parent[TRANSFORM])
 
 
 def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: list[Path]) -> ChunkState:
@@ -87,8 +90,7 @@ def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: li
     say = print if world.writes else lambda *_: None  # the other ranks print only their errors
     settings = params.train.settings(name)
     train, val = (_on(read_split(path), world.device) for path in (files.train, files.val))
-    config = model_config(train.x.shape[1], params.model.hidden, params.train.optimizer)
-    parent = load_parent(files.parent, name, params, config)
+    parent, config = load_parent(files.parent, name, params, train.x.shape[1])
     fingerprint = resume.fingerprint(parent=files.parent, data=[files.train, files.val], code=code,
                                      params={"seed": params.seed, "model": config, "train": settings.model_dump(),
                                              "nproc": world.size, "device": world.device.type})
@@ -102,7 +104,7 @@ def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: li
     say(f"train@{name}: epochs {parent[EPOCH] + 1}..{parent[EPOCH] + settings.epochs} from {files.parent},"
         f" lr {settings.lr}, batch size {settings.batch_size}" + (f", {world.size} processes" if world.size > 1 else ""))
     return ChunkState(name, settings, config, train, val, parent, fingerprint, model, optimizer, position,
-                      steps_per_epoch)
+                      steps_per_epoch, make_task(parent[TRANSFORM]))
 
 
 def train_chunk(state: ChunkState, params: Params, name: str, files: ChunkFiles, world: World) -> None:
@@ -127,7 +129,7 @@ def train_chunk(state: ChunkState, params: Params, name: str, files: ChunkFiles,
 
         train_epochs(state.model, state.optimizer, state.train, state.val, position,
                      last_epoch=parent[EPOCH] + settings.epochs, batch_size=settings.batch_size, seed=params.seed,
-                     parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr, on_step=on_step,
+                     task=state.task, parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr, on_step=on_step,
                      on_epoch=progress.epoch)
 
 
@@ -135,18 +137,22 @@ def _on(split: Split, device: torch.device) -> Split:
     return split if device.type == "cpu" else Split(split.x.to(device), split.y.to(device))
 
 
-def load_parent(path: Path, name: str, params: Params, config: dict) -> dict:
-    """The parent checkpoint, refused unless params.yaml, as it is now, would have produced it for this model."""
+def load_parent(path: Path, name: str, params: Params, n_features: int) -> tuple[dict, dict]:
+    """The parent checkpoint and its model config, refused unless params.yaml, as it is now, would have produced it
+    for data of `n_features` columns."""
     expected = params.train.chunks[name].parent
     stage = INIT if expected == INIT else f"train@{expected}"
     rebuild = f"run `dvc repro {stage}` to rebuild it"
     parent = load_checkpoint(path, rebuild=rebuild)
+    if not isinstance(parent[TRANSFORM], dict):
+        raise CheckpointError(f"{path} carries no data transform; {rebuild}")
+    config = params_config(params, n_features, parent[TRANSFORM])
     check_model_config(parent, config, path)
     is_init = expected == INIT
     check_lineage(parent, path, chunk=expected, parent=None if is_init else params.train.chunks[expected].parent,
                   settings=None if is_init else params.train.settings(expected).model_dump(), model_config=config,
                   rebuild=rebuild)
-    return parent
+    return parent, config
 
 
 def restore(start: dict, config: dict, lr: float, weight_decay: float,

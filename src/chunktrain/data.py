@@ -13,7 +13,7 @@ from chunktrain.columns import TARGET, feature_names
 
 @dataclass(frozen=True)
 class Split:
-    """One split in memory: features (n, n_features) and targets (n, 1), float32."""
+    """One split in memory: features (n, n_features) float32; targets (n, 1) float32, or (n,) int64 class indices."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -41,20 +41,27 @@ def read_split(path: str | Path) -> Split:
     except (OSError, ValueError) as error:
         raise PipelineError(f"cannot read dataset file {path} ({error}); run `dvc repro generate`") from None
     features = _feature_columns(table.column_names, path)
-    for name in [*features, TARGET]:
-        column = table[name]
-        if not pyarrow.types.is_floating(column.type) or column.null_count:
-            what = f"{column.null_count} null(s)" if column.null_count else f"type {column.type}"
-            raise PipelineError(f"{path}: column {name} has {what}; expected floats only; run `dvc repro generate`")
+    for name in features:
+        _check_type(table[name], name, path, pyarrow.types.is_floating, "floats")
+    classes = pyarrow.types.is_integer(table[TARGET].type)  # class indices; a regression target is floats
+    _check_type(table[TARGET], TARGET, path, pyarrow.types.is_integer if classes else pyarrow.types.is_floating,
+                "class indices" if classes else "floats")
     # torch.stack copies the (read-only) Arrow columns into one new tensor.
     x = torch.stack([torch.from_dlpack(table[name].combine_chunks()) for name in features], dim=1).float()
-    y = torch.stack([torch.from_dlpack(table[TARGET].combine_chunks())], dim=1).float()
-    for name, values in [*zip(features, x.T), (TARGET, y[:, 0])]:
+    target = torch.from_dlpack(table[TARGET].combine_chunks())
+    y = target.long().clone() if classes else torch.stack([target], dim=1).float()
+    for name, values in [*zip(features, x.T), *([] if classes else [(TARGET, y[:, 0])])]:
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             raise PipelineError(f"{path}: column {name} has {len(bad)} NaN or infinite value(s), the first in row"
                                 f" {bad[0].item()}; run `dvc repro generate`")
     return Split(x, y)
+
+
+def _check_type(column, name: str, path, is_expected, expected: str) -> None:
+    if not is_expected(column.type) or column.null_count:
+        what = f"{column.null_count} null(s)" if column.null_count else f"type {column.type}"
+        raise PipelineError(f"{path}: column {name} has {what}; expected {expected} only; run `dvc repro generate`")
 
 
 def _feature_columns(columns: list[str], path) -> list[str]:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from chunktrain.errors import PipelineError
+from chunktrain.tasks import Task
 from chunktrain.training import OneProcess
 
 
@@ -104,13 +104,13 @@ class DataParallel(OneProcess):
         rank, size = self.world.rank, self.world.size
         return start + rows * rank // size, start + rows * (rank + 1) // size
 
-    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int) -> torch.Tensor:
-        squared = F.mse_loss(model(x), y, reduction="sum")
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task) -> torch.Tensor:
+        loss_sum = task.loss(model(x), y, reduction="sum")
         with _peer_failure(self.world.rank):
             # DDP averages the ranks' gradients; scaling each sum by size / rows makes that the batch mean.
-            (squared * (self.world.size / rows)).backward()
+            (loss_sum * (self.world.size / rows)).backward()
             # One small all-reduce a step: the global loss (a snapshot holds it) and whether a rank was signalled.
-            self.sync[0], self.sync[1] = squared.detach(), self.stop_requested() or 0
+            self.sync[0], self.sync[1] = loss_sum.detach(), self.stop_requested() or 0
             dist.all_reduce(self.sync)
         if self.sync[1]:
             self.stop = self.stop_requested() or signal.SIGTERM

@@ -1,23 +1,39 @@
-"""The model (an MLP; no hidden layers is plain linear regression) and its optimizer."""
+"""The model (an architecture from architectures.py, by name) and its optimizer."""
 
 import torch
 from torch import nn
 
+from chunktrain.architectures import ARCHITECTURES
+from chunktrain.errors import PipelineError
+from chunktrain.params import Params
+from chunktrain.tasks import output_width
+
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
-def model_config(n_features: int, hidden: list[int], optimizer: str) -> dict:
-    """What builds the model and optimizer; stored in every checkpoint so a resume rebuilds the same."""
-    return {"n_features": n_features, "hidden": list(hidden), "optimizer": optimizer}
+def model_config(n_features: int, hidden: list[int], optimizer: str, *, arch: str = "mlp", task: str = "regression",
+                 n_outputs: int = 1) -> dict:
+    """What builds the model and optimizer; stored in every checkpoint so a resume (or a user) rebuilds the same.
+
+    The model is ARCHITECTURES[arch](n_features, n_outputs, hidden); for task classification its outputs are
+    one logit per class of the checkpoint's labels, for regression the standardized target.
+    """
+    if arch not in ARCHITECTURES:
+        raise PipelineError(f"model.arch: {arch!r} is not an architecture in src/chunktrain/architectures.py"
+                            f" (there: {', '.join(ARCHITECTURES)})")
+    return {"arch": arch, "task": task, "n_features": n_features, "n_outputs": n_outputs, "hidden": list(hidden),
+            "optimizer": optimizer}
 
 
-def build_model(config: dict) -> nn.Sequential:
-    """Linear layers of the configured widths with ReLU between them, ending in one output."""
-    widths = [config["n_features"], *config["hidden"], 1]
-    layers: list[nn.Module] = []
-    for n_in, n_out in zip(widths, widths[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
+def params_config(params: Params, n_features: int, transform: dict) -> dict:
+    """The model_config params.yaml asks for, on data of `n_features` columns that `transform` describes."""
+    return model_config(n_features, params.model.hidden, params.train.optimizer, arch=params.model.arch,
+                        task=params.model.task, n_outputs=output_width(transform))
+
+
+def build_model(config: dict) -> nn.Module:
+    """The configured architecture with its outputs (see model_config)."""
+    return ARCHITECTURES[config["arch"]](config["n_features"], config["n_outputs"], list(config["hidden"]))
 
 
 def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:

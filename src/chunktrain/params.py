@@ -1,7 +1,7 @@
 """params.yaml: one typed schema, validated once, before any work."""
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,10 +34,17 @@ class _Section(BaseModel):
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
+SYNTHETIC = "synthetic"  # data.source of the generated teacher-network dataset
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
 class DataParams(_Section):
-    n_samples: int = Field(gt=0)
-    n_features: int = Field(gt=0)
-    noise: float = Field(ge=0)
+    source: str  # `synthetic`, or the path of a CSV or parquet table inside the repo; dvc.yaml reads it too
+    target: str = "y"  # the target column
+    features: list[str] | None = Field(default=None, min_length=1)  # None: every column but the target
+    n_samples: int | None = Field(default=None, gt=0)  # these three: source synthetic only
+    n_features: int | None = Field(default=None, gt=0)
+    noise: float | None = Field(default=None, ge=0)
     val_fraction: Fraction
     test_fraction: Fraction
 
@@ -48,21 +55,45 @@ class DataParams(_Section):
                 f"data.val_fraction + data.test_fraction must be below 1 to leave rows to train on,"
                 f" got {self.val_fraction} + {self.test_fraction}"
             )
+        self._check_source()
+        if self.features is not None and (self.target in self.features or len(set(self.features)) < len(self.features)):
+            raise ValueError(f"data.features: {brief(self.features)} must name distinct columns other than the target"
+                             f" {self.target!r}")
+        if self.source != SYNTHETIC:
+            return self
         if self.n_samples * (self.n_features + 1) > MAX_DATA_VALUES:
             raise ValueError(f"data.n_samples * (data.n_features + 1) must be at most {MAX_DATA_VALUES:,} values"
                              f" (to fit in memory), got {self.n_samples} * ({self.n_features} + 1)")
-        if min(self.split_sizes().values()) < 1:
-            raise ValueError(f"data.n_samples: {self.n_samples} leaves a split empty: {self.split_sizes()}")
+        if min(self.split_sizes(self.n_samples).values()) < 1:
+            raise ValueError(f"data.n_samples: {self.n_samples} leaves a split empty:"
+                             f" {self.split_sizes(self.n_samples)}")
         return self
 
-    def split_sizes(self) -> dict[str, int]:
-        """Rows per split: val and test are rounded down, train takes the rest."""
-        val = int(self.n_samples * self.val_fraction)
-        test = int(self.n_samples * self.test_fraction)
-        return {"train": self.n_samples - val - test, "val": val, "test": test}
+    def _check_source(self) -> None:
+        synthetic_only = {"n_samples": self.n_samples, "n_features": self.n_features, "noise": self.noise}
+        if self.source == SYNTHETIC:
+            for key, value in synthetic_only.items():
+                if value is None:
+                    raise ValueError(f"data.{key}: missing key (data.source {SYNTHETIC} needs it)")
+            return
+        path = PurePosixPath(self.source)
+        if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in TABLE_SUFFIXES:
+            raise ValueError(f"data.source: {brief(self.source)} must be {SYNTHETIC!r} or the relative path of a"
+                             " .csv or .parquet file inside the repo")
+        for key, value in synthetic_only.items():
+            if value is not None:
+                raise ValueError(f"data.{key}: used only by data.source {SYNTHETIC}; remove it for a table")
+
+    def split_sizes(self, n_rows: int) -> dict[str, int]:
+        """Rows per split of a table of `n_rows`: val and test are rounded down, train takes the rest."""
+        val = int(n_rows * self.val_fraction)
+        test = int(n_rows * self.test_fraction)
+        return {"train": n_rows - val - test, "val": val, "test": test}
 
 
 class ModelParams(_Section):
+    task: Literal["regression", "classification"] = "regression"
+    arch: str = Field(default="mlp", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name in architectures.py
     hidden: list[Annotated[int, Field(gt=0)]]
 
 
@@ -178,6 +209,8 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _model_fits_in_memory(self) -> "Params":
+        if self.data.source != SYNTHETIC:  # a table's width is known only once generate reads it
+            return self
         widths = [self.data.n_features, *self.model.hidden, 1]
         parameters = sum((n_in + 1) * n_out for n_in, n_out in zip(widths, widths[1:]))
         if parameters > MAX_PARAMETERS:

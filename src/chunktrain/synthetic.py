@@ -12,8 +12,8 @@ from chunktrain.params import DataParams
 TEACHER_HIDDEN = 64  # two tanh layers this wide are hard enough that a small MLP keeps improving on it for many epochs
 
 
-def generate_splits(data: DataParams, seed: int) -> dict:
-    """pandas DataFrames per split: features from N(0, 1), targets from the teacher; same params, same frames."""
+def generate_table(data: DataParams, seed: int):
+    """A pandas DataFrame: features x0.. from N(0, 1), target y from the teacher; same params, same frame."""
     import pandas  # here, not at the top: data.py imports this module, and a training stage needs no pandas
 
     rng = np.random.default_rng(seed)
@@ -25,8 +25,4 @@ def generate_splits(data: DataParams, seed: int) -> dict:
     y = np.tanh(np.tanh(x @ w1) @ w2) @ w3 + data.noise * rng.standard_normal((data.n_samples, 1))
     frame = pandas.DataFrame(x.astype(np.float32), columns=feature_names(data.n_features))
     frame[TARGET] = y[:, 0].astype(np.float32)
-    splits, start = {}, 0
-    for name, size in data.split_sizes().items():
-        splits[name] = frame.iloc[start:start + size].reset_index(drop=True)
-        start += size
-    return splits
+    return frame

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from chunktrain import schedule
 from chunktrain.data import Split
 from chunktrain.errors import PipelineError
 from chunktrain.scoring import evaluate
+from chunktrain.tasks import Regression, Task
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -54,9 +54,9 @@ class OneProcess:
         """The rows [lo, hi) of the global batch [start, start + rows) that this process trains on."""
         return start, start + rows
 
-    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int) -> torch.Tensor:
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task) -> torch.Tensor:
         """Backpropagate the batch's mean loss; return the global batch's loss sum."""
-        loss = F.mse_loss(model(x), y)
+        loss = task.loss(model(x), y)
         loss.backward()
         self.stop = self.stop_requested()
         return loss.detach() * rows
@@ -64,14 +64,16 @@ class OneProcess:
 
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, val: Split,
                  position: Position, *, last_epoch: int, batch_size: int, seed: int,
-                 parallel: OneProcess | None = None, lr: Callable[[float, float], float] | None = None,
+                 task: Task | None = None, parallel: OneProcess | None = None, lr: Callable[[float, float], float] | None = None,
                  on_step: Callable[[Position, int], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train from `position` through global epoch `last_epoch`, advancing `position`; return its history.
 
     lr(t0, t1), if given, sets the lr of the step from global position t0 to t1 (see schedule.py).
     on_step(position, rows) runs after every optimizer step, on_epoch(record) after every epoch.
+    `task` gives the loss and the units losses are reported in (default: regression, reported as trained).
     """
+    task = task or Regression()
     parallel = parallel or OneProcess()
     trained = parallel.wrap(model)
     n = len(train.y)
@@ -86,14 +88,14 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Spli
             if lr:
                 set_lr(optimizer, lr(*schedule.step_span(position.epoch, position.batch, steps_per_epoch)))
             optimizer.zero_grad(set_to_none=True)
-            batch_loss_sum = parallel.backward(trained, x[lo:hi], y[lo:hi], rows)
+            batch_loss_sum = parallel.backward(trained, x[lo:hi], y[lo:hi], rows, task)
             optimizer.step()
             position.loss_sum += batch_loss_sum
             position.batch += 1
             if on_step:
                 on_step(position, hi - lo)
         # Every process holds the same weights, so each computes the same val loss; none waits for another.
-        record = finish_epoch(model, optimizer, val, position, n)
+        record = finish_epoch(model, optimizer, val, position, n, task)
         if on_epoch:
             on_epoch(record)
     return position.history
@@ -105,13 +107,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, val: Split, position: Position,
-                 n: int) -> dict:
-    """Close the epoch in progress: its mean training loss over `n` rows, its val loss; move to the next."""
-    train_loss = position.loss_sum.item() / n
+                 n: int, task: Task) -> dict:
+    """Close the epoch in progress: its mean training loss over `n` rows, its val loss; move to the next.
+
+    Both are in the target's original units (a regression trains on the standardized target).
+    """
+    train_loss = task.reported(position.loss_sum.item() / n)
     if not math.isfinite(train_loss):
         raise PipelineError(f"training loss is {train_loss} in epoch {position.epoch}: the run diverged"
                             " (try a lower lr); no checkpoint was written")
-    record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": evaluate(model, val)["mse"],
+    record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": evaluate(model, val, task)[task.metrics[0]],
               "lr": optimizer.param_groups[0]["lr"]}
     position.history.append(record)
     position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)

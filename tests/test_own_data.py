@@ -1,0 +1,183 @@
+"""Own tables through the stage scripts on temp paths: a classifier and a regressor, prediction, export, bad tables."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from chunktrain import checkpoint as ckpt
+from chunktrain.checkpoint import load_checkpoint
+from chunktrain.errors import PipelineError
+from chunktrain.predictor import load_model
+from helpers import ROOT, Stages, project_env
+from tables import CLASSES, classification_table, regression_table
+from test_training import assert_same_state, losses
+
+import predict
+
+FEATURES = {"classification": ["width", "weight", "depth"], "regression": ["area", "slope", "rooms"]}
+TARGET = {"classification": "species", "regression": "price"}
+
+
+def own_params(params: dict, task: str, source: str) -> dict:
+    params["data"] = {"source": source, "target": TARGET[task], "features": FEATURES[task], "val_fraction": 0.2,
+                      "test_fraction": 0.2}
+    params["model"]["task"] = task
+    params["train"]["batch_size"] = 32
+    return params
+
+
+def write_table(path, task: str, frame=None):
+    frame = (classification_table() if task == "classification" else regression_table()) if frame is None else frame
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False) if path.suffix == ".csv" else frame.to_parquet(path, index=False)
+    return frame
+
+
+@pytest.fixture(params=["classification", "regression"])
+def trained(request, tmp_path, monkeypatch, params):
+    """An own table (CSV for the classifier, parquet for the regressor) through generate, init, c1..c3, evaluate."""
+    task = request.param
+    monkeypatch.chdir(tmp_path)  # data.source is relative to the repo root, where stages run
+    source = "tables/classes.csv" if task == "classification" else "tables/prices.parquet"
+    frame = write_table(tmp_path / source, task)
+    stages = Stages(tmp_path, own_params(params, task, source))
+    stages.generate()
+    stages.init()
+    for chunk, parent in [("c1", "init"), ("c2", "c1"), ("c3", "c2")]:
+        stages.train(chunk, parent)
+    stages.evaluate()
+    return task, stages, frame
+
+
+def test_a_classifier_and_a_regressor_train_on_own_tables(trained, capsys):
+    task, stages, frame = trained
+    best = json.loads((stages.root / "metrics/best.json").read_text())
+    chunks = json.loads((stages.root / "metrics/chunks.json").read_text())
+    if task == "classification":
+        assert set(chunks["c3"]) >= {"test_cross_entropy", "test_accuracy"} and "test_mse" not in chunks["c3"]
+        assert best["test_accuracy"] > 0.85 and best["val_loss"] < 0.5  # 5% of the labels are flipped at random
+        reached = f"test accuracy {best['test_accuracy']:.3f}, cross-entropy {best['test_cross_entropy']:.3f}"
+    else:
+        variance = frame["price"].var()
+        assert best["test_mse"] < 0.05 * variance  # in price units: the standardized target is scaled back
+        assert best["test_mae"] ** 2 < best["test_mse"] * 2 and best["train_loss"] > 50 ** 2 / 4
+        reached = f"test RMSE {best['test_mse'] ** 0.5:.1f} (noise std 50, target std {variance ** 0.5:.0f})"
+    with capsys.disabled():
+        print(f"\n{task}: best chunk {best['chunk']}: {reached}")
+    transform = load_checkpoint(stages.checkpoint("c3"), rebuild="-")[ckpt.TRANSFORM]
+    assert transform["features"] == FEATURES[task]
+    assert transform["labels"] == (CLASSES if task == "classification" else None)
+
+
+def hand_prediction(checkpoint_path, frame: pd.DataFrame) -> np.ndarray:
+    """What the checkpoint predicts, rebuilt from its keys alone: Linear/ReLU layers of model_config, the transform."""
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    config, state, transform = checkpoint["model_config"], checkpoint["model_state_dict"], checkpoint["transform"]
+    assert config["arch"] == "mlp"
+    x = (frame[transform["features"]].to_numpy(np.float64) - transform["feature_mean"]) / transform["feature_std"]
+    h = torch.tensor(x, dtype=torch.float32)
+    n_layers = len(config["hidden"]) + 1
+    for i in range(n_layers):
+        h = h @ state[f"{2 * i}.weight"].T + state[f"{2 * i}.bias"]
+        h = torch.relu(h) if i < n_layers - 1 else h
+    assert h.shape[1] == config["n_outputs"]
+    if transform["labels"] is None:
+        return h[:, 0].double().numpy() * transform["target_std"] + transform["target_mean"]
+    return torch.softmax(h.double(), dim=1).numpy()
+
+
+def test_prediction_equals_a_hand_reconstruction_from_the_checkpoint(trained, tmp_path):
+    task, stages, frame = trained
+    new = frame.iloc[::-1].head(50).drop(columns=TARGET[task])  # another row order, no target column
+    write_table(tmp_path / "new.csv", task, new)
+    predict.main(["--checkpoint", str(stages.checkpoint("c2")), "--input", str(tmp_path / "new.csv"),
+                  "--output", str(tmp_path / "out.parquet")])
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    expected = hand_prediction(stages.checkpoint("c2"), new)
+    assert out[list(new.columns)].equals(new.reset_index(drop=True))  # the input, rows in its order
+    if task == "regression":
+        np.testing.assert_allclose(out["prediction"], expected, rtol=1e-6)
+        return
+    probabilities = out[[f"proba_{label}" for label in CLASSES]].to_numpy()
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-9)
+    assert out["prediction"].tolist() == [CLASSES[i] for i in expected.argmax(axis=1)]
+
+
+def test_load_model_is_ready_to_use(trained):
+    task, stages, frame = trained
+    model = load_model(stages.checkpoint("c3"))
+    assert not model.training and model.features == FEATURES[task] and model.task == task
+    x = torch.tensor(frame[FEATURES[task]].to_numpy(np.float64))
+    output = model(x)
+    if task == "classification":
+        assert model.labels == CLASSES and output.shape == (len(frame), 3)
+        accuracy = (np.array(CLASSES)[output.argmax(dim=1).numpy()] == frame["species"]).mean()
+        assert accuracy > 0.85
+    else:
+        assert output.shape == (len(frame),) and ((output.numpy() - frame["price"]) ** 2).mean() < 0.05 * frame["price"].var()
+
+
+EXPORTED = """
+import json, sys
+import numpy as np, torch
+try:
+    import chunktrain
+    sys.exit("chunktrain is importable here")
+except ImportError:
+    pass
+extra = {"chunktrain.json": ""}
+program = torch.export.load(sys.argv[1], extra_files=extra)
+x = torch.from_numpy(np.load(sys.argv[2]))
+np.save(sys.argv[3], program.module()(x).detach().numpy())
+print(json.loads(extra["chunktrain.json"])["features"])
+"""
+
+
+def test_the_exported_program_runs_without_the_package_and_agrees(trained, tmp_path):
+    task, stages, frame = trained
+    predict.main(["--checkpoint", str(stages.checkpoint("c3")), "--export", str(tmp_path / "model.pt2")])
+    x = frame[FEATURES[task]].to_numpy(np.float64, copy=True)[:77]  # a batch size the export never saw
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in project_env().items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-I", "-c", EXPORTED, "model.pt2", "x.npy", "y.npy"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(FEATURES[task])
+    expected = load_model(stages.checkpoint("c3"))(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_classification_chunks_continue_bit_for_bit(tmp_path, monkeypatch, params):
+    monkeypatch.chdir(tmp_path)
+    write_table(tmp_path / "classes.csv", "classification")
+    params = own_params(params, "classification", "classes.csv")
+    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 2}, "c2": {"from": "c1", "epochs": 1},
+                                 "whole": {"from": "init", "epochs": 3}}
+    stages = Stages(tmp_path, params)
+    stages.generate()
+    stages.init()
+    stages.train("c1", "init")
+    chunked = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
+    whole = load_checkpoint(stages.train("whole", "init"), rebuild="-")
+    assert_same_state(chunked, whole)
+    assert losses(chunked) == losses(whole)
+
+
+def test_splits_are_deterministic_from_the_seed_and_standardized_on_train(tmp_path, monkeypatch, params):
+    monkeypatch.chdir(tmp_path)
+    frame = write_table(tmp_path / "prices.csv", "regression")
+    a, b = Stages(tmp_path / "a", own_params(params, "regression", "prices.csv")), None
+    a.generate()
+    b = Stages(tmp_path / "b", params)
+    b.generate()
+    assert all(a.split[n].read_bytes() == b.split[n].read_bytes() for n in a.split)
+    train = pd.read_parquet(a.split["train"])
+    np.testing.assert_allclose(train.mean().to_numpy(), 0, atol=1e-5)
+    transform = json.loads(a.transform.read_text())
+    assert transform["target_mean"] != pytest.approx(frame["price"].mean())  # train rows only, not all rows
+    assert len(train) == 540 and len(pd.read_parquet(a.split["test"])) == 180
