@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+import torch
 import yaml
+
+from chunktrain import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "synthetic", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
@@ -165,3 +169,37 @@ class Stages:
 
     def split_args(self, *names: str) -> list[str]:
         return [arg for name in names for arg in (f"--{name}", str(self.split[name]))]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    for key in a[ckpt.MODEL_STATE]:
+        assert torch.equal(a[ckpt.MODEL_STATE][key], b[ckpt.MODEL_STATE][key]), key
+    state_a, state_b = a[ckpt.OPTIMIZER_STATE]["state"], b[ckpt.OPTIMIZER_STATE]["state"]
+    assert state_a.keys() == state_b.keys()
+    for index in state_a:
+        for name, tensor in state_a[index].items():
+            assert torch.equal(tensor, state_b[index][name]), (index, name)
+    assert a[ckpt.OPTIMIZER_STATE]["param_groups"] == b[ckpt.OPTIMIZER_STATE]["param_groups"]
+    assert torch.equal(a[ckpt.RNG_STATE]["torch"], b[ckpt.RNG_STATE]["torch"])
+
+
+def losses(checkpoint: dict) -> list[tuple]:
+    return [(r["epoch"], r["train_loss"], r["val_loss"], r["lr"]) for r in checkpoint[ckpt.HISTORY]]
+
+
+def processes_under(path) -> list[psutil.Process]:
+    """Processes whose working directory is inside path: the queue's workers and the stages they run."""
+    found = []
+    for process in psutil.process_iter(["cwd"]):
+        cwd = process.info["cwd"]
+        if cwd and (cwd == str(path) or cwd.startswith(f"{path}/")):
+            found.append(process)
+    return found
+
+
+def stop_queue(project: Project, timeout: float = 30.0) -> None:
+    """Stop the queue's celery workers and wait until none is left, so none outlives the test."""
+    project.dvc("queue", "stop", "--kill", check=False)
+    _, left = psutil.wait_procs(processes_under(project.path), timeout=timeout)
+    left += processes_under(project.path)  # any started while the others stopped
+    assert not left, f"processes left running in {project.path}: {[p.pid for p in left]}"

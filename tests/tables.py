@@ -27,3 +27,22 @@ def regression_table(rows: int = 900, seed: int = 2) -> pd.DataFrame:
     rooms = rng.integers(1, 6, size=rows)
     price = 5000 + 400 * a + 30000 * b + 600 * rooms + 200 * np.sin(a) + rng.normal(size=rows) * 50
     return pd.DataFrame({"id": np.arange(rows) * 7, "area": a, "slope": b, "rooms": rooms, "price": price})
+
+
+FEATURES = {"classification": ["width", "weight", "depth"], "regression": ["area", "slope", "rooms"]}
+TARGET = {"classification": "species", "regression": "price"}
+
+
+def own_params(params: dict, task: str, source: str) -> dict:
+    params["data"] = {"source": source, "target": TARGET[task], "features": FEATURES[task], "val_fraction": 0.2,
+                      "test_fraction": 0.2}
+    params["model"]["task"] = task
+    params["train"]["batch_size"] = 32
+    return params
+
+
+def write_table(path, task: str, frame=None):
+    frame = (classification_table() if task == "classification" else regression_table()) if frame is None else frame
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False) if path.suffix == ".csv" else frame.to_parquet(path, index=False)
+    return frame

@@ -8,8 +8,7 @@ import pytest
 
 from chunktrain.errors import PipelineError
 from helpers import ROOT, Stages, project_env, write_params
-from tables import classification_table, regression_table
-from test_own_data import FEATURES, own_params, write_table
+from tables import classification_table, own_params, regression_table, write_table
 
 import predict
 

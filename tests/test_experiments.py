@@ -3,32 +3,13 @@
 import json
 import shutil
 
-import psutil
 import pytest
 
-from helpers import Project
+from helpers import Project, stop_queue
 
 pytestmark = pytest.mark.slow
 
 MARKER = "evaluate: code of the second experiment"
-
-
-def processes_under(path) -> list[psutil.Process]:
-    """Processes whose working directory is inside path: the queue's workers and the stages they run."""
-    found = []
-    for process in psutil.process_iter(["cwd"]):
-        cwd = process.info["cwd"]
-        if cwd and (cwd == str(path) or cwd.startswith(f"{path}/")):
-            found.append(process)
-    return found
-
-
-def stop_queue(project: Project, timeout: float = 30.0) -> None:
-    """Stop the queue's celery workers and wait until none is left, so none outlives the test."""
-    project.dvc("queue", "stop", "--kill", check=False)
-    _, left = psutil.wait_procs(processes_under(project.path), timeout=timeout)
-    left += processes_under(project.path)  # any started while the others stopped
-    assert not left, f"processes left running in {project.path}: {[p.pid for p in left]}"
 
 
 @pytest.fixture(scope="module")

@@ -11,31 +11,11 @@ import torch
 
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import load_checkpoint
-from chunktrain.errors import PipelineError
 from chunktrain.predictor import load_model
-from helpers import ROOT, Stages, project_env
-from tables import CLASSES, classification_table, regression_table
-from test_training import assert_same_state, losses
+from helpers import Stages, assert_same_state, losses, project_env
+from tables import CLASSES, FEATURES, TARGET, own_params, write_table
 
 import predict
-
-FEATURES = {"classification": ["width", "weight", "depth"], "regression": ["area", "slope", "rooms"]}
-TARGET = {"classification": "species", "regression": "price"}
-
-
-def own_params(params: dict, task: str, source: str) -> dict:
-    params["data"] = {"source": source, "target": TARGET[task], "features": FEATURES[task], "val_fraction": 0.2,
-                      "test_fraction": 0.2}
-    params["model"]["task"] = task
-    params["train"]["batch_size"] = 32
-    return params
-
-
-def write_table(path, task: str, frame=None):
-    frame = (classification_table() if task == "classification" else regression_table()) if frame is None else frame
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False) if path.suffix == ".csv" else frame.to_parquet(path, index=False)
-    return frame
 
 
 @pytest.fixture(params=["classification", "regression"])

@@ -11,23 +11,7 @@ from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import epoch_order
-from helpers import ROOT, project_env, wait_for, write_params
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    for key in a[ckpt.MODEL_STATE]:
-        assert torch.equal(a[ckpt.MODEL_STATE][key], b[ckpt.MODEL_STATE][key]), key
-    state_a, state_b = a[ckpt.OPTIMIZER_STATE]["state"], b[ckpt.OPTIMIZER_STATE]["state"]
-    assert state_a.keys() == state_b.keys()
-    for index in state_a:
-        for name, tensor in state_a[index].items():
-            assert torch.equal(tensor, state_b[index][name]), (index, name)
-    assert a[ckpt.OPTIMIZER_STATE]["param_groups"] == b[ckpt.OPTIMIZER_STATE]["param_groups"]
-    assert torch.equal(a[ckpt.RNG_STATE]["torch"], b[ckpt.RNG_STATE]["torch"])
-
-
-def losses(checkpoint: dict) -> list[tuple]:
-    return [(r["epoch"], r["train_loss"], r["val_loss"], r["lr"]) for r in checkpoint[ckpt.HISTORY]]
+from helpers import ROOT, assert_same_state, losses, project_env, wait_for, write_params
 
 
 @pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow),

@@ -6,8 +6,7 @@ import pytest
 import yaml
 
 from chunktrain.errors import brief
-from helpers import ran, sha256
-from test_experiments import stop_queue
+from helpers import ran, sha256, stop_queue
 
 HOSTILE = [
     ("semicolon", "c9;touch {marker};#"),
