@@ -12,7 +12,7 @@ from chunktrain.errors import PipelineError, run_stage
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a chunk's checkpoint, data/checkpoints/<chunk>.pt")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="data/checkpoints/<chunk>.pt")
     parser.add_argument("--input", type=Path, help="CSV or parquet table with the feature columns")
     parser.add_argument("--output", type=Path, help="CSV or parquet table to write: the input plus prediction columns")
     parser.add_argument("--export", type=Path, help=".pt2 file: the model with its transform, via torch.export")

@@ -1,4 +1,4 @@
-"""Stage `train@<chunk>`: restore the parent checkpoint (or a matching snapshot), train, write the chunk's checkpoint."""
+"""Stage `train@<chunk>`: from the parent checkpoint (or a matching snapshot), train; write the chunk's checkpoint."""
 
 import argparse
 import sys

@@ -16,13 +16,14 @@ import yaml
 from chunktrain import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "synthetic", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore",
-                 ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "synthetic", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
+                 ".dvcignore", ".gitignore"]
 ALL_STAGES = {"validate", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 TINY_PARAMS = {
     "seed": 0,
-    "data": {"source": "synthetic", "target": "y", "n_samples": 2000, "n_features": 4, "noise": 0.1, "val_fraction": 0.1, "test_fraction": 0.1},
+    "data": {"source": "synthetic", "target": "y", "n_samples": 2000, "n_features": 4, "noise": 0.1,
+             "val_fraction": 0.1, "test_fraction": 0.1},
     "model": {"task": "regression", "arch": "mlp", "hidden": [16]},
     "train": {
         "optimizer": "adam",

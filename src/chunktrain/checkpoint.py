@@ -19,7 +19,7 @@ MODEL_STATE = "model_state_dict"
 OPTIMIZER_STATE = "optimizer_state_dict"
 LOSS = "loss"  # mean training loss of the last epoch; None in the epoch-0 checkpoint
 RNG_STATE = "rng_state"  # {"torch": ByteTensor, "cuda": [ByteTensor per device]}
-MODEL_CONFIG = "model_config"  # what built the model and optimizer: arch, task, n_features, n_outputs, hidden, optimizer
+MODEL_CONFIG = "model_config"  # what built model and optimizer: arch, task, n_features, n_outputs, hidden, optimizer
 # How raw table values become the model's inputs and targets (transform.py): feature names, their train-split
 # mean and std, the target's mean and std (regression) or class labels (classification). From init on, unchanged.
 TRANSFORM = "transform"

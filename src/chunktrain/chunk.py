@@ -102,7 +102,8 @@ def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: li
     if snapshot:
         say(f"resuming {name} from step {snapshot[resume.RESUME]['step']} (epoch {position.epoch})")
     say(f"train@{name}: epochs {parent[EPOCH] + 1}..{parent[EPOCH] + settings.epochs} from {files.parent},"
-        f" lr {settings.lr}, batch size {settings.batch_size}" + (f", {world.size} processes" if world.size > 1 else ""))
+        f" lr {settings.lr}, batch size {settings.batch_size}"
+        + (f", {world.size} processes" if world.size > 1 else ""))
     return ChunkState(name, settings, config, train, val, parent, fingerprint, model, optimizer, position,
                       steps_per_epoch, make_task(parent[TRANSFORM]))
 

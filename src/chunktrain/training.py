@@ -64,7 +64,8 @@ class OneProcess:
 
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, val: Split,
                  position: Position, *, last_epoch: int, batch_size: int, seed: int,
-                 task: Task | None = None, parallel: OneProcess | None = None, lr: Callable[[float, float], float] | None = None,
+                 task: Task | None = None, parallel: OneProcess | None = None,
+                 lr: Callable[[float, float], float] | None = None,
                  on_step: Callable[[Position, int], None] | None = None,
                  on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train from `position` through global epoch `last_epoch`, advancing `position`; return its history.
@@ -116,7 +117,8 @@ def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, val: Split,
     if not math.isfinite(train_loss):
         raise PipelineError(f"training loss is {train_loss} in epoch {position.epoch}: the run diverged"
                             " (try a lower lr); no checkpoint was written")
-    record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": evaluate(model, val, task)[task.metrics[0]],
+    val_loss = evaluate(model, val, task)[task.metrics[0]]
+    record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": val_loss,
               "lr": optimizer.param_groups[0]["lr"]}
     position.history.append(record)
     position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)
