@@ -34,7 +34,7 @@ from plain_loop import mlp, train  # noqa: E402
 REPEATS = 3
 PYTHON = sys.executable
 # The pipeline's default model and batch size; data sizes are scaled down to keep `make bench` to minutes.
-MODEL = {"hidden": [128, 128]}
+MODEL = {**TINY_PARAMS["model"], "hidden": [128, 128]}
 # The tests' train section (so every key the schema requires is there), at the default model's lr and batch.
 TRAIN = {**{key: value for key, value in TINY_PARAMS["train"].items() if key != "chunks"}, "lr": 0.001,
          "batch_size": 128}

@@ -3,7 +3,7 @@
 import sys
 
 from chunktrain.params import Params
-from helpers import ROOT
+from helpers import ROOT, TINY_PARAMS
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
@@ -13,6 +13,13 @@ def test_the_benchmark_pipelines_have_valid_params():
     params = Params.model_validate(bench.pipeline_params(n_samples=30_000, chunks=5, epochs=2))
     assert list(params.train.chunks) == ["c1", "c2", "c3", "c4", "c5"]
     assert params.train.lineage("c5") == ["c1", "c2", "c3", "c4", "c5"]
+
+
+def test_the_benchmark_pipelines_write_every_key_dvc_yaml_lists():
+    """DVC reads params.yaml itself and fails on a key the file lacks, even where the schema has a default."""
+    written = bench.pipeline_params(n_samples=30_000, chunks=5, epochs=2)
+    for section in ("data", "model", "train"):
+        assert written[section].keys() == TINY_PARAMS[section].keys(), section
 
 
 def test_the_throughput_benchmark_runs_the_stage_loop(tmp_path):
