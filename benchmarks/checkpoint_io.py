@@ -17,10 +17,10 @@ import torch
 
 from chunktrain.checkpoint import (MODEL_CONFIG, MODEL_STATE, OPTIMIZER_STATE, file_sha256, load_checkpoint,
                                    make_checkpoint, save_checkpoint)
-from chunktrain.model import build_model, build_optimizer
+from chunktrain.model import build_model, build_optimizer, model_config
 
 # 16*10000 + 10000*10000 + 10000 weights and biases: 100.2M parameters, 1.2 GB with Adam's two moments.
-CONFIG = {"n_features": 16, "hidden": [10_000, 10_000], "optimizer": "adam"}
+CONFIG = model_config(16, [10_000, 10_000], "adam")
 BLOCK = 64 * 2**20  # raw I/O in 64 MiB blocks, as a buffered copy would
 
 

@@ -27,3 +27,15 @@ def test_the_throughput_benchmark_runs_the_stage_loop(tmp_path):
     row = bench.throughput(tmp_path)
     assert row["figure"] == "training throughput"
     assert row["value"] > 0 and row["baseline"] > 0
+
+
+def test_the_hand_off_benchmark_builds_its_model():
+    """Its 100M-parameter model, on the meta device (no memory): keeps checkpoint_io.py in step with model.py."""
+    import checkpoint_io
+    import torch
+
+    from chunktrain.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(checkpoint_io.CONFIG)
+    assert sum(p.numel() for p in model.parameters()) == (16 + 1) * 10_000 + (10_000 + 1) * 10_000 + (10_000 + 1)
