@@ -5,8 +5,8 @@ import functools
 import math
 from pathlib import Path
 
-from chunktrain.checkpoint import (EPOCH, HISTORY, MODEL_CONFIG, MODEL_STATE, PARENT_SHA256, TRANSFORM,
-                                   CheckpointError, check_lineage, file_sha256, load_checkpoint)
+from chunktrain.checkpoint import (EPOCH, HISTORY, MODEL_CONFIG, MODEL_STATE, PARENT_SHA256, CheckpointError,
+                                   check_lineage, data_transform, file_sha256, load_checkpoint)
 from chunktrain.data import read_split
 from chunktrain.errors import PipelineError, run_stage
 from chunktrain.metrics import write_json, write_rows
@@ -44,9 +44,8 @@ def score_chunk(params, name: str, checkpoints: Path, test, parent_sha256) -> tu
     chunk, path = params.train.chunks[name], checkpoints / f"{name}.pt"
     rebuild = f"run `dvc repro train@{name}` to rebuild it"
     checkpoint = load_checkpoint(path, rebuild=rebuild)
-    if not isinstance(checkpoint[TRANSFORM], dict):
-        raise CheckpointError(f"{path} carries no data transform; {rebuild}")
-    config = params_config(params, test.x.shape[1], checkpoint[TRANSFORM])
+    transform = data_transform(checkpoint, path, rebuild)
+    config = params_config(params, test.x.shape[1], transform)
     check_lineage(checkpoint, path, chunk=name, parent=chunk.parent,
                   settings=params.train.settings(name).model_dump(), model_config=config, rebuild=rebuild)
     parent_path = checkpoints / f"{chunk.parent}.pt"
@@ -54,7 +53,7 @@ def score_chunk(params, name: str, checkpoints: Path, test, parent_sha256) -> tu
         raise CheckpointError(f"{path} is stale: it was not trained from the current {parent_path}; {rebuild}")
     model = build_model(checkpoint[MODEL_CONFIG])
     model.load_state_dict(checkpoint[MODEL_STATE])
-    losses = evaluate(model, test, make_task(checkpoint[TRANSFORM]))
+    losses = evaluate(model, test, make_task(transform))
     if not all(math.isfinite(value) for value in losses.values()):
         raise PipelineError(f"{path} gives a non-finite test loss ({next(iter(losses.values()))}); its weights"
                             f" are not finite: {rebuild}")

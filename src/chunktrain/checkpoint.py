@@ -1,14 +1,13 @@
 """The checkpoint: its keys, an atomic byte-deterministic save, and a safe, validated load."""
 
 import hashlib
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from chunktrain.atomic import write_atomically
 from chunktrain.errors import PipelineError, brief
 
 FORMAT_VERSION = 2  # 2: TRANSFORM, and model_config's arch, task and n_outputs
@@ -40,61 +39,16 @@ class CheckpointError(PipelineError):
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path, written: Callable[[Path], None] | None = None) -> None:
-    """Write atomically: a crash leaves the old file or none, never a partial one.
+    """Write atomically (see atomic.py): a crash leaves the old file or none, never a partial one.
 
     written(path), if given, runs when the bytes are in the temp file and not yet renamed into place.
     """
-    path = Path(path)
     missing = set(KEYS) - checkpoint.keys()
     if missing:
         raise ValueError(f"checkpoint for {path} lacks keys {sorted(missing)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in stale_temp_files(path):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
-    # The temp name starts with a dot and ends in .tmp, which .dvcignore and .gitignore skip; it names the
-    # writer's pid, so that clean-up never deletes a live writer's file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the mode open() would have
-    try:
-        with os.fdopen(fd, "wb") as file:
-            # Saving through a file object, not a path, keeps the temp name out of the archive:
-            # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
-            torch.save(_canonical(checkpoint), file)
-            file.flush()
-            if written:
-                written(path)
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def stale_temp_files(path: Path) -> list[Path]:
-    """Temp files of `path` whose writer (the pid in the name) is no longer running."""
-    stale = []
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".")[0]
-        if not pid.isdigit() or not _running(int(pid)):
-            stale.append(tmp)
-    return stale
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    # Saving through a file object, not a path, keeps the temp name out of the archive:
+    # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
+    write_atomically(path, lambda file: torch.save(_canonical(checkpoint), file), written=written)
 
 
 def _canonical(obj):
@@ -115,14 +69,6 @@ def _canonical(obj):
     return obj
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def load_checkpoint(path: str | Path, rebuild: str) -> dict:
     """Load safely (weights_only, onto the CPU); `rebuild` says what to run if the file is bad."""
     path = Path(path)
@@ -140,6 +86,13 @@ def load_checkpoint(path: str | Path, rebuild: str) -> dict:
     if missing:
         raise CheckpointError(f"{path} lacks keys {sorted(missing)}; {rebuild}")
     return checkpoint
+
+
+def data_transform(checkpoint: dict, path: str | Path, rebuild: str) -> dict:
+    """The checkpoint's TRANSFORM, refused if it has none (a checkpoint not made from init's)."""
+    if not isinstance(checkpoint[TRANSFORM], dict):
+        raise CheckpointError(f"{path} carries no data transform; {rebuild}")
+    return checkpoint[TRANSFORM]
 
 
 def check_model_config(checkpoint: dict, expected: dict, path: str | Path) -> None:

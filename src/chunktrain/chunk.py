@@ -16,7 +16,7 @@ from tqdm import tqdm
 import chunktrain
 from chunktrain import resume
 from chunktrain.checkpoint import (CHUNK, EPOCH, GLOBAL_STEP, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
-                                   TRANSFORM, CheckpointError, check_lineage, check_model_config, load_checkpoint,
+                                   TRANSFORM, check_lineage, check_model_config, data_transform, load_checkpoint,
                                    make_checkpoint, restore_rng_state, save_checkpoint)
 from chunktrain.data import Split, read_split
 from chunktrain.distributed import DataParallel, World
@@ -51,7 +51,7 @@ def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[P
     """
     with resume.writer_lock(files.snapshot, f"train@{name}") if world.writes else contextlib.nullcontext():
         state = prepare(params, name, files, world, code)
-        train_chunk(state, params, name, files, world)
+        train_chunk(state, params, files, world)
         if world.writes:
             write_outputs(state.checkpoint(state.position), state.position.history[-1], files)
 
@@ -108,9 +108,9 @@ def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: li
                       steps_per_epoch, make_task(parent[TRANSFORM]))
 
 
-def train_chunk(state: ChunkState, params: Params, name: str, files: ChunkFiles, world: World) -> None:
+def train_chunk(state: ChunkState, params: Params, files: ChunkFiles, world: World) -> None:
     """The loop over the chunk's epochs, with progress, live metrics, snapshots and a clean stop on a signal."""
-    settings, parent, position = state.settings, state.parent, state.position
+    name, settings, parent, position = state.name, state.settings, state.parent, state.position
     where = f"chunk {list(params.train.chunks).index(name) + 1} of {len(params.train.chunks)}"
     with StopSignals() as signals, Progress(name, where, parent[EPOCH], settings.epochs, len(state.train.y),
                                             settings.batch_size, position, files.metrics,
@@ -130,8 +130,8 @@ def train_chunk(state: ChunkState, params: Params, name: str, files: ChunkFiles,
 
         train_epochs(state.model, state.optimizer, state.train, state.val, position,
                      last_epoch=parent[EPOCH] + settings.epochs, batch_size=settings.batch_size, seed=params.seed,
-                     task=state.task, parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr, on_step=on_step,
-                     on_epoch=progress.epoch)
+                     task=state.task, parallel=parallel, lr=chunk_schedule(settings, parent[EPOCH]).lr,
+                     on_step=on_step, on_epoch=progress.epoch)
 
 
 def _on(split: Split, device: torch.device) -> Split:
@@ -145,9 +145,7 @@ def load_parent(path: Path, name: str, params: Params, n_features: int) -> tuple
     stage = INIT if expected == INIT else f"train@{expected}"
     rebuild = f"run `dvc repro {stage}` to rebuild it"
     parent = load_checkpoint(path, rebuild=rebuild)
-    if not isinstance(parent[TRANSFORM], dict):
-        raise CheckpointError(f"{path} carries no data transform; {rebuild}")
-    config = params_config(params, n_features, parent[TRANSFORM])
+    config = params_config(params, n_features, data_transform(parent, path, rebuild))
     check_model_config(parent, config, path)
     is_init = expected == INIT
     check_lineage(parent, path, chunk=expected, parent=None if is_init else params.train.chunks[expected].parent,

@@ -26,20 +26,14 @@ def count_features(path: str | Path) -> int:
 
 def count_rows(path: str | Path) -> int:
     """The number of rows of a split, from the parquet footer without loading them."""
-    try:
-        return pyarrow.parquet.ParquetFile(path).metadata.num_rows
-    except (OSError, ValueError) as error:
-        raise PipelineError(f"cannot read dataset file {path} ({error}); run `dvc repro generate`") from None
+    return _parquet_file(path).metadata.num_rows
 
 
 def read_split(path: str | Path) -> Split:
-    """Load a split written by generate_splits into float32 tensors."""
+    """Load a split as generate wrote it: float32 features; float32 targets, or int64 class indices."""
     # Importing pandas costs a training stage about half a second, so this avoids every pyarrow path that
     # imports it: read_table (through pyarrow.dataset) and to_numpy. Columns reach torch through DLPack.
-    try:
-        table = pyarrow.parquet.ParquetFile(path).read()
-    except (OSError, ValueError) as error:
-        raise PipelineError(f"cannot read dataset file {path} ({error}); run `dvc repro generate`") from None
+    table = _parquet_file(path).read()
     features = _feature_columns(table.column_names, path)
     for name in features:
         _check_type(table[name], name, path, pyarrow.types.is_floating, "floats")
@@ -56,6 +50,13 @@ def read_split(path: str | Path) -> Split:
             raise PipelineError(f"{path}: column {name} has {len(bad)} NaN or infinite value(s), the first in row"
                                 f" {bad[0].item()}; run `dvc repro generate`")
     return Split(x, y)
+
+
+def _parquet_file(path: str | Path) -> pyarrow.parquet.ParquetFile:
+    try:
+        return pyarrow.parquet.ParquetFile(path)
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"cannot read dataset file {path} ({error}); run `dvc repro generate`") from None
 
 
 def _check_type(column, name: str, path, is_expected, expected: str) -> None:

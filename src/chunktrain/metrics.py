@@ -2,25 +2,14 @@
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from chunktrain.atomic import write_atomically
 
 
 def write_json(path: str | Path, data: dict) -> None:
     """Write `data` as JSON atomically: a reader (`cat`, `dvc metrics show`) sees the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A dot and .tmp, which .gitignore and .dvcignore skip; os.replace within one folder is atomic.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the mode open() would have
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: file.write(json.dumps(data, indent=2) + "\n"), binary=False)
 
 
 def epoch_metrics(record: dict) -> dict:
@@ -37,8 +26,3 @@ def write_rows(path: str | Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from chunktrain import tables
-from chunktrain.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, CheckpointError, load_checkpoint
+from chunktrain.checkpoint import MODEL_CONFIG, MODEL_STATE, data_transform, load_checkpoint
 from chunktrain.model import build_model
 
 EXPORT_INFO = "chunktrain.json"  # the .pt2's extra file: feature names, task, labels
@@ -42,12 +42,12 @@ class Predictor(nn.Module):
 
 def load_model(path: str | Path) -> Predictor:
     """The ready model of a chunk (or init) checkpoint: eval mode, no gradients, transform and labels attached."""
-    checkpoint = load_checkpoint(path, rebuild="train it with `dvc repro`")
-    if not isinstance(checkpoint[TRANSFORM], dict):
-        raise CheckpointError(f"{path} carries no data transform; retrain it with `dvc repro`")
+    rebuild = "train it with `dvc repro`"
+    checkpoint = load_checkpoint(path, rebuild=rebuild)
+    transform = data_transform(checkpoint, path, rebuild)
     model = build_model(checkpoint[MODEL_CONFIG])
     model.load_state_dict(checkpoint[MODEL_STATE])
-    return Predictor(model, checkpoint[TRANSFORM]).eval().requires_grad_(False)
+    return Predictor(model, transform).eval().requires_grad_(False)
 
 
 @torch.no_grad()

@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import torch
 
-from chunktrain.checkpoint import (EPOCH, HISTORY, CheckpointError, file_sha256, load_checkpoint, save_checkpoint,
-                                   stale_temp_files)
+from chunktrain.atomic import stale_temp_files
+from chunktrain.checkpoint import EPOCH, HISTORY, CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import Position
 
