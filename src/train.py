@@ -7,7 +7,8 @@ from pathlib import Path
 from chunktrain import chunk, distributed, launch
 from chunktrain.data import count_rows
 from chunktrain.errors import PipelineError, run_stage
-from chunktrain.params import load_params
+from chunktrain.params import load_params, read_yaml
+from chunktrain.stage_inputs import check_chunk_inputs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,11 +22,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="JSON file for the chunk's final losses")
     parser.add_argument("--snapshot", type=Path, required=True,
                         help="mid-chunk snapshot file, outside DVC's outputs; deleted on success")
+    parser.add_argument("--inputs", type=Path, nargs=2, metavar=("PARAMS_YAML", "CODE_DIGEST"),
+                        help="the stage's deps data/params/<chunk>.yaml and data/code/train.sha256: checked if given")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
     if args.chunk not in params.train.chunks:
         raise PipelineError(f"chunk {args.chunk!r} is not in train.chunks of {args.params}")
+    if args.inputs:
+        chunk_params, code_digest = args.inputs
+        check_chunk_inputs(read_yaml(Path(args.params).read_text()), args.chunk, chunk_params, Path(__file__),
+                           code_digest)
     nproc = params.train.processes(args.chunk)
     nproc_key = "train.nproc" if params.train.chunks[args.chunk].nproc is None else f"train.chunks.{args.chunk}.nproc"
     distributed.check_nproc(nproc, count_rows(args.train), params.train.settings(args.chunk).batch_size, nproc_key)

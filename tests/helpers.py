@@ -18,7 +18,7 @@ from chunktrain import checkpoint as ckpt
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "synthetic", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
                  ".dvcignore", ".gitignore"]
-ALL_STAGES = {"validate", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
+ALL_STAGES = {"validate", "train-code", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 TINY_PARAMS = {
     "seed": 0,

@@ -220,9 +220,9 @@ def test_out_of_memory_in_a_stage_is_one_line_and_exit_2(capsys):
 def test_the_validate_stage_refuses_a_bad_name_in_one_line_and_writes_no_marker(tmp_path, params):
     params["train"]["chunks"]["c 2"] = {"from": "c1", "epochs": 1}
     write_params(tmp_path / "params.yaml", params)
-    result = subprocess.run([sys.executable, str(ROOT / "src/validate.py"), "--out", "ok"], cwd=tmp_path,
-                            env=project_env(), capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(ROOT / "src/validate.py"), "--out", "ok", "--chunk-params", "chunks"],
+                            cwd=tmp_path, env=project_env(), capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == ("error: params.yaml: train.chunks: name 'c 2' must match [A-Za-z][A-Za-z0-9_-]{0,63}"
                              " and not be 'init'\n")
-    assert not (tmp_path / "ok").exists()
+    assert not (tmp_path / "ok").exists() and not (tmp_path / "chunks").exists()

@@ -123,11 +123,31 @@ def test_editing_evaluation_code_reruns_only_evaluate(project):
 
 
 @pytest.mark.slow
+def test_editing_training_code_reruns_every_chunk_through_the_code_digest(project):
+    project.append(project.path / "src/chunktrain/schedule.py", "\n# an edit\n")
+    # deterministic training rewrites the same checkpoints, so evaluate has nothing new to score
+    assert ran(project.dvc("repro")) == {"train-code", "train@c1", "train@c2", "train@c3"}
+    project.append(project.path / "src/predict.py", "\n# an edit\n")  # code no training stage runs
+    assert ran(project.dvc("repro")) == set()
+
+
+@pytest.mark.slow
+def test_a_forced_single_stage_run_after_an_edit_refuses_instead_of_caching_a_stale_run(project):
+    project.edit_params(lambda p: p["train"]["chunks"]["c2"].update(lr=0.003))
+    assert "Stage 'train@c2' didn't change" in project.dvc("repro", "-s", "train@c2")  # validate has not run
+    forced = project.run("dvc", "repro", "-f", "-s", "train@c2", check=False)
+    assert forced.returncode != 0
+    assert ("error: data/params/c2.yaml does not match params.yaml; run `dvc repro train@c2` (without -s), which"
+            " reruns stages validate and train-code first\n") in forced.stdout
+    assert ran(project.dvc("repro", "train@c2")) == {"validate", "train@c2"}
+
+
+@pytest.mark.slow
 def test_editing_data_params_reruns_everything(project):
     params = project.params
     params["data"]["noise"] = 0.2
     project.params = params
-    assert ran(project.dvc("repro")) == ALL_STAGES
+    assert ran(project.dvc("repro")) == ALL_STAGES - {"train-code"}
 
 
 @pytest.mark.slow

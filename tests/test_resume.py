@@ -60,7 +60,7 @@ def test_ctrl_c_writes_a_snapshot_and_says_repro_resumes(resumable):
     params = project.params
     params["train"]["chunks"]["c2"]["epochs"] = 30  # long enough to be caught mid-run
     project.params = params
-    dvc = subprocess.Popen(["dvc", "repro", "--single-item", "train@c2"], cwd=project.path, env=project_env(),
+    dvc = subprocess.Popen(["dvc", "repro", "train@c2"], cwd=project.path, env=project_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     wait_for(lambda: (project.path / SNAPSHOT).exists() or dvc.poll() is not None, "the first snapshot")
     os.killpg(dvc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
@@ -104,7 +104,7 @@ def test_a_snapshot_taken_with_other_inputs_is_never_used(resumable, change, rea
     project, _ = resumable
     rerun_c2(project, "step:35")
     change(project)
-    output = project.dvc("repro", "--single-item", "train@c2")
+    output = project.dvc("repro", "train@c2")  # not -s: validate or train-code carries the change to c2
     assert f"skipping snapshot {SNAPSHOT}: it was taken with another {reason}" in output
     assert "resuming" not in output
 
@@ -208,7 +208,7 @@ def test_a_snapshot_that_cannot_be_written_is_a_warning_not_a_failed_chunk(resum
 def test_a_trainer_whose_dvc_is_killed_snapshots_and_stops(resumable):
     project, uninterrupted = resumable
     project.edit_params(lambda p: p["train"]["chunks"]["c2"].update(epochs=300))
-    dvc = subprocess.Popen(["dvc", "repro", "--single-item", "train@c2"], cwd=project.path, env=project_env(),
+    dvc = subprocess.Popen(["dvc", "repro", "train@c2"], cwd=project.path, env=project_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for(lambda: (project.path / SNAPSHOT).exists() or dvc.poll() is not None, "the first snapshot")

@@ -1,50 +1,51 @@
-"""dvc.yaml lists, for each stage, exactly the files under src/ that its script imports, transitively."""
-
-import ast
-from pathlib import Path
+"""dvc.yaml lists, for each stage, exactly the files under src/ that its script imports, transitively: as deps,
+or through the code digest it depends on (data/code/train.sha256 stands for the files of src/train.py)."""
 
 import pytest
 import yaml
 
+from chunktrain.stage_inputs import code_digest, imported_files
 from helpers import ROOT
 
-SRC = ROOT / "src"
-
-
-def imported_files(script: Path) -> set[Path]:
-    """The script and every module under src/ it imports, directly or through another such module."""
-    found, todo = set(), [script]
-    while todo:
-        path = todo.pop()
-        if path in found:
-            continue
-        found.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for name in names:
-                parts = name.split(".")
-                # a package import runs its __init__.py too
-                candidates = [SRC.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
-                candidates.append(SRC.joinpath(*parts).with_suffix(".py"))
-                todo += [candidate for candidate in candidates if candidate.is_file()]
-    return found
+DIGESTS = {"data/code/train.sha256": "src/train.py"}  # digest file: the script whose code it covers
 
 
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in declared.items()}
+
+
+def code_of(script: str) -> set[str]:
+    return {str(path.relative_to(ROOT)) for path in imported_files(ROOT / script)}
 
 
 @pytest.mark.parametrize("name", list(stages()))
 def test_a_stage_depends_on_exactly_the_code_it_imports(name):
     stage = stages()[name]
-    stage = stage.get("do", stage)
-    script = next(word for word in stage["cmd"].split() if word.startswith("src/") and word.endswith(".py"))
+    scripts = [word for word in stage["cmd"].split() if word.startswith("src/") and word.endswith(".py")]
     declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
-    imported = {str(path.relative_to(ROOT)) for path in imported_files(ROOT / script)}
+    declared |= {file for dep in stage["deps"] if dep in DIGESTS for file in code_of(DIGESTS[dep])}
+    imported = set().union(*(code_of(script) for script in scripts))
     assert sorted(declared - imported) == [], f"{name} lists code it does not import"
     assert sorted(imported - declared) == [], f"{name} imports code dvc.yaml does not list: edits would not rerun it"
+
+
+def test_the_code_digest_covers_every_file_the_script_runs_and_changes_with_any(tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "main.py").write_text("from pkg import a\nimport pkg.b as b\nimport json\n")
+    (src / "pkg/__init__.py").write_text("")
+    (src / "pkg/a.py").write_text("from pkg.c import X\n")
+    (src / "pkg/b.py").write_text("")
+    (src / "pkg/c.py").write_text("X = 1\n")
+    (src / "pkg/unused.py").write_text("")
+    digest = code_digest(src / "main.py")
+    assert [line.split("  ")[1] for line in digest.splitlines()] == [
+        "main.py", "pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py"]
+    (src / "pkg/unused.py").write_text("X = 3\n")
+    assert code_digest(src / "main.py") == digest
+    (src / "pkg/c.py").write_text("X = 2\n")
+    changed = code_digest(src / "main.py")
+    assert changed != digest
+    src.rename(tmp_path / "elsewhere")  # the same code in another checkout: the same digest
+    assert code_digest(tmp_path / "elsewhere/main.py") == changed
