@@ -58,10 +58,10 @@ def wall(command: list[str], cwd: Path = ROOT) -> tuple[float, str]:
     return seconds, result.stdout
 
 
-def timed_dvc(project: Project, *args: str) -> tuple[float, str]:
+def timed_dvc(project: Project, *args: str, env: dict | None = None) -> tuple[float, str]:
     """Seconds a dvc command takes in the project, and its output."""
     started = time.perf_counter()
-    output = project.dvc(*args)
+    output = project.dvc(*args, env=env)
     return time.perf_counter() - started, output
 
 
@@ -168,6 +168,77 @@ def noop_repro(work: Path) -> dict:
                   "10 chunks, nothing changed; baseline: dvc --version")
 
 
+GROWTH = (10, 30, 100)  # chunks in the chain
+
+
+def growth_project(path: Path, chunks: int, root: Path, env: dict) -> Project:
+    """A reproduced chain of `chunks` tiny chunks (1 epoch of 256 rows each), with the project files of `root`.
+
+    fast_repro.py runs the stages in one process, so a 100-chunk project is ready in seconds, not minutes.
+    """
+    project = new_project(path, pipeline_params(320, chunks, 1), root)
+    project.run(PYTHON, str(ROOT / "benchmarks/fast_repro.py"), str(project.path), env=env)
+    project.commit("reproduced")
+    assert not ran(project.dvc("repro", env=env)), "fast_repro.py left a stage for dvc repro to run"
+    return project
+
+
+def hide_yaml_clib(work: Path) -> dict:
+    """The environment of a venv without ruamel.yaml.clib, which the revisions before issue 14 did not install."""
+    shim = work / "no-clib"
+    shim.mkdir(exist_ok=True)
+    (shim / "_ruamel_yaml.py").write_text("raise ImportError('hidden: ruamel.yaml.clib was not a requirement')\n")
+    return {"PYTHONPATH": str(shim)}
+
+
+def growth(work: Path, before: str | None) -> list[dict]:
+    """DVC's bookkeeping against the number of chunks: no-op repro, status, appending one chunk; layouts interleaved.
+
+    With `before` (a git revision), its files are measured too, in turn with this checkout's, in a venv as it had
+    it: without ruamel.yaml.clib.
+    """
+    layouts = {"after": (ROOT, {})}
+    if before:
+        layouts["before"] = (checkout(before, work / "before"), hide_yaml_clib(work))
+    projects = {(layout, n): growth_project(work / f"growth-{layout}-{n}", n, root, env)
+                for layout, (root, env) in layouts.items() for n in GROWTH}
+    times = {key: {"repro": [], "status": [], "append": []} for key in projects}
+    for _ in range(REPEATS):
+        for (layout, n), project in projects.items():
+            env = layouts[layout][1]
+            seconds, output = timed_dvc(project, "repro", env=env)
+            assert not ran(output), output
+            times[(layout, n)]["repro"].append(seconds)
+            times[(layout, n)]["status"].append(timed_dvc(project, "status", env=env)[0])
+    for repeat in range(2):  # each appends one more chunk to the chain
+        for (layout, n), project in projects.items():
+            new, last = f"c{n + repeat + 1}", f"c{n + repeat}"
+            project.edit_params(lambda params: params["train"]["chunks"].update({new: {"from": last, "epochs": 1}}))
+            seconds, output = timed_dvc(project, "repro", env=layouts[layout][1])
+            assert ran(output) == {"validate", f"train@{new}", "evaluate"}, output
+            times[(layout, n)]["append"].append(seconds)
+    rows = []
+    for layout in layouts:
+        median = {n: {what: statistics.median(values) for what, values in times[(layout, n)].items()} for n in GROWTH}
+        curve = "; ".join(f"{n} chunks: no-op repro {median[n]['repro']:.2f} s, status {median[n]['status']:.2f} s,"
+                          f" append {median[n]['append']:.2f} s" for n in GROWTH)
+        big, small = GROWTH[-1], GROWTH[0]
+        rows.append(figure(f"no-op repro, {big} chunks ({layout})", median[big]["repro"], median[small]["repro"], "s",
+                           "<= 2 s", median[big]["repro"] <= 2.0, f"baseline: {small} chunks; {curve}"))
+        rows.append(figure(f"append at {big} vs {small} ({layout})", median[big]["append"], median[small]["append"],
+                           "s", "<= 1.2", median[big]["append"] / median[small]["append"] <= 1.2,
+                           f"append one chunk and dvc repro, median of 2; no-op and status: median of {REPEATS}"))
+    return rows
+
+
+def checkout(rev: str, path: Path) -> Path:
+    """The files of git revision `rev` of this repo, in `path`."""
+    path.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
+    return path
+
+
 def incremental(work: Path, n_samples: int, epochs: int) -> dict:
     """Changing the last of 5 equal chunks vs running all 5 (each followed by evaluate)."""
     project = new_project(work / "incremental", pipeline_params(n_samples, 5, epochs))
@@ -250,6 +321,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "metrics/bench.json")
     parser.add_argument("--full", action="store_true",
                         help="the issue's workload (about 60 s of training on 2 idle cores) instead of ~10 s")
+    parser.add_argument("--before", metavar="REV", help="also measure the growth curve of git revision REV")
+    parser.add_argument("--only", metavar="NAME", help="run one benchmark of the table alone, e.g. growth")
     args = parser.parse_args()
     n_samples, epochs = (200_000, 13) if args.full else (30_000, 2)  # full: about 60 s of plain training
     with tempfile.TemporaryDirectory(prefix="chunktrain-bench-") as work:
@@ -260,7 +333,10 @@ def main() -> None:
                               ("no-op repro", lambda: [noop_repro(work)]),
                               ("whole pipeline", lambda: [whole_pipeline(work, n_samples, epochs)]),
                               ("incremental", lambda: [incremental(work, 20_000, 1)]),
-                              ("checkpoint hand-off", lambda: checkpoint_handoff(work))]:
+                              ("checkpoint hand-off", lambda: checkpoint_handoff(work)),
+                              ("growth", lambda: growth(work, args.before))]:
+            if args.only and name != args.only:
+                continue
             started = time.perf_counter()
             rows += measure()
             print(f"{name}: {time.perf_counter() - started:.0f} s: {rows[-1]}", file=sys.stderr, flush=True)

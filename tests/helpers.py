@@ -114,10 +114,11 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def new_project(path: Path, params: dict) -> Project:
+def new_project(path: Path, params: dict, root: Path = ROOT) -> Project:
+    """A git repo at `path` with the project's files from `root` (this checkout, or another revision's files)."""
     path.mkdir(parents=True)
     for name in PROJECT_FILES:
-        source, target = ROOT / name, path / name
+        source, target = root / name, path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
