@@ -2,8 +2,10 @@
 
 import sys
 
+import pytest
+
 from chunktrain.params import Params
-from helpers import ROOT, TINY_PARAMS
+from helpers import ROOT, TINY_PARAMS, ran
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
@@ -39,3 +41,13 @@ def test_the_hand_off_benchmark_builds_its_model():
     with torch.device("meta"):
         model = build_model(checkpoint_io.CONFIG)
     assert sum(p.numel() for p in model.parameters()) == (16 + 1) * 10_000 + (10_000 + 1) * 10_000 + (10_000 + 1)
+
+
+@pytest.mark.slow
+def test_the_growth_benchmark_builds_a_project_dvc_repro_finds_up_to_date(tmp_path):
+    """fast_repro.py runs every stage of dvc.yaml in one process; a dvc repro after it must run nothing."""
+    project = bench.growth_project(tmp_path / "growth", 3, ROOT, env={})
+    assert sorted(path.name for path in (project.path / "data/checkpoints").glob("*.pt")) == [
+        "c1.pt", "c2.pt", "c3.pt", "init.pt"]
+    project.edit_params(lambda params: params["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}))
+    assert ran(project.dvc("repro")) == {"validate", "train@c4", "evaluate"}
