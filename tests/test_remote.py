@@ -17,7 +17,7 @@ def use_remote(project: Project, url: Path) -> None:
 @pytest.mark.slow
 def test_default_remote_is_a_local_folder_beside_the_project(project):
     # Resolved relative to .dvc/, so the url `../../chunktrain-storage` lands beside the project folder.
-    listed = project.dvc("remote", "list")
+    listed = project.dvc("remote", "list", env={"COLUMNS": "1000"})  # not wrapped at 80, whatever the temp path
     assert listed.split()[:3] == ["storage", str(project.path.parent / "chunktrain-storage"), "(default)"]
 
 

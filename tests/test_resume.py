@@ -223,5 +223,6 @@ def test_a_trainer_whose_dvc_is_killed_snapshots_and_stops(resumable):
     assert (project.path / SNAPSHOT).stat().st_mtime >= killed_at  # its last act: a snapshot
     assert not (project.path / "data/checkpoints/c2.pt").exists()
     project.edit_params(lambda p: p["train"]["chunks"]["c2"].update(epochs=2))  # the snapshot is for 300 epochs
+    project.dvc("repro", "validate")  # carries the edit to data/params/c2.yaml
     output = rerun_c2(project).stdout
     assert "skipping snapshot" in output and sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted
