@@ -69,7 +69,7 @@ def load(path: str) -> dict:
     for parameter in model.parameters():
         parameter.sum(), optimizer.state[parameter]["exp_avg"].sum(), optimizer.state[parameter]["exp_avg_sq"].sum()
     hashing = time.perf_counter()
-    file_sha256(path)  # src/train.py records its parent's sha256
+    file_sha256(path)  # as src/train.py hashes its parent: from its record, if the file is unchanged since
     finished = time.perf_counter()
     return {"seconds": finished - started, "sha256_seconds": finished - hashing, "peak_rss": peak_rss()}
 

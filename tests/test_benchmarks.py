@@ -1,11 +1,13 @@
 """The benchmarks are not run by the suite (they take minutes), but their params must stay valid."""
 
+import json
+import subprocess
 import sys
 
 import pytest
 
 from chunktrain.params import Params
-from helpers import ROOT, TINY_PARAMS, ran
+from helpers import ROOT, TINY_PARAMS, project_env, ran
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
@@ -51,3 +53,16 @@ def test_the_growth_benchmark_builds_a_project_dvc_repro_finds_up_to_date(tmp_pa
         "c1.pt", "c2.pt", "c3.pt", "init.pt"]
     project.edit_params(lambda params: params["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}))
     assert ran(project.dvc("repro")) == {"validate", "train@c4", "evaluate"}
+
+
+def test_the_dvc_add_timer_finds_each_part_it_times(tmp_path):
+    """dvc_add.py times DVC's own functions: a rename in DVC must fail here, not zero a figure of `make bench`."""
+    env = project_env()
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "cache.type", "reflink,copy"]):
+        subprocess.run(command, cwd=tmp_path, env=env, check=True)
+    (tmp_path / "big.pt").write_bytes(b"checkpoint" * 100_000)
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/dvc_add.py"), "big.pt"], cwd=tmp_path, env=env,
+                            check=True, capture_output=True, text=True)
+    parts = json.loads(result.stdout.splitlines()[-1])
+    assert parts.keys() == {"md5", "cache", "relink"} and all(seconds > 0 for seconds in parts.values()), parts
+    assert (tmp_path / ".dvc/cache/files/md5").is_dir()

@@ -1,4 +1,9 @@
+import hashlib
+import json
 import os
+import time
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,7 +11,7 @@ import torch
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from chunktrain.model import build_model, build_optimizer, model_config
-from helpers import sha256
+from helpers import assert_same_state, sha256
 
 CONFIG = model_config(n_features=3, hidden=[5], optimizer="adam")
 
@@ -41,6 +46,23 @@ def test_loads_with_plain_torch_load_weights_only(tmp_path):
     save_checkpoint(make(), tmp_path / "c1.pt")
     loaded = torch.load(tmp_path / "c1.pt", weights_only=True)
     assert loaded["epoch"] == 3 and "model_state_dict" in loaded and "optimizer_state_dict" in loaded
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_a_checkpoint_saved_without_crc32_loads_with_and_without_mmap(tmp_path, mmap):
+    original = make()
+    save_checkpoint(original, tmp_path / "c1.pt")
+    assert {info.CRC for info in zipfile.ZipFile(tmp_path / "c1.pt").infolist()} == {0}  # torch computed none
+    assert torch.serialization.get_crc32_options()  # and its setting is back for every other save
+    loaded = torch.load(tmp_path / "c1.pt", weights_only=True, mmap=mmap)
+    assert_same_state(loaded, original)
+
+
+def test_a_failed_save_restores_the_crc32_setting(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "save", lambda obj, file: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(make(), tmp_path / "c1.pt")
+    assert torch.serialization.get_crc32_options()
 
 
 def test_same_checkpoint_gives_same_bytes_whatever_the_file_name(tmp_path):
@@ -178,3 +200,78 @@ def test_clean_up_deletes_a_dead_writers_temp_file_and_keeps_a_live_ones(tmp_pat
     save_checkpoint(make(), tmp_path / "c1.pt")
     assert live.exists() and not dead.exists() and not old.exists()
     assert load_checkpoint(tmp_path / "c1.pt", rebuild="-")[ckpt.EPOCH] == 3
+
+
+def hashed_file(tmp_path) -> tuple[Path, str]:
+    """A file older than RACY_NS, its sha256 computed and recorded by file_sha256."""
+    path = tmp_path / "c1.pt"
+    path.write_bytes(b"checkpoint bytes")
+    time.sleep(ckpt.RACY_NS / 1e9)
+    digest = ckpt.file_sha256(path)
+    assert digest == hashlib.sha256(b"checkpoint bytes").hexdigest()
+    return path, digest
+
+
+def no_reading(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("file_sha256 read the file")
+
+    monkeypatch.setattr(hashlib, "file_digest", refuse)
+
+
+def test_file_sha256_trusts_its_record_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    path, digest = hashed_file(tmp_path)
+    assert json.loads(ckpt.record_path(path).read_text())["sha256"] == digest
+    no_reading(monkeypatch)
+    assert ckpt.file_sha256(path) == digest
+
+
+def test_an_in_place_edit_voids_the_record_even_with_the_mtime_put_back(tmp_path):
+    path, _ = hashed_file(tmp_path)
+    before = path.stat()
+    with open(path, "r+b") as file:
+        file.write(b"C")  # same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_ctime_ns != before.st_ctime_ns
+    assert ckpt.file_sha256(path) == hashlib.sha256(b"Checkpoint bytes").hexdigest()
+
+
+def test_a_replaced_file_voids_the_record(tmp_path):
+    path, _ = hashed_file(tmp_path)
+    before = path.stat()
+    other = tmp_path / "other"
+    other.write_bytes(b"Checkpoint bytes")
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(other, path)  # what `dvc checkout` does: a new file with the same name
+    assert ckpt.file_sha256(path) == hashlib.sha256(b"Checkpoint bytes").hexdigest()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda recorded: b"",
+    lambda recorded: b"not json \xff",
+    lambda recorded: b"[" * 100_000,
+    lambda recorded: json.dumps([recorded]).encode(),
+    lambda recorded: json.dumps({**recorded, "sha256": "not a sha256"}).encode(),
+    lambda recorded: json.dumps({"sha256": "0" * 64}).encode(),  # of no file
+    lambda recorded: json.dumps({**recorded, "sha256": "0" * 64, "extra": 1}).encode(),
+])
+def test_a_damaged_record_is_ignored_and_replaced(tmp_path, damage):
+    path, digest = hashed_file(tmp_path)
+    ckpt.record_path(path).write_bytes(damage(json.loads(ckpt.record_path(path).read_text())))
+    assert ckpt.file_sha256(path) == digest
+    assert json.loads(ckpt.record_path(path).read_text())["sha256"] == digest
+
+
+def test_a_file_changed_just_now_is_hashed_but_not_recorded(tmp_path):
+    path = tmp_path / "c1.pt"
+    path.write_bytes(b"checkpoint bytes")
+    assert ckpt.file_sha256(path) == hashlib.sha256(b"checkpoint bytes").hexdigest()
+    assert not ckpt.record_path(path).exists()
+
+
+def test_a_record_that_cannot_be_written_costs_only_the_read(tmp_path):
+    path = tmp_path / "c1.pt"
+    path.write_bytes(b"checkpoint bytes")
+    ckpt.record_path(path).mkdir()  # in the record's place: reading and writing it fail
+    time.sleep(ckpt.RACY_NS / 1e9)
+    assert ckpt.file_sha256(path) == ckpt.file_sha256(path) == hashlib.sha256(b"checkpoint bytes").hexdigest()

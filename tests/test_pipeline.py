@@ -1,12 +1,13 @@
 """End to end: real `dvc repro` in a temp git repo, asserting what DVC itself reports."""
 
+import hashlib
 import json
 import shutil
 
 import pandas as pd
 import pytest
 
-from chunktrain.checkpoint import HISTORY, load_checkpoint
+from chunktrain.checkpoint import HISTORY, PARENT, PARENT_SHA256, file_sha256, load_checkpoint, record_path
 from helpers import ALL_STAGES, ROOT, ran, sha256
 
 
@@ -19,6 +20,30 @@ def metrics(project) -> dict:
 def test_first_repro_runs_every_stage(reproduced):
     _, output = reproduced
     assert ran(output) == ALL_STAGES
+
+
+def test_each_parents_sha256_is_read_once_then_recorded(reproduced, monkeypatch):
+    """DVC replaces an output with a copy from its cache when it commits it; the child's stage hashes that copy."""
+    project, _ = reproduced
+    checkpoints = project.path / "data/checkpoints"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("file_sha256 read the file: no valid record")
+
+    monkeypatch.setattr(hashlib, "file_digest", refuse)
+    for child in ("c1", "c2", "c3"):
+        checkpoint = load_checkpoint(checkpoints / f"{child}.pt", rebuild="-")
+        assert file_sha256(checkpoints / f"{checkpoint[PARENT]}.pt") == checkpoint[PARENT_SHA256]
+
+
+def test_sha256_records_and_temp_files_change_neither_dvc_nor_git(project):
+    checkpoints = project.path / "data/checkpoints"
+    assert record_path(checkpoints / "c1.pt").is_file()  # by train@c2 and evaluate
+    assert record_path(project.path / "data/dataset/train.parquet").is_file()  # by each chunk's fingerprint
+    record_path(checkpoints / "c3.pt").write_text("{}")
+    (checkpoints / ".c3.pt.999999999.abc.tmp").write_bytes(b"partial")  # left by a killed writer
+    assert project.dvc("status").strip() == "Data and pipelines are up to date."
+    assert project.run("git", "status", "--porcelain").stdout == ""
 
 
 def read_json(project, path: str) -> dict:

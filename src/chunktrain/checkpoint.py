@@ -1,11 +1,17 @@
-"""The checkpoint: its keys, an atomic byte-deterministic save, and a safe, validated load."""
+"""The checkpoint: its keys, an atomic byte-deterministic save, a safe, validated load; a file's sha256."""
 
+import contextlib
 import hashlib
+import json
+import os
+import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.utils.serialization.config
 
 from chunktrain.atomic import write_atomically
 from chunktrain.errors import PipelineError, brief
@@ -46,9 +52,15 @@ def save_checkpoint(checkpoint: dict, path: str | Path, written: Callable[[Path]
     missing = set(KEYS) - checkpoint.keys()
     if missing:
         raise ValueError(f"checkpoint for {path} lacks keys {sorted(missing)}")
-    # Saving through a file object, not a path, keeps the temp name out of the archive:
-    # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
-    write_atomically(path, lambda file: torch.save(_canonical(checkpoint), file), written=written)
+
+    def write(file) -> None:
+        # Saving through a file object, not a path, keeps the temp name out of the archive:
+        # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
+        # No CRC-32 of every record: torch.load never checks one, so it was a pass over every byte for nothing.
+        with torch.utils.serialization.config.patch({"save.compute_crc32": False}):
+            torch.save(_canonical(checkpoint), file)
+
+    write_atomically(path, write, written=written)
 
 
 def _canonical(obj):
@@ -126,9 +138,54 @@ def check_lineage(checkpoint: dict, path: str | Path, *, chunk: str, parent: str
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, read in blocks."""
+    """sha256 of a file: the recorded one while the file is unchanged since, else read in blocks and recorded."""
+    path = Path(path)
     with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+        opened, stat = time.time_ns(), os.fstat(file.fileno())  # before the read, which a write would void
+        recorded = _recorded_sha256(path, stat)
+        if recorded:
+            return recorded
+        sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    if opened - stat.st_ctime_ns > RACY_NS:
+        _write_record(path, sha256, stat)
+    return sha256
+
+
+# file_sha256 records each hash it computes beside the file, as `.<name>.sha256` (.dvcignore and .gitignore skip
+# it), so that later readers of the unchanged file read none of it: evaluate, and each chunk's hash of the data.
+# A record holds while the file's inode, size, mtime and ctime are the recorded ones: a write, rename or
+# replacement changes one, and os.utime cannot set a ctime. Hashing while saving would not save the first read:
+# when DVC commits a stage's output, it replaces the file with a copy from its cache.
+_IDENTITY = {"size": "st_size", "st_ino": "st_ino", "st_dev": "st_dev", "mtime_ns": "st_mtime_ns",
+             "ctime_ns": "st_ctime_ns"}
+_SHA256 = re.compile("[0-9a-f]{64}")
+RACY_NS = 100_000_000  # a file changed this recently could change again within one tick of a coarse ctime clock
+
+
+def record_path(path: Path) -> Path:
+    """Where the sha256 of `path` is recorded."""
+    return path.with_name(f".{path.name}.sha256")
+
+
+def _identity(stat: os.stat_result) -> dict:
+    return {key: getattr(stat, field) for key, field in _IDENTITY.items()}
+
+
+def _write_record(path: Path, sha256: str, stat: os.stat_result) -> None:
+    # Not atomic and not fsynced: a lost, torn or stale record only costs the next reader a full read.
+    with contextlib.suppress(OSError):  # a folder we may not write into
+        record_path(path).write_text(json.dumps({"sha256": sha256, **_identity(stat)}) + "\n")
+
+
+def _recorded_sha256(path: Path, stat: os.stat_result) -> str | None:
+    """The recorded sha256 of `path` if the record is well-formed and `stat` is still what it recorded."""
+    try:
+        record = json.loads(record_path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):  # none, unreadable, or not JSON
+        return None
+    if not isinstance(record, dict) or not _SHA256.fullmatch(str(record.get("sha256"))):
+        return None
+    return record["sha256"] if record == {"sha256": record["sha256"], **_identity(stat)} else None
 
 
 def rng_state() -> dict:
