@@ -3,6 +3,7 @@
     save PATH         build a ~100M-parameter MLP with Adam state and write it with save_checkpoint
     load PATH         what a chunk stage does with its parent: load, restore model and optimizer, hash the file
     raw PATH BYTES    the baseline: write BYTES raw bytes with fsync, then read them back
+    raw-tensors PATH  write the bytes of save's tensors with fsync, from a process that built them as save does
 
 Peak RSS is read from /proc (Linux): VmHWM, reset just before the step, so it covers the step alone.
 """
@@ -37,8 +38,8 @@ def peak_rss() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def save(path: str) -> dict:
-    """Seconds and peak RSS of save_checkpoint on a 100M-parameter model with Adam state."""
+def trained_state():
+    """The ~100M-parameter MLP with Adam's two moments, as a chunk holds it when it saves."""
     torch.manual_seed(0)
     model = build_model(CONFIG)
     optimizer = build_optimizer(model, CONFIG)
@@ -46,6 +47,12 @@ def save(path: str) -> dict:
         parameter.grad = torch.zeros_like(parameter)
     optimizer.step()  # creates Adam's exp_avg and exp_avg_sq for every parameter
     model.zero_grad(set_to_none=True)
+    return model, optimizer
+
+
+def save(path: str) -> dict:
+    """Seconds and peak RSS of save_checkpoint on a 100M-parameter model with Adam state."""
+    model, optimizer = trained_state()
     reset_peak_rss()
     started = time.perf_counter()
     save_checkpoint(make_checkpoint(model, optimizer, epoch=1, loss=0.0, model_config=CONFIG, chunk="c1",
@@ -53,6 +60,19 @@ def save(path: str) -> dict:
                                     history=[]), path)
     return {"seconds": time.perf_counter() - started, "peak_rss": peak_rss(),
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def raw_tensors(path: str) -> dict:
+    """Seconds to write the same tensors' bytes, no format, with fsync: what a save could cost at best."""
+    model, optimizer = trained_state()
+    started = time.perf_counter()
+    with open(path, "wb") as file:
+        for parameter in model.parameters():
+            for tensor in (parameter, optimizer.state[parameter]["exp_avg"], optimizer.state[parameter]["exp_avg_sq"]):
+                file.write(tensor.detach().numpy().data)
+        file.flush()
+        os.fsync(file.fileno())
+    return {"seconds": time.perf_counter() - started}
 
 
 def load(path: str) -> dict:
@@ -93,5 +113,6 @@ def raw(path: str, size: int) -> dict:
 
 if __name__ == "__main__":
     step, path, *rest = sys.argv[1:]
-    result = {"save": lambda: save(path), "load": lambda: load(path), "raw": lambda: raw(path, int(rest[0]))}[step]()
+    result = {"save": lambda: save(path), "load": lambda: load(path), "raw": lambda: raw(path, int(rest[0])),
+              "raw-tensors": lambda: raw_tensors(path)}[step]()
     print(json.dumps(result))
