@@ -1,8 +1,8 @@
 """What a chunk stage depends on instead of params.yaml keys and code files: two small files that stand for them.
 
 DVC parses params.yaml once for every stage with `params:` and records, parses and checks every dep of every
-stage in dvc.lock, so a chunk that listed its 12 keys and 20 code files made each `dvc repro` cost about 40 ms
-per chunk (benchmarks/README.md). Instead, stage `validate` writes data/params/<chunk>.yaml, the values of
+stage in dvc.lock, so chunks that listed their 12 keys and 20 code files made a no-op `dvc repro` cost about
+60 ms per chunk (benchmarks/README.md). Instead, stage `validate` writes data/params/<chunk>.yaml, the values of
 the keys that chunk reads, and stage `train-code` writes data/code/train.sha256, the sha256 of every file
 src/train.py runs. Each changes exactly when what it stands for changes, so the same edits rerun the same chunks.
 
@@ -77,10 +77,13 @@ def imported_files(script: Path) -> list[Path]:
 
 
 def code_digest(script: Path) -> str:
-    """`sha256  path` for each file the script runs, as sha256sum prints them (paths relative to the script's
-    folder, so the same code gives the same digest wherever it runs): readable, and diffable."""
-    return "".join(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(script.parent).as_posix()}\n"
-                   for path in imported_files(script))
+    """`sha256  path` for each file the script runs, as sha256sum prints them: readable, and diffable.
+
+    Paths are relative to the script's folder, so the same code gives the same digest in any checkout.
+    """
+    lines = [f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(script.parent).as_posix()}\n"
+             for path in imported_files(script)]
+    return "".join(lines)
 
 
 def check_chunk_inputs(raw: dict, name: str, params_file: Path, script: Path, digest_file: Path) -> None:
