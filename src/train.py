@@ -7,8 +7,8 @@ from pathlib import Path
 from chunktrain import chunk, distributed, launch
 from chunktrain.data import count_rows
 from chunktrain.errors import PipelineError, run_stage
-from chunktrain.params import load_params, read_yaml
-from chunktrain.stage_inputs import check_chunk_inputs
+from chunktrain.params import load_params_and_raw
+from chunktrain.stage_inputs import check_chunk_inputs, code_digest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,13 +26,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="the stage's deps data/params/<chunk>.yaml and data/code/train.sha256: checked if given")
     args = parser.parse_args(argv)
 
-    params = load_params(args.params)
+    params, raw = load_params_and_raw(args.params)
     if args.chunk not in params.train.chunks:
         raise PipelineError(f"chunk {args.chunk!r} is not in train.chunks of {args.params}")
+    script = Path(__file__)
+    code = code_digest(script)  # every file this stage runs: checked against its dep, and covered by snapshots
     if args.inputs:
-        chunk_params, code_digest = args.inputs
-        check_chunk_inputs(read_yaml(Path(args.params).read_text()), args.chunk, chunk_params, Path(__file__),
-                           code_digest)
+        check_chunk_inputs(raw, args.chunk, *args.inputs, script=script, code=code)
     nproc = params.train.processes(args.chunk)
     nproc_key = "train.nproc" if params.train.chunks[args.chunk].nproc is None else f"train.chunks.{args.chunk}.nproc"
     distributed.check_nproc(nproc, count_rows(args.train), params.train.settings(args.chunk).batch_size, nproc_key)
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     world = distributed.join(nproc, params.train.device, nproc_key)
     files = chunk.ChunkFiles(parent=args.parent, train=args.train, val=args.val, out=args.out, metrics=args.metrics,
                              snapshot=args.snapshot)
-    chunk.run(params, args.chunk, files, world, code=[Path(__file__), *chunk.LIBRARY])
+    chunk.run(params, args.chunk, files, world, code=code)
 
 
 if __name__ == "__main__":

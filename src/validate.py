@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from chunktrain.errors import run_stage
-from chunktrain.params import load_params, read_yaml
+from chunktrain.params import load_params_and_raw
 from chunktrain.stage_inputs import write_chunk_params
 
 MARKER = "params.yaml is valid\n"  # the same bytes whatever the params, so a new value reruns nothing through it
@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-params", type=Path, required=True,
                         help="folder for <chunk>.yaml: the params.yaml values that chunk's stage reads")
     args = parser.parse_args(argv)
-    params = load_params(args.params)  # refuses a bad file, hostile chunk names included, before anything is written
+    params, raw = load_params_and_raw(args.params)  # refuses a bad file, hostile names included, before any write
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(MARKER)
-    write_chunk_params(read_yaml(Path(args.params).read_text()), list(params.train.chunks), args.chunk_params)
+    write_chunk_params(raw, list(params.train.chunks), args.chunk_params)
     print(f"validate: {args.params}: OK")
 
 

@@ -173,6 +173,17 @@ class Stages:
         return [arg for name in names for arg in (f"--{name}", str(self.split[name]))]
 
 
+def chunked_and_whole(stages: "Stages", params: dict, first: int, second: int) -> tuple[dict, dict]:
+    """Train c1 (`first` epochs) then c2 (`second`), and `whole` (both at once) from the same init; load c2, whole."""
+    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": first}, "c2": {"from": "c1", "epochs": second},
+                                 "whole": {"from": "init", "epochs": first + second}}
+    write_params(stages.params_path, params)
+    stages.init()
+    stages.train("c1", "init")
+    chunked = ckpt.load_checkpoint(stages.train("c2", "c1"), rebuild="-")
+    return chunked, ckpt.load_checkpoint(stages.train("whole", "init"), rebuild="-")
+
+
 def assert_same_state(a: dict, b: dict) -> None:
     for key in a[ckpt.MODEL_STATE]:
         assert torch.equal(a[ckpt.MODEL_STATE][key], b[ckpt.MODEL_STATE][key]), key

@@ -12,7 +12,7 @@ from chunktrain.errors import PipelineError
 from chunktrain.params import load_params
 from chunktrain.schedule import Schedule, step_span
 from chunktrain.training import Position, train_epochs
-from helpers import assert_same_state, losses, write_params
+from helpers import assert_same_state, chunked_and_whole, losses, write_params
 
 PEAK, STEPS = 0.01, 25  # tiny params: 1600 training rows in batches of 64
 
@@ -94,13 +94,7 @@ SCHEDULED = {"warmup_epochs": 0.5, "decay": "cosine", "total_epochs": 6, "min_lr
 def test_three_plus_three_epochs_equal_six_with_warmup_and_cosine(stages, params, optimizer):
     params["train"]["optimizer"] = optimizer
     params["train"]["schedule"] = SCHEDULED
-    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 3}, "c2": {"from": "c1", "epochs": 3},
-                                 "whole": {"from": "init", "epochs": 6}}
-    write_params(stages.params_path, params)
-    stages.init()
-    stages.train("c1", "init")
-    chunked = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
-    whole = load_checkpoint(stages.train("whole", "init"), rebuild="-")
+    chunked, whole = chunked_and_whole(stages, params, 3, 3)
     assert_same_state(chunked, whole)
     assert losses(chunked) == losses(whole)  # epoch, train and val loss, lr
     assert chunked[ckpt.GLOBAL_STEP] == whole[ckpt.GLOBAL_STEP] == 6 * STEPS

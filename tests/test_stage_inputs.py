@@ -54,8 +54,9 @@ def checkout(tmp_path, params):
 
 
 def check(checkout, raw: dict) -> None:
-    check_chunk_inputs(raw, "c2", checkout / "data/params/c2.yaml", checkout / "src/train.py",
-                       checkout / "train.sha256")
+    script = checkout / "src/train.py"
+    check_chunk_inputs(raw, "c2", checkout / "data/params/c2.yaml", checkout / "train.sha256", script=script,
+                       code=code_digest(script))
 
 
 def test_a_chunk_trains_when_its_inputs_describe_params_yaml_and_the_code(checkout, params):

@@ -11,20 +11,14 @@ from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import epoch_order
-from helpers import ROOT, assert_same_state, losses, project_env, wait_for, write_params
+from helpers import ROOT, assert_same_state, chunked_and_whole, losses, project_env, wait_for, write_params
 
 
 @pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow),
                                        pytest.param("adamw", marks=pytest.mark.slow)])
 def test_three_plus_two_epochs_equal_five_bit_for_bit(stages, params, optimizer):
     params["train"]["optimizer"] = optimizer
-    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 3}, "c2": {"from": "c1", "epochs": 2},
-                                 "whole": {"from": "init", "epochs": 5}}
-    write_params(stages.params_path, params)
-    stages.init()
-    stages.train("c1", "init")
-    chunked = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
-    whole = load_checkpoint(stages.train("whole", "init"), rebuild="-")
+    chunked, whole = chunked_and_whole(stages, params, 3, 2)
     assert chunked[ckpt.EPOCH] == whole[ckpt.EPOCH] == 5
     assert_same_state(chunked, whole)
     assert losses(chunked) == losses(whole)

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import chunktrain
 from chunktrain import resume
 from chunktrain.checkpoint import (CHUNK, EPOCH, GLOBAL_STEP, HISTORY, LOSS, MODEL_STATE, OPTIMIZER_STATE, RNG_STATE,
                                    TRANSFORM, check_lineage, check_model_config, data_transform, load_checkpoint,
@@ -29,9 +28,6 @@ from chunktrain.signals import Interrupted, StopSignals
 from chunktrain.tasks import Task, make_task
 from chunktrain.training import OneProcess, Position, train_epochs
 
-LIBRARY = sorted(Path(chunktrain.__file__).parent.glob("*.py"))  # with the stage script, what a fingerprint covers
-
-
 @dataclass(frozen=True)
 class ChunkFiles:
     """The files a chunk stage reads and writes, as dvc.yaml passes them."""
@@ -44,8 +40,8 @@ class ChunkFiles:
     snapshot: Path  # mid-chunk snapshot, outside DVC's outputs; deleted on success
 
 
-def run(params: Params, name: str, files: ChunkFiles, world: World, code: list[Path]) -> None:
-    """Train chunk `name` of params.yaml; `code` is what a snapshot's fingerprint covers.
+def run(params: Params, name: str, files: ChunkFiles, world: World, code: str) -> None:
+    """Train chunk `name` of params.yaml; `code` is the stage's code digest, which a snapshot's fingerprint covers.
 
     Only the writing process (world.writes) writes files, holding the chunk's lock: one writer per chunk.
     """
@@ -85,7 +81,7 @@ class ChunkState:
                                transform=self.parent[TRANSFORM])
 
 
-def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: list[Path]) -> ChunkState:
+def prepare(params: Params, name: str, files: ChunkFiles, world: World, code: str) -> ChunkState:
     """Read the data and the parent, and restore the model where training starts: a matching snapshot, or the parent."""
     say = print if world.writes else lambda *_: None  # the other ranks print only their errors
     settings = params.train.settings(name)

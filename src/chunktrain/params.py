@@ -221,6 +221,11 @@ class Params(_Section):
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; any problem is one PipelineError naming the key and value."""
+    return load_params_and_raw(path)[0]
+
+
+def load_params_and_raw(path: str | Path = "params.yaml") -> tuple[Params, dict]:
+    """load_params, and the file's values as DVC's loader reads them (for what DVC would record of it)."""
     from ruamel.yaml import YAMLError
 
     path = Path(path)
@@ -232,7 +237,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         reason = " ".join(str(error).split())
         raise PipelineError(f"{path} is not valid YAML: {reason[:300]}") from None
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw), raw
     except ValidationError as error:
         errors = error.errors(include_url=False)
         more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""

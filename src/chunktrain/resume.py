@@ -27,16 +27,16 @@ RESUME = "resume"  # snapshots only: {fingerprint, epoch, batch, loss_sum, step}
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
 
 
-def fingerprint(*, parent: Path, params: dict, data: Iterable[Path], code: Iterable[Path]) -> dict:
-    """Everything that decides a chunk's result, hashed: a snapshot is valid only for an equal one."""
-    code_hash = hashlib.sha256()
-    for path in sorted(code):
-        code_hash.update(path.name.encode() + b"\0" + path.read_bytes())
+def fingerprint(*, parent: Path, params: dict, data: Iterable[Path], code: str) -> dict:
+    """Everything that decides a chunk's result, hashed: a snapshot is valid only for an equal one.
+
+    `code` is the stage's code digest (stage_inputs.code_digest): the sha256 of every file it runs.
+    """
     return {
         "parent checkpoint": file_sha256(parent),
         "params": params,
         "data": {path.name: file_sha256(path) for path in data},
-        "code": code_hash.hexdigest(),
+        "code": hashlib.sha256(code.encode()).hexdigest(),
     }
 
 

@@ -86,8 +86,12 @@ def code_digest(script: Path) -> str:
     return "".join(lines)
 
 
-def check_chunk_inputs(raw: dict, name: str, params_file: Path, script: Path, digest_file: Path) -> None:
-    """Refuse to train when the two files the chunk's stage depends on no longer describe params.yaml or the code."""
+def check_chunk_inputs(raw: dict, name: str, params_file: Path, digest_file: Path, *, script: Path,
+                       code: str) -> None:
+    """Refuse to train when the two files the chunk's stage depends on no longer describe params.yaml or the code.
+
+    `raw` is params.yaml as DVC's loader reads it, `code` the code_digest() of the running stage script.
+    """
     fix = f"run `dvc repro train@{name}` (without -s), which reruns stages validate and train-code first"
     try:
         params_text, digest_text = params_file.read_text(), digest_file.read_text()
@@ -95,5 +99,5 @@ def check_chunk_inputs(raw: dict, name: str, params_file: Path, script: Path, di
         raise PipelineError(f"cannot read {error.filename}: {error.strerror}; {fix}") from None
     if params_text != chunk_params(raw, name):
         raise PipelineError(f"{params_file} does not match params.yaml; {fix}")
-    if digest_text != code_digest(script):
+    if digest_text != code:
         raise PipelineError(f"{digest_file} does not match the code of {script}; {fix}")
