@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 run: setup
-	PYTHONPATH=src python -m chunktrain.params params.yaml  # fail fast, before dvc builds the graph
+	python src/plan.py --params params.yaml  # fail fast, before dvc builds the graph
 	dvc repro
 	dvc metrics show
 
@@ -27,10 +27,10 @@ test-fast: setup
 	pytest -m "not slow"
 
 snapshots: setup
-	PYTHONPATH=src python -m chunktrain.snapshots
+	PYTHONPATH=src python -m chunktrain.training.snapshots
 
 clear-snapshots: setup
-	PYTHONPATH=src python -m chunktrain.snapshots --clear
+	PYTHONPATH=src python -m chunktrain.training.snapshots --clear
 
 # One row per experiment, best val_loss first: its best chunk and the params that differ; fits 120 columns
 # while few params differ.

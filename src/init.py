@@ -1,46 +1,36 @@
 """Stage `init`: build the seeded model and optimizer and write the epoch-0 checkpoint, with the data's transform."""
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from chunktrain.checkpoint import make_checkpoint, save_checkpoint
-from chunktrain.data import count_features
-from chunktrain.errors import PipelineError, run_stage
-from chunktrain.model import build_model, build_optimizer, params_config
-from chunktrain.params import INIT, load_params
+from chunktrain.core.checkpoint import code_id, lineage, make_checkpoint, save_checkpoint
+from chunktrain.core.config import InitSpec
+from chunktrain.core.errors import PipelineError, run_stage
+from chunktrain.core.model import build_model, build_optimizer, spec_config
+from chunktrain.core.splits import read_dataset
+
+CODE = ("init.py", "chunktrain/__init__.py", "chunktrain/core")  # under src/: this stage's code deps in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train", required=True, help="train split; the model's input size comes from it")
-    parser.add_argument("--transform", type=Path, required=True, help="the data's transform, which generate wrote")
+    parser.add_argument("--spec", type=Path, required=True, help="data/plan/init.json")
+    parser.add_argument("--dataset", type=Path, required=True, help="dataset.json, which generate wrote")
     parser.add_argument("--out", required=True, help="checkpoint to write")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    transform = read_transform(args.transform, params.model.task)
-    torch.manual_seed(params.seed)
-    config = params_config(params, count_features(args.train), transform)
+    spec, dataset = InitSpec.read(args.spec), read_dataset(args.dataset)
+    if dataset.transform.get("task") != spec.model.task:
+        raise PipelineError(f"{args.dataset} was not written for model.task {spec.model.task}; run `dvc repro`")
+    torch.manual_seed(spec.seed)
+    config = spec_config(spec.model, dataset.transform)
     model = build_model(config)
     optimizer = build_optimizer(model, config)
-    save_checkpoint(make_checkpoint(model, optimizer, epoch=0, loss=None, model_config=config, chunk=INIT,
-                                    train_settings=None, parent=None, parent_sha256=None, global_step=0,
-                                    history=[], transform=transform), args.out)
+    record = lineage(spec, None, dataset.id, code_id(Path(__file__).parent, *CODE))
+    save_checkpoint(make_checkpoint(model, optimizer, epoch=0, loss=None, model_config=config, lineage=record,
+                                    global_step=0, history=[], transform=dataset.transform), args.out)
     print(f"init: {args.out}: {sum(p.numel() for p in model.parameters())} parameters, {config}")
-
-
-def read_transform(path: Path, task: str) -> dict:
-    """The transform generate wrote, refused if it is missing or made for another task."""
-    try:
-        transform = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise PipelineError(f"cannot read {path} ({error}); run `dvc repro generate`") from None
-    if not isinstance(transform, dict) or transform.get("task") != task:
-        raise PipelineError(f"{path} was not written for model.task {task}; run `dvc repro generate`")
-    return transform
 
 
 if __name__ == "__main__":

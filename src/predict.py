@@ -6,8 +6,9 @@ Not a DVC stage: run it on any table whose columns include the features the mode
 import argparse
 from pathlib import Path
 
-from chunktrain import predictor, tables
-from chunktrain.errors import PipelineError, run_stage
+from chunktrain import prediction
+from chunktrain.core.errors import PipelineError, run_stage
+from chunktrain.data import tables
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,13 +24,13 @@ def main(argv: list[str] | None = None) -> None:
         tables.table_format(args.output, "--output")  # before any work
     if args.export and args.export.suffix != ".pt2":
         raise PipelineError(f"--export {args.export}: expected a .pt2 file")
-    model = predictor.load_model(args.checkpoint)
+    model = prediction.load_model(args.checkpoint)
     if args.input:
-        result = predictor.predict_table(model, tables.read_table(args.input, "--input"), args.input)
+        result = prediction.predict_table(model, tables.read_table(args.input, "--input"), args.input)
         tables.write_table(result, args.output)
         print(f"predict: {args.output}: {len(result)} rows, {model.task} with {args.checkpoint}")
     if args.export:
-        predictor.export(model, args.export)
+        prediction.export(model, args.export)
         print(f"predict: {args.export}: torch.export program of {args.checkpoint}; takes float64"
               f" (rows, {len(model.features)}) columns {model.features}")
 

@@ -1,0 +1,194 @@
+"""The checkpoint: its keys, an atomic byte-deterministic save, a safe validated load, and its lineage.
+
+Identity by recipe: every checkpoint carries a lineage record whose id is computed from what made it (its
+parent's id, its spec, the dataset's id, the code's id), so a consumer recognises a stale or foreign
+checkpoint by comparing ids it has already loaded, never by hashing a file.
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.utils.serialization.config
+
+from chunktrain.core.config import INIT, ChunkSpec, InitSpec
+from chunktrain.core.errors import PipelineError, brief
+from chunktrain.core.files import write_atomically
+
+FORMAT_VERSION = 3  # 3: LINEAGE replaces chunk, parent, parent_sha256 and train_settings
+
+# The keys, defined once. The first four are the PyTorch checkpointing tutorial's.
+EPOCH = "epoch"  # epochs completed in total, across all chunks: the next epoch trained is EPOCH + 1
+MODEL_STATE = "model_state_dict"
+OPTIMIZER_STATE = "optimizer_state_dict"
+LOSS = "loss"  # mean training loss of the last epoch; None in the epoch-0 checkpoint
+RNG_STATE = "rng_state"  # {"torch": ByteTensor, "cuda": [ByteTensor per device]}
+MODEL_CONFIG = "model_config"  # what built model and optimizer: arch, task, n_features, n_outputs, hidden, optimizer
+# How raw table values become the model's inputs and targets (data/transform.py): feature names, their train-split
+# mean and std, the target's mean and std (regression) or class labels (classification). From init on, unchanged.
+TRANSFORM = "transform"
+# How it was made: {id, chunk, parent, spec, dataset, code}; see lineage().
+LINEAGE = "lineage"
+GLOBAL_STEP = "global_step"  # optimizer steps taken in total, across all chunks
+HISTORY = "history"  # one dict per epoch of the whole lineage: epoch, train_loss, val_loss, lr, chunk
+VERSION = "format_version"
+
+KEYS = (EPOCH, MODEL_STATE, OPTIMIZER_STATE, LOSS, RNG_STATE, MODEL_CONFIG, TRANSFORM, LINEAGE, GLOBAL_STEP, HISTORY,
+        VERSION)
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint is missing, unreadable, or not the one the pipeline's specs describe."""
+
+    def __init__(self, path: str | Path, problem: str, stage: str):
+        command = f"dvc repro {stage}".rstrip()
+        super().__init__(f"{path} {problem}; run `{command}` to rebuild it")
+
+
+def lineage(spec: ChunkSpec | InitSpec, parent_id: str | None, dataset_id: str, code_id: str) -> dict:
+    """The lineage record of a checkpoint made by `spec` from the parent of id `parent_id` (None for init).
+
+    Training is deterministic, so the same record means the same bytes: the id is as strong as a file hash.
+    """
+    record = {"chunk": _name(spec), "parent": parent_id, "spec": _recipe(spec), "dataset": dataset_id,
+              "code": code_id}
+    return {"id": hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), **record}
+
+
+def _name(spec: ChunkSpec | InitSpec) -> str:
+    return spec.name if isinstance(spec, ChunkSpec) else INIT
+
+
+def _recipe(spec: ChunkSpec | InitSpec) -> dict:
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def code_id(src: Path, *parts: str) -> str:
+    """sha256 of the Python files under src/<part> for each part (a file or a package): a stage's code deps."""
+    digest = hashlib.sha256()
+    for part in parts:
+        path = src / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(f"{file.relative_to(src).as_posix()}\0".encode() + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
+    """Write atomically (see files.py): a crash leaves the old file or none, never a partial one."""
+    missing = set(KEYS) - checkpoint.keys()
+    if missing:
+        raise ValueError(f"checkpoint for {path} lacks keys {sorted(missing)}")
+
+    def write(file) -> None:
+        # Saving through a file object, not a path, keeps the temp name out of the archive:
+        # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
+        # No CRC-32 of every record: torch.load never checks one, so it was a pass over every byte for nothing.
+        with torch.utils.serialization.config.patch({"save.compute_crc32": False}):
+            torch.save(_canonical(checkpoint), file)
+
+    write_atomically(path, write)
+
+
+def _canonical(obj):
+    """A copy whose pickle depends on values alone: equal strings become one object, containers new ones.
+
+    pickle writes an object it has seen as a back-reference, so without this a resumed chunk, whose
+    strings partly come from a loaded snapshot, would save the same checkpoint as different bytes.
+    """
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):  # state dicts are OrderedDicts carrying _metadata: keep both
+        copy = type(obj)((_canonical(key), _canonical(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):
+            copy._metadata = _canonical(obj._metadata)
+        return copy
+    if type(obj) in (list, tuple):
+        return type(obj)(_canonical(item) for item in obj)
+    return obj
+
+
+def load_checkpoint(path: str | Path, stage: str = "") -> dict:
+    """Load safely (weights_only, onto the CPU); `stage` is what `dvc repro` should rebuild if the file is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "not found", stage)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(path, f"is truncated or corrupt ({reason})", stage) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get(VERSION) != FORMAT_VERSION:
+        found = checkpoint.get(VERSION) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(path, f"is not a format-{FORMAT_VERSION} checkpoint (found {found!r})", stage)
+    missing = set(KEYS) - checkpoint.keys()
+    if missing:
+        raise CheckpointError(path, f"lacks keys {sorted(missing)}", stage)
+    if not isinstance(checkpoint[TRANSFORM], dict) or not isinstance(checkpoint[LINEAGE], dict):
+        raise CheckpointError(path, "carries no data transform or lineage", stage)
+    return checkpoint
+
+
+def check_lineage(checkpoint: dict, path: str | Path, *, chunk: str, spec: ChunkSpec | InitSpec, dataset_id: str,
+                  stage: str) -> None:
+    """Refuse a checkpoint that chunk `chunk` did not make from `spec` on this dataset: another chunk, setting,
+    seed, model or dataset. One line names the file and the first setting that differs.
+
+    `spec` is the chunk's whole spec, or only the InitSpec (seed and model) that every chunk of the tree shares.
+    """
+    record = checkpoint[LINEAGE]
+    if record.get("chunk") != chunk:
+        raise CheckpointError(path, f"was written by chunk {brief(record.get('chunk'))}, not {chunk}", stage)
+    saved = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    if isinstance(spec, InitSpec) and chunk != INIT:
+        saved, spec_prefix = saved.get("init"), "init."
+    else:
+        spec_prefix = ""
+    for key, was, now in _differences(saved, _recipe(spec), spec_prefix):
+        raise CheckpointError(path, f"does not match params.yaml: {key} is {brief(was)} in the file, {brief(now)}"
+                                    " in params.yaml", stage)
+    if record.get("dataset") != dataset_id:
+        raise CheckpointError(path, "was made from another dataset than data/dataset/ holds now", stage)
+
+
+def _differences(saved, expected, prefix: str = ""):
+    """(dotted key, saved value, expected value) for each leaf where two JSON-like values differ."""
+    if isinstance(saved, dict) and isinstance(expected, dict):
+        for key in [*expected, *(k for k in saved if k not in expected)]:
+            yield from _differences(saved.get(key), expected.get(key), f"{prefix}{key}.")
+    elif saved != expected:
+        yield prefix.rstrip(".") or "spec", saved, expected
+
+
+def rng_state() -> dict:
+    """Every generator the loop could draw from, as tensors that weights_only loading accepts."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    """Put back what rng_state() captured; CUDA states are restored where CUDA is present."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_config: dict, lineage: dict,
+                    global_step: int, history: list[dict], transform: dict) -> dict:
+    """Gather everything an exact continuation needs, under the keys above."""
+    return {
+        EPOCH: epoch,
+        MODEL_STATE: model.state_dict(),
+        OPTIMIZER_STATE: optimizer.state_dict(),
+        LOSS: loss,
+        RNG_STATE: rng_state(),
+        MODEL_CONFIG: model_config,
+        TRANSFORM: transform,
+        LINEAGE: lineage,
+        GLOBAL_STEP: global_step,
+        HISTORY: history,
+        VERSION: FORMAT_VERSION,
+    }

@@ -1,0 +1,323 @@
+"""params.yaml: one typed schema, validated once by stage plan; and the spec each stage reads, resolved from it."""
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chunktrain.core.errors import PipelineError, brief
+
+INIT = "init"  # the `from` of a chunk that starts from the init stage's checkpoint
+# A chunk name becomes a stage name, a shell word and a file stem: letters, digits, _ and - only, no path parts.
+CHUNK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+def read_yaml(text: str):
+    """Parse YAML exactly as DVC does (dvc.utils.serialize.parse_yaml): ruamel's safe loader, YAML 1.2.
+
+    So `010` is 10, `yes` and `1:30` are strings and `1e-3` is a float, in params.yaml, dvc.lock and here.
+    Importing ruamel directly, not through dvc, keeps DVC's import time out of every stage.
+    """
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text) or {}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+class SyntheticParams(_Section):
+    """The default data source: a random teacher network's outputs plus noise, written by stage synthesize."""
+
+    n_samples: int = Field(gt=0)  # rows before the split
+    n_features: int = Field(gt=0)  # feature columns x0, x1, ...
+    noise: float = Field(ge=0)  # std of the Gaussian noise on the teacher's output
+
+
+class DataParams(_Section):
+    source: str  # the path of a CSV or parquet table inside the repo; dvc.yaml reads it too
+    target: str = "y"  # the target column
+    features: list[str] | None = Field(default=None, min_length=1)  # None: every column but the target
+    val_fraction: Fraction
+    test_fraction: Fraction
+
+    @model_validator(mode="after")
+    def _splits_and_columns(self) -> "DataParams":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction must be below 1 to leave rows to train on,"
+                f" got {self.val_fraction} + {self.test_fraction}"
+            )
+        path = PurePosixPath(self.source)
+        if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in TABLE_SUFFIXES:
+            raise ValueError(f"data.source: {brief(self.source)} must be the relative path of a .csv or .parquet"
+                             " file inside the repo")
+        if self.features is not None and (self.target in self.features or len(set(self.features)) < len(self.features)):
+            raise ValueError(f"data.features: {brief(self.features)} must name distinct columns other than the target"
+                             f" {self.target!r}")
+        return self
+
+    def split_sizes(self, n_rows: int) -> dict[str, int]:
+        """Rows per split of a table of `n_rows`: val and test are rounded down, train takes the rest."""
+        val = int(n_rows * self.val_fraction)
+        test = int(n_rows * self.test_fraction)
+        return {"train": n_rows - val - test, "val": val, "test": test}
+
+
+class ModelParams(_Section):
+    task: Literal["regression", "classification"] = "regression"
+    arch: str = Field(default="mlp", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name in architectures.py
+    hidden: list[Annotated[int, Field(gt=0)]]
+
+
+class ScheduleParams(_Section):
+    """The lr over global epochs: warmup, then constant (`none`) or a decay to min_lr; see schedule.py."""
+
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    decay: Literal["none", "cosine", "linear"] = "none"
+    total_epochs: float | None = Field(default=None, gt=0)
+    min_lr: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _decay_has_an_end(self) -> "ScheduleParams":
+        if self.decay == "none" and self.total_epochs is not None:
+            raise ValueError(f"train.schedule.total_epochs: {self.total_epochs} is used only by decay cosine or"
+                             " linear, and decay is none; remove it or choose a decay")
+        if self.decay != "none" and self.total_epochs is None:
+            raise ValueError(f"train.schedule.total_epochs: decay {self.decay} needs the global epoch where it"
+                             " reaches min_lr")
+        if self.total_epochs is not None and self.total_epochs <= self.warmup_epochs:
+            raise ValueError(f"train.schedule.total_epochs: {self.total_epochs} must be after the warmup's end"
+                             f" (warmup_epochs {self.warmup_epochs})")
+        return self
+
+
+class ChunkParams(_Section):
+    parent: str = Field(alias="from")
+    epochs: int = Field(gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+    nproc: int | None = Field(default=None, gt=0)
+    cooldown: Literal["linear", "cosine"] | None = None  # from the lr at the chunk's start down to min_lr
+
+
+class TrainSettings(_Section):
+    """A chunk's effective knobs: its own overrides, else the train section's values."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    schedule: ScheduleParams
+    cooldown: Literal["linear", "cosine"] | None
+
+
+class TrainParams(_Section):
+    optimizer: Literal["sgd", "adam", "adamw"]
+    lr: float = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    nproc: int = Field(default=1, gt=0)  # processes per chunk; over 1 runs the chunk under torchrun with DDP
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
+    snapshot_every_steps: int | None = Field(gt=0)  # None: no step-based snapshots
+    snapshot_every_seconds: float | None = Field(gt=0)  # None: no time-based snapshots
+    schedule: ScheduleParams = ScheduleParams()
+    chunks: dict[str, ChunkParams] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _chunks_form_a_tree(self) -> "TrainParams":
+        for name, chunk in self.chunks.items():
+            if not isinstance(name, str) or name == INIT or not CHUNK_NAME.fullmatch(name):
+                raise ValueError(f"train.chunks: name {brief(name)} must match {CHUNK_NAME.pattern}"
+                                 f" and not be {INIT!r}")
+            if chunk.parent != INIT and chunk.parent not in self.chunks:
+                raise ValueError(f"train.chunks.{name}.from: {brief(chunk.parent)} names no chunk (nor {INIT!r})")
+            self.lineage(name)  # raises on a cycle
+            if chunk.parent != INIT and self.chunks[chunk.parent].cooldown:
+                raise ValueError(f"train.chunks.{name}.from: {chunk.parent!r} is a cooldown chunk, which ends its"
+                                 " branch; start from the chunk it cools down instead")
+            if self.schedule.min_lr >= self.settings(name).lr:
+                raise ValueError(f"train.schedule.min_lr: {self.schedule.min_lr} must be below the lr of chunk"
+                                 f" {name} ({self.settings(name).lr})")
+        return self
+
+    def lineage(self, name: str) -> list[str]:
+        """The chunks from the first after init down to `name`, in training order."""
+        chain = [name]
+        while (parent := self.chunks[chain[-1]].parent) != INIT:
+            if parent in chain:
+                raise ValueError(f"train.chunks.{name}.from: the chain {' -> '.join(chain + [parent])} is a cycle")
+            chain.append(parent)
+        return chain[::-1]
+
+    def leaves(self) -> list[str]:
+        """Chunks no other chunk starts from: the final checkpoint of each branch."""
+        parents = {chunk.parent for chunk in self.chunks.values()}
+        return [name for name in self.chunks if name not in parents]
+
+    def settings(self, name: str) -> TrainSettings:
+        """The effective knobs of chunk `name`."""
+        chunk = self.chunks[name]
+        return TrainSettings(
+            epochs=chunk.epochs,
+            lr=self.lr if chunk.lr is None else chunk.lr,
+            batch_size=self.batch_size if chunk.batch_size is None else chunk.batch_size,
+            weight_decay=self.weight_decay if chunk.weight_decay is None else chunk.weight_decay,
+            schedule=self.schedule,
+            cooldown=chunk.cooldown,
+        )
+
+
+class Params(_Section):
+    seed: int = Field(ge=0, lt=2**32)
+    synthetic: SyntheticParams
+    data: DataParams
+    model: ModelParams
+    train: TrainParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; any problem is one PipelineError naming the key and value."""
+    from ruamel.yaml import YAMLError
+
+    path = Path(path)
+    try:
+        raw = read_yaml(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found") from None
+    except (YAMLError, UnicodeDecodeError) as error:
+        reason = " ".join(str(error).split())
+        raise PipelineError(f"{path} is not valid YAML: {reason[:300]}") from None
+    return _validated(Params, raw, path)
+
+
+def _validated(model: type[BaseModel], value, where, json: bool = False):
+    try:
+        return model.model_validate_json(value) if json else model.model_validate(value)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
+        raise PipelineError(f"{where}: " + "; ".join(_describe(e) for e in errors[:3]) + more) from None
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part)[:64] for part in error["loc"]) or "top level"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: missing key"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # our own validators name the key and value themselves
+        return message
+    return f"{key}: {message}, got {brief(error['input'])}"
+
+
+# What each stage reads: one spec per stage, resolved from params.yaml by stage plan. A stage reads its spec
+# and nothing of params.yaml, so its spec file is its real input and DVC's dep on it is exact.
+
+
+class _Spec(_Section):
+    @classmethod
+    def read(cls, path: str | Path):
+        """The spec stage plan wrote to `path`; missing or malformed is one line."""
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise PipelineError(f"cannot read {path} ({error.strerror}); run `dvc repro` (stage plan writes it)")
+        return _validated(cls, text, path, json=True)
+
+    def text(self) -> str:
+        return self.model_dump_json(indent=1, by_alias=True) + "\n"
+
+
+class SyntheticSpec(_Spec):
+    """Stage synthesize: the synthetic table."""
+
+    seed: int
+    synthetic: SyntheticParams
+
+
+class DataSpec(_Spec):
+    """Stage generate: the splits of data.source, shuffled by the seed, encoded for the task."""
+
+    seed: int
+    task: Literal["regression", "classification"]
+    data: DataParams
+
+
+class ModelSpec(_Spec):
+    """What init builds besides the data's widths: the architecture and the optimizer."""
+
+    task: Literal["regression", "classification"]
+    arch: str
+    hidden: list[int]
+    optimizer: Literal["sgd", "adam", "adamw"]
+
+
+class InitSpec(_Spec):
+    """Stage init: the seeded model and optimizer."""
+
+    seed: int
+    model: ModelSpec
+
+
+class ChunkSpec(_Spec):
+    """Stage train@<name>: what decides a chunk's result besides its parent checkpoint, the dataset and the code.
+
+    The one definition: stage plan writes it, DVC tracks it, the checkpoint's lineage records it, and the
+    snapshot fingerprint and every stale check compare it (through the lineage id, checkpoint.lineage_id).
+    """
+
+    name: str
+    parent: str  # a chunk's name, or INIT
+    init: InitSpec  # the seed (it also orders every epoch's data) and the model
+    settings: TrainSettings
+    nproc: int  # over 1: the same result up to float rounding, not bit for bit, so it is part of the recipe
+    device: Literal["auto", "cpu", "cuda"]
+
+
+class EvaluateSpec(_Spec):
+    """Stage evaluate: every chunk's spec, in params.yaml's order, and the init they grow from."""
+
+    init: InitSpec
+    chunks: dict[str, ChunkSpec]
+
+    def leaves(self) -> list[str]:
+        """Chunks no other chunk starts from: the final checkpoint of each branch."""
+        parents = {chunk.parent for chunk in self.chunks.values()}
+        return [name for name in self.chunks if name not in parents]
+
+
+class SnapshotPolicy(_Spec):
+    """When a chunk writes a mid-chunk snapshot. Read by every chunk but none depends on it: it changes no result."""
+
+    every_steps: int | None
+    every_seconds: float | None
+
+
+def plan(params: Params) -> dict[str, _Spec]:
+    """Every stage's spec, by its file name under data/plan/."""
+    model = params.model
+    init = InitSpec(seed=params.seed, model=ModelSpec(task=model.task, arch=model.arch, hidden=model.hidden,
+                                                      optimizer=params.train.optimizer))
+    chunks = {name: ChunkSpec(name=name, parent=chunk.parent, init=init, settings=params.train.settings(name),
+                              nproc=params.train.nproc if chunk.nproc is None else chunk.nproc,
+                              device=params.train.device)
+              for name, chunk in params.train.chunks.items()}
+    return {
+        "synthetic.json": SyntheticSpec(seed=params.seed, synthetic=params.synthetic),
+        "data.json": DataSpec(seed=params.seed, task=model.task, data=params.data),
+        "init.json": init,
+        "evaluate.json": EvaluateSpec(init=init, chunks=chunks),
+        "snapshots.json": SnapshotPolicy(every_steps=params.train.snapshot_every_steps,
+                                         every_seconds=params.train.snapshot_every_seconds),
+        **{f"train/{name}.json": spec for name, spec in chunks.items()},
+    }

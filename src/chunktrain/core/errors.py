@@ -1,0 +1,33 @@
+"""The one error type for the user's mistakes, and how stage scripts report it."""
+
+import reprlib
+import sys
+from collections.abc import Callable
+
+_brief = reprlib.Repr()
+_brief.maxlevel, _brief.maxlist, _brief.maxtuple, _brief.maxdict = 1, 4, 4, 4
+_brief.maxstring = _brief.maxother = _brief.maxlong = 40
+
+
+class PipelineError(Exception):
+    """A bad input: params, a missing or incompatible checkpoint, a diverged run."""
+
+
+def brief(value) -> str:
+    """A repr of bounded length (80 characters), whatever the input: error messages quote user input through this."""
+    text = _brief.repr(value)
+    return text if len(text) <= 80 else text[:76] + "...'"
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(); a PipelineError becomes one line on stderr and its exit code (default 2)."""
+    try:
+        main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2))
+    except MemoryError as error:  # a table or a model too large for this machine
+        reason = " ".join(str(error).split())[:200] or "MemoryError"
+        print(f"error: out of memory ({reason}); use less data or a smaller model",
+              file=sys.stderr)
+        sys.exit(2)

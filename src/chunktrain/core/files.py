@@ -1,0 +1,86 @@
+"""Files the stages write: atomically (a crash leaves the old file or none, never a partial one), JSON and CSV.
+
+Atomic writes serve checkpoints, snapshots and metrics files alike. The temp file sits beside the target, its name starts
+with a dot and ends in .tmp (which .dvcignore and .gitignore skip) and carries the writer's pid, so that clean-up
+of a crashed write never deletes a live writer's file.
+"""
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from chunktrain.core.faults import crash_point
+
+
+def write_atomically(path: str | Path, write: Callable[[IO], None], *, binary: bool = True) -> None:
+    """Call write(file) on a temp file beside `path`, fsync it and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temp_files(path):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the mode open() would have
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as file:
+            write(file)
+            file.flush()
+            crash_point(f"save:{path.name}")
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def stale_temp_files(path: Path) -> list[Path]:
+    """Temp files of `path` whose writer (the pid in the name) is no longer running."""
+    stale = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if not pid.isdigit() or not _running(int(pid)):
+            stale.append(tmp)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write `data` as JSON atomically: a reader (`cat`, `dvc metrics show`) sees the old file or the new one."""
+    write_atomically(path, lambda file: file.write(json.dumps(data, indent=2) + "\n"), binary=False)
+
+
+def write_rows(path: str | Path, rows: list[dict]) -> None:
+    """A CSV with one row per dict, columns in the first dict's key order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,90 @@
+"""The dataset as generate writes it and the training stages read it: splits of x0.. and y, and dataset.json."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet
+import pyarrow.types
+import torch
+
+from chunktrain.core.errors import PipelineError
+
+TARGET = "y"
+
+
+def feature_names(n_features: int) -> list[str]:
+    return [f"x{i}" for i in range(n_features)]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in memory: features (n, n_features) float32; targets (n, 1) float32, or (n,) int64 class indices."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """data/dataset/dataset.json: the dataset's id and transform, both written by generate."""
+
+    id: str  # sha256 of the transform and the three splits' bytes, computed once as generate writes them
+    transform: dict  # how raw table values become the splits' columns (data/transform.py)
+
+
+def read_dataset(path: str | Path) -> Dataset:
+    """dataset.json as generate wrote it; missing or malformed is one line."""
+    try:
+        info = json.loads(Path(path).read_text())
+        return Dataset(id=str(info["id"]), transform=dict(info["transform"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PipelineError(f"cannot read {path} ({error}); run `dvc repro generate`") from None
+
+
+def count_rows(path: str | Path) -> int:
+    """The number of rows of a split, from the parquet footer without loading them."""
+    return _parquet_file(path).metadata.num_rows
+
+
+def read_split(path: str | Path) -> Split:
+    """Load a split as generate wrote it: float32 features; float32 targets, or int64 class indices."""
+    # Importing pandas costs a training stage about half a second, so this avoids every pyarrow path that
+    # imports it: read_table (through pyarrow.dataset) and to_numpy. Columns reach torch through DLPack.
+    table = _parquet_file(path).read()
+    features = _feature_columns(table.column_names, path)
+    for name in features:
+        _check_type(table[name], name, path, pyarrow.types.is_floating, "floats")
+    classes = pyarrow.types.is_integer(table[TARGET].type)  # class indices; a regression target is floats
+    _check_type(table[TARGET], TARGET, path, pyarrow.types.is_integer if classes else pyarrow.types.is_floating,
+                "class indices" if classes else "floats")
+    # torch.stack copies the (read-only) Arrow columns into one new tensor.
+    x = torch.stack([torch.from_dlpack(table[name].combine_chunks()) for name in features], dim=1).float()
+    target = torch.from_dlpack(table[TARGET].combine_chunks())
+    y = target.long().clone() if classes else torch.stack([target], dim=1).float()
+    for name, values in [*zip(features, x.T), *([] if classes else [(TARGET, y[:, 0])])]:
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            raise PipelineError(f"{path}: column {name} has {len(bad)} NaN or infinite value(s), the first in row"
+                                f" {bad[0].item()}; run `dvc repro generate`")
+    return Split(x, y)
+
+
+def _parquet_file(path: str | Path) -> pyarrow.parquet.ParquetFile:
+    try:
+        return pyarrow.parquet.ParquetFile(path)
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"cannot read dataset file {path} ({error}); run `dvc repro generate`") from None
+
+
+def _check_type(column, name: str, path, is_expected, expected: str) -> None:
+    if not is_expected(column.type) or column.null_count:
+        what = f"{column.null_count} null(s)" if column.null_count else f"type {column.type}"
+        raise PipelineError(f"{path}: column {name} has {what}; expected {expected} only; run `dvc repro generate`")
+
+
+def _feature_columns(columns: list[str], path) -> list[str]:
+    features = [c for c in columns if c != TARGET]
+    if TARGET not in columns or features != feature_names(len(features)):
+        raise PipelineError(f"{path} has columns {columns}; expected x0, x1, ... and {TARGET}")
+    return features

@@ -1,0 +1,83 @@
+"""A user's table (CSV or parquet) read with pandas, and its columns checked: each problem is one line.
+
+Used by stage generate (data.source) and by predict.py (--input), never by a training stage (no pandas there).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from chunktrain.core.errors import PipelineError, brief
+
+READERS = {".csv": "read_csv", ".parquet": "read_parquet"}
+
+
+def table_format(path: str | Path, what: str) -> str:
+    """The pandas reader/writer suffix of a table path, by extension; anything else is refused."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in READERS:
+        raise PipelineError(f"{what} {path}: expected a .csv or .parquet file")
+    return suffix
+
+
+def read_table(path: str | Path, what: str = "table"):
+    """A pandas DataFrame of the CSV or parquet file at `path`; missing or unreadable is one line."""
+    import pandas
+
+    reader = getattr(pandas, READERS[table_format(path, what)])
+    if not Path(path).is_file():
+        raise PipelineError(f"{what} {path} not found")
+    try:
+        return reader(path)
+    except Exception as error:  # pandas and pyarrow raise many types for a malformed file
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise PipelineError(f"{what} {path} cannot be read ({reason})") from None
+
+
+def write_table(frame, path: str | Path) -> None:
+    """Write a DataFrame as CSV or parquet by extension, without the index."""
+    suffix = table_format(path, "output")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
+def require_columns(frame, columns: list[str], path, what: str) -> None:
+    """Every named column is in the table."""
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise PipelineError(f"{path}: no {what} column {brief(missing[0])} (of {len(missing)} missing); it has"
+                            f" {brief([str(c) for c in frame.columns])}")
+
+
+def numeric_columns(frame, columns: list[str], path) -> np.ndarray:
+    """The columns as a float64 (rows, columns) array; a non-numeric column or a missing value is one line."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    for name in columns:
+        column = frame[name]
+        if not is_numeric_dtype(column) or is_bool_dtype(column):
+            raise PipelineError(f"{path}: column {brief(name)} is not numeric ({column.dtype}, e.g."
+                                f" {brief(_first_non_number(column))}); every feature must be a number")
+    values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    check_finite(values, columns, path)
+    return values
+
+
+def check_finite(values: np.ndarray, columns: list[str], path) -> None:
+    """No missing (NaN, empty) or infinite value in a (rows, columns) array."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise PipelineError(f"{path}: column {brief(columns[col])} has {int(bad[:, col].sum())} missing or"
+                            f" infinite value(s), the first in row {row}; fill or drop them")
+
+
+def _first_non_number(column):
+    import pandas
+
+    numbers = pandas.to_numeric(column, errors="coerce")
+    rejected = column[numbers.isna() & column.notna()]
+    return rejected.iloc[0] if len(rejected) else column.iloc[0] if len(column) else None

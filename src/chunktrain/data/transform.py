@@ -1,0 +1,58 @@
+"""The transform from a raw table to the model's inputs and targets, fitted on the train split alone.
+
+A plain dict of lists and numbers (JSON in data/dataset/transform.json, a checkpoint key after init), so it
+travels with the model and anyone can apply it: features[i] is standardized as (value - feature_mean[i]) /
+feature_std[i] in float64; a regression target likewise with target_mean and target_std; a classification
+target becomes the index of its label in `labels` (sorted). Standard deviations are population ones (ddof 0).
+"""
+
+import numpy as np
+
+from chunktrain.core.errors import PipelineError, brief
+
+
+def fit_transform(x: np.ndarray, y: np.ndarray, features: list[str], target: str, task: str, where) -> dict:
+    """The statistics and labels of the train split (x float64 (rows, features), y the raw target)."""
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    for name, value, spread in zip(features, x[0], std):
+        if not spread > 0:
+            raise PipelineError(f"{where}: column {brief(name)} is constant in the train split (every value"
+                                f" {value:g}); it cannot be standardized: leave it out of data.features")
+    transform = {"task": task, "features": list(features), "feature_mean": mean.tolist(),
+                 "feature_std": std.tolist(), "target": target, "target_mean": None, "target_std": None,
+                 "labels": None}
+    if task == "regression":
+        target_values = y.astype(np.float64)
+        if not target_values.std() > 0:
+            raise PipelineError(f"{where}: target column {brief(target)} is constant in the train split (every"
+                                f" value {target_values[0]:g}); there is nothing to learn")
+        transform.update(target_mean=float(target_values.mean()), target_std=float(target_values.std()))
+    else:
+        labels = sorted({label.item() if isinstance(label, np.generic) else label for label in y})
+        if len(labels) < 2:
+            raise PipelineError(f"{where}: target column {brief(target)} has one class ({brief(labels[0])}) in the"
+                                " train split; classification needs at least two")
+        transform["labels"] = labels
+    return transform
+
+
+def standardize_features(transform: dict, x: np.ndarray) -> np.ndarray:
+    """Raw feature values (rows, features), float64 -> the model's inputs, float64."""
+    return (x - np.asarray(transform["feature_mean"])) / np.asarray(transform["feature_std"])
+
+
+def encode_target(transform: dict, y: np.ndarray, where) -> np.ndarray:
+    """Raw targets -> float32 standardized values (regression) or int64 class indices (classification)."""
+    if transform["labels"] is None:
+        return ((y.astype(np.float64) - transform["target_mean"]) / transform["target_std"]).astype(np.float32)
+    index = {label: i for i, label in enumerate(transform["labels"])}
+    unseen = [label for label in dict.fromkeys(y.tolist()) if label not in index]
+    if unseen:
+        raise PipelineError(f"{where}: class {brief(unseen[0])} of target column {brief(transform['target'])} is"
+                            " not in the train split, so the model could never predict it; add rows of it")
+    return np.array([index[label] for label in y.tolist()], dtype=np.int64)
+
+
+def standardize(transform: dict, x: np.ndarray, y: np.ndarray, where) -> tuple[np.ndarray, np.ndarray]:
+    """A split's raw features and targets -> the model's inputs (float64) and targets."""
+    return standardize_features(transform, x), encode_target(transform, y, where)

@@ -1,0 +1,76 @@
+"""Using a trained model: load_model() from any chunk checkpoint, predictions for a table, and a torch.export file.
+
+The Predictor holds the checkpoint's transform, so it takes raw feature values; everything it needs is in
+the checkpoint (see core/checkpoint.py's MODEL_CONFIG and TRANSFORM), none of it in params.yaml.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, load_checkpoint
+from chunktrain.core.model import build_model
+from chunktrain.data import tables
+
+EXPORT_INFO = "chunktrain.json"  # the .pt2's extra file: feature names, task, labels
+
+
+class Predictor(nn.Module):
+    """A trained model with its transform inside: raw features in, predictions in the target's units out.
+
+    forward takes float64 (rows, len(features)) in the order of `features`, and returns the regression
+    prediction (rows,), or the probability of each class in `labels` (rows, len(labels)), both float64.
+    """
+
+    def __init__(self, model: nn.Module, transform: dict):
+        super().__init__()
+        self.model = model
+        self.register_buffer("feature_mean", torch.tensor(transform["feature_mean"], dtype=torch.float64))
+        self.register_buffer("feature_std", torch.tensor(transform["feature_std"], dtype=torch.float64))
+        self.transform = transform
+        self.task, self.features, self.labels = transform["task"], transform["features"], transform["labels"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.model(((x.double() - self.feature_mean) / self.feature_std).float()).double()
+        if self.labels is not None:
+            return torch.softmax(output, dim=1)
+        return output[:, 0] * self.transform["target_std"] + self.transform["target_mean"]
+
+
+def load_model(path: str | Path) -> Predictor:
+    """The ready model of a chunk (or init) checkpoint: eval mode, no gradients, transform and labels attached."""
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint[MODEL_CONFIG])
+    model.load_state_dict(checkpoint[MODEL_STATE])
+    return Predictor(model, checkpoint[TRANSFORM]).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def predict_table(predictor: Predictor, frame, where):
+    """The input DataFrame, its rows in order, with a `prediction` column (and `proba_<class>` ones) added."""
+    tables.require_columns(frame, predictor.features, where, "feature")
+    x = tables.numeric_columns(frame, predictor.features, where)
+    output = predictor(torch.tensor(x)).numpy()
+    result = frame.copy()
+    if predictor.labels is None:
+        result["prediction"] = output
+        return result
+    result["prediction"] = np.asarray(predictor.labels, dtype=object)[output.argmax(axis=1)]
+    if all(isinstance(label, int) for label in predictor.labels):
+        result["prediction"] = result["prediction"].astype(np.int64)
+    for i, label in enumerate(predictor.labels):
+        result[f"proba_{label}"] = output[:, i]
+    return result
+
+
+def export(predictor: Predictor, path: str | Path) -> None:
+    """Write the predictor with torch.export, for any batch size; load it with torch.export.load(path).module()."""
+    rows = torch.export.Dim("rows")
+    example = torch.zeros(2, len(predictor.features), dtype=torch.float64)
+    program = torch.export.export(predictor, (example,), dynamic_shapes={"x": {0: rows}})
+    info = {key: predictor.transform[key] for key in ("task", "features", "labels", "target")}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, path, extra_files={EXPORT_INFO: json.dumps(info)})

@@ -1,0 +1,1 @@
+"""One chunk of training: the loop, its schedule, processes, snapshots and stopping."""

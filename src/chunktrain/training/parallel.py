@@ -1,0 +1,197 @@
+"""Several processes for one chunk: starting them, the process group, and what the loop does differently under DDP.
+
+Every rank computes the same epoch_order and trains on its contiguous share of each global batch,
+so the global batch size stays train.batch_size. Rank 0 alone writes snapshots and the checkpoint.
+"""
+
+import atexit
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from chunktrain.core.errors import PipelineError
+from chunktrain.core.tasks import Task
+from chunktrain.training.loop import OneProcess
+from chunktrain.training.stopping import Interrupted
+
+
+STAGE_NODE = "CHUNKTRAIN_STAGE_NODE"  # set by launch() for its processes: the node whose stage waits for the output
+INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}  # exit codes of a rank stopped by a signal
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the chunk's processes, and the device it trains on."""
+
+    rank: int
+    size: int
+    device: torch.device
+    writes: bool = True  # the one process that writes snapshots and the checkpoint: the stage's node's first
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def under_torchrun() -> bool:
+    """True in a process that torchrun (ours or the user's) started."""
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def check_nproc(nproc: int, n_rows: int, batch_size: int, key: str) -> None:
+    """Every process needs at least one row of every global batch, the last (smallest) one included."""
+    smallest = n_rows % batch_size or min(batch_size, n_rows)
+    if nproc > smallest:
+        raise PipelineError(f"{key}: {nproc} processes is more than the {smallest} row(s) of the smallest global batch"
+                            f" ({n_rows} training rows in batches of {batch_size}); every process needs at least one")
+
+
+def resolve_device(setting: str, local_rank: int) -> torch.device:
+    """train.device: `auto` is CUDA where present, else the CPU; each rank takes its own GPU."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("train.device: 'cuda', but no CUDA device is available here (use 'auto' or 'cpu')")
+    if setting == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():  # nccl cannot put two ranks on one GPU
+        raise PipelineError(f"train.device: {setting!r} with {local_rank + 1}+ processes on this machine needs as many"
+                            f" GPUs, but it has {torch.cuda.device_count()} (lower train.nproc or use 'cpu')")
+    return torch.device("cuda", local_rank)
+
+
+def join(nproc: int, device_setting: str, key: str) -> World:
+    """This process's World; under torchrun, also join the process group (gloo on CPU, nccl on GPU)."""
+    if not under_torchrun():
+        return World(rank=0, size=1, device=resolve_device(device_setting, 0))
+    size, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    if size != nproc:
+        raise PipelineError(f"{key} is {nproc}, but torchrun started {size} processes; they must agree")
+    device = resolve_device(device_setting, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    atexit.register(dist.destroy_process_group)
+    rank = dist.get_rank()
+    # c10d numbers the nodes in its own order (host name, then pid), but the checkpoint must land on the node
+    # whose stage waits for it: the writer is that node's first process (rank 0 when there is one node).
+    first = torch.tensor([rank if os.environ.get(STAGE_NODE) and local_rank == 0 else size], device=device)
+    dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    writer = int(first) if int(first) < size else 0  # under the user's own torchrun on one node: rank 0
+    return World(rank=rank, size=size, device=device, writes=rank == writer)
+
+
+class DataParallel(OneProcess):
+    """The Parallelism of DDP: this rank's share of each batch, the global loss sum, a stop all ranks agree on.
+
+    A signal reaches each rank at its own moment, so `stop` changes only at the per-step all-reduce.
+    """
+
+    def __init__(self, world: World, stop_requested: Callable[[], int | None]):
+        super().__init__(stop_requested)
+        self.world = world
+        self.sync = torch.zeros(2, dtype=torch.float64, device=world.device)  # [loss sum, stop request]
+
+    def wrap(self, model: nn.Module) -> DistributedDataParallel:
+        """The model under DDP, its gradients averaged across the ranks."""
+        return DistributedDataParallel(model, device_ids=[self.world.device.index] if self.world.device.type == "cuda"
+                                       else None)
+
+    def share(self, start: int, rows: int) -> tuple[int, int]:
+        rank, size = self.world.rank, self.world.size
+        return start + rows * rank // size, start + rows * (rank + 1) // size
+
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task) -> torch.Tensor:
+        loss_sum = task.loss(model(x), y, reduction="sum")
+        with _peer_failure(self.world.rank):
+            # DDP averages the ranks' gradients; scaling each sum by size / rows makes that the batch mean.
+            (loss_sum * (self.world.size / rows)).backward()
+            # One small all-reduce a step: the global loss (a snapshot holds it) and whether a rank was signalled.
+            self.sync[0], self.sync[1] = loss_sum.detach(), self.stop_requested() or 0
+            dist.all_reduce(self.sync)
+        if self.sync[1]:
+            self.stop = self.stop_requested() or signal.SIGTERM
+        return self.sync[0].clone()
+
+
+@contextlib.contextmanager
+def _peer_failure(rank: int):
+    """A collective that fails because another rank died becomes one line instead of a traceback."""
+    try:
+        yield
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if not isinstance(error, dist.DistError) and "gloo" not in reason:
+            raise  # not a collective's failure: a bug, keep its traceback
+        raise PipelineError(f"rank {rank}: a collective operation failed, most likely because another rank died"
+                            f" ({reason}); no checkpoint was written") from None
+
+
+def launch(nproc: int, script: Path, argv: list[str], *, device: str, name: str, out: Path) -> None:
+    """Run `script argv` as `nproc` processes through torchrun's own code; any failure is one PipelineError.
+
+    With torchrun's own variables PET_NNODES=N and PET_RDZV_ENDPOINT=host:port, this node runs nproc / N of the
+    processes and waits (c10d rendezvous, PET_RDZV_CONF=join_timeout=<s>, default 600) for the other nodes.
+    """
+    nnodes = node_count(nproc, name)
+    per_node = nproc // nnodes
+    resolve_device(device, per_node - 1)  # refuse a missing GPU here, not once in every rank
+    from torch.distributed.run import parse_args, run
+
+    # Split the cores between the ranks; torchrun alone would give each one thread.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // per_node)))
+    os.environ[STAGE_NODE] = "1"  # see join(): this node's first process writes the checkpoint
+    rendezvous = ["--standalone"] if nnodes == 1 else ["--rdzv-backend=c10d", f"--nnodes={nnodes}"]
+    try:
+        run(parse_args([*rendezvous, f"--nproc-per-node={per_node}", "--max-restarts=0", str(script), *argv]))
+    except BaseException as error:
+        out.unlink(missing_ok=True)  # a rank may have died after the writer wrote it: a failed stage leaves none
+        failure = _translate(error, name, nproc, nnodes)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _translate(error: BaseException, name: str, nproc: int, nnodes: int) -> PipelineError | None:
+    """torchrun's exception for a failed chunk as one line, or None for a bug (keep its traceback)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousTimeoutError
+
+    if isinstance(error, RendezvousTimeoutError):
+        timeout = re.search(r"join_timeout=(\d+)", os.environ.get("PET_RDZV_CONF", ""))
+        return PipelineError(f"{name}: {nnodes - 1} other node(s) did not join the rendezvous at"
+                             f" {os.environ['PET_RDZV_ENDPOINT']} within {timeout[1] if timeout else 600} s"
+                             f" (PET_RDZV_CONF=join_timeout=<s>); the chunk wrote no checkpoint")
+    if isinstance(error, ChildFailedError):
+        rank, failure = error.get_first_failure()
+        if failure.exitcode in INTERRUPTED:
+            return Interrupted(f"{name} stopped by a signal; `dvc repro` resumes from rank 0's snapshot",
+                               failure.exitcode - 128)
+        how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
+               else f"exited with status {failure.exitcode}")
+        return PipelineError(f"{name}: rank {rank} of {nproc} {how}; the chunk failed and wrote no checkpoint")
+    if isinstance(error, SignalException):
+        return Interrupted(f"{name} stopped by {error.sigval.name}; `dvc repro` resumes from rank 0's snapshot",
+                           error.sigval)
+    return None
+
+
+def node_count(nproc: int, name: str) -> int:
+    """PET_NNODES, torchrun's own variable: how many nodes share the chunk's nproc processes (1 when unset)."""
+    value = os.environ.get("PET_NNODES", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise PipelineError(f"PET_NNODES={value[:20]!r}: give the number of nodes, e.g. PET_NNODES=2")
+    nnodes = int(value)
+    if nproc % nnodes:
+        raise PipelineError(f"{name}: {nproc} processes do not split evenly over PET_NNODES={nnodes} nodes")
+    if nnodes > 1 and not os.environ.get("PET_RDZV_ENDPOINT"):
+        raise PipelineError(f"PET_NNODES={nnodes} needs PET_RDZV_ENDPOINT=<host>:<port>, where every node meets")
+    return nnodes

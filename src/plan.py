@@ -1,0 +1,31 @@
+"""Stage `plan`: validate params.yaml and write the spec each stage reads (data/plan/), before any other stage runs.
+
+Every other stage depends on its spec, so a bad params.yaml stops `dvc repro` here, with one line, before any
+stage command runs and before DVC deletes any output. Chunk names reach shell commands and file paths through
+dvc.yaml's `${key}`; this is where a name that could do harm is refused. Without --out, it only checks.
+"""
+
+import argparse
+import shutil
+from pathlib import Path
+
+from chunktrain.core.config import load_params, plan
+from chunktrain.core.errors import run_stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path, help="folder for the specs, emptied first")
+    args = parser.parse_args(argv)
+    specs = plan(load_params(args.params))  # refuses a bad file, hostile names included, before any write
+    if args.out:
+        shutil.rmtree(args.out, ignore_errors=True)  # a removed chunk leaves no spec behind
+        for name, spec in specs.items():
+            (args.out / name).parent.mkdir(parents=True, exist_ok=True)
+            (args.out / name).write_text(spec.text())
+    print(f"plan: {args.params}: OK" + (f", {len(specs)} specs in {args.out}" if args.out else ""))
+
+
+if __name__ == "__main__":
+    run_stage(main)
