@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from helpers import TINY_PARAMS, Project, Stages, new_project
+from chunktrain.testing import TINY_PARAMS, Project, Stages, new_project
 
 
 @pytest.fixture

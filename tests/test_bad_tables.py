@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from chunktrain.errors import PipelineError
-from helpers import ROOT, Stages, project_env, write_params
+from chunktrain.testing import ROOT, Stages, project_env, write_params
 from tables import classification_table, own_params, regression_table, write_table
 
 import predict

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from chunktrain.params import Params
-from helpers import ROOT, TINY_PARAMS, project_env, ran
+from chunktrain.testing import ROOT, TINY_PARAMS, project_env, ran
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402

@@ -11,7 +11,7 @@ import torch
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from chunktrain.model import build_model, build_optimizer, model_config
-from helpers import assert_same_state, sha256
+from chunktrain.testing import assert_same_state, sha256
 
 CONFIG = model_config(n_features=3, hidden=[5], optimizer="adam")
 

@@ -6,7 +6,7 @@ import pytest
 
 from chunktrain.data import count_features, read_split
 from chunktrain.errors import PipelineError
-from helpers import ROOT, Stages
+from chunktrain.testing import ROOT, Stages
 
 
 def digests(stages: Stages) -> dict:

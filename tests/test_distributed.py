@@ -11,7 +11,7 @@ from chunktrain.distributed import check_nproc
 from chunktrain.errors import PipelineError
 from chunktrain.model import build_model
 from chunktrain.params import load_params
-from helpers import Project, ran, sha256, write_params
+from chunktrain.testing import Project, ran, sha256, write_params
 
 # 2 processes reduce in another order than 1, so they agree to rounding, not bit for bit (README states this).
 LOSS_RTOL = 1e-5

@@ -9,7 +9,7 @@ import torch
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError
 from chunktrain.errors import PipelineError
-from helpers import Stages, write_params
+from chunktrain.testing import Stages, write_params
 
 
 def test_a_foreign_checkpoint_trained_with_another_lr_is_refused(tmp_path, stages, params):

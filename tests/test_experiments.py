@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from helpers import Project, stop_queue
+from chunktrain.testing import Project, stop_queue
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import load_checkpoint
-from helpers import Project, project_env, ran, sha256
+from chunktrain.testing import Project, project_env, ran, sha256
 from servers import free_port
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import load_checkpoint
 from chunktrain.predictor import load_model
-from helpers import Stages, assert_same_state, losses, project_env
+from chunktrain.testing import Stages, assert_same_state, losses, project_env
 from tables import CLASSES, FEATURES, TARGET, own_params, write_table
 
 import predict

@@ -7,7 +7,7 @@ import pytest
 
 from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import load_checkpoint
-from helpers import ALL_STAGES, TINY_PARAMS, new_project, ran, sha256
+from chunktrain.testing import ALL_STAGES, TINY_PARAMS, new_project, ran, sha256
 from tables import classification_table, own_params, write_table
 
 TABLE = "data/classes.csv"

@@ -7,7 +7,7 @@ import yaml
 
 from chunktrain.errors import PipelineError
 from chunktrain.params import Params, load_params, read_yaml
-from helpers import ROOT, project_env, write_params
+from chunktrain.testing import ROOT, project_env, write_params
 
 
 def test_valid_params_load_with_chunk_overrides(tmp_path, params):

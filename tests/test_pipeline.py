@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from chunktrain.checkpoint import HISTORY, PARENT, PARENT_SHA256, file_sha256, load_checkpoint, record_path
-from helpers import ALL_STAGES, ROOT, ran, sha256
+from chunktrain.testing import ALL_STAGES, ROOT, ran, sha256
 
 
 def metrics(project) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from chunktrain.checkpoint import EPOCH, HISTORY, PARENT_SHA256, load_checkpoint
-from helpers import Project, ran, sha256
+from chunktrain.testing import Project, ran, sha256
 
 
 def use_remote(project: Project, url: Path) -> None:

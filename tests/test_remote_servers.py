@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chunktrain.checkpoint import EPOCH, PARENT_SHA256, load_checkpoint
-from helpers import Project, project_env, ran, sha256
+from chunktrain.testing import Project, project_env, ran, sha256
 from servers import (S3_BUCKET, S3_KEY, S3_SECRET, free_port, keygen, require_module, require_sshd, s3_keys,
                      start_moto, start_sshd, stop)
 

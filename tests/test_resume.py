@@ -11,7 +11,7 @@ import pytest
 
 from chunktrain import resume
 from chunktrain.resume import SnapshotSchedule
-from helpers import project_env, ran, sha256, wait_for
+from chunktrain.testing import project_env, ran, sha256, wait_for
 
 SNAPSHOT = ".resume/c2/snapshot.pt"
 # Tiny params: 1600 training rows in batches of 64 are 25 steps an epoch; c2 trains epochs 3 and 4.

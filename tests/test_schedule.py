@@ -12,7 +12,7 @@ from chunktrain.errors import PipelineError
 from chunktrain.params import load_params
 from chunktrain.schedule import Schedule, step_span
 from chunktrain.training import Position, train_epochs
-from helpers import assert_same_state, chunked_and_whole, losses, write_params
+from chunktrain.testing import assert_same_state, chunked_and_whole, losses, write_params
 
 PEAK, STEPS = 0.01, 25  # tiny params: 1600 training rows in batches of 64
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from chunktrain.stage_inputs import code_digest, imported_files
-from helpers import ROOT
+from chunktrain.testing import ROOT
 
 DIGESTS = {"data/code/train.sha256": "src/train.py"}  # digest file: the script whose code it covers
 

@@ -7,7 +7,7 @@ import pytest
 import validate
 from chunktrain.errors import PipelineError
 from chunktrain.stage_inputs import check_chunk_inputs, code_digest
-from helpers import ROOT, write_params
+from chunktrain.testing import ROOT, write_params
 
 
 def chunk_files(tmp_path, params: dict) -> dict[str, bytes]:

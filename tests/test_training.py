@@ -11,7 +11,7 @@ from chunktrain import checkpoint as ckpt
 from chunktrain.checkpoint import CheckpointError, load_checkpoint
 from chunktrain.errors import PipelineError
 from chunktrain.training import epoch_order
-from helpers import ROOT, assert_same_state, chunked_and_whole, losses, project_env, wait_for, write_params
+from chunktrain.testing import ROOT, assert_same_state, chunked_and_whole, losses, project_env, wait_for, write_params
 
 
 @pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow),

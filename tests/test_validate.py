@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from chunktrain.errors import brief
-from helpers import ran, sha256, stop_queue
+from chunktrain.testing import ran, sha256, stop_queue
 
 HOSTILE = [
     ("semicolon", "c9;touch {marker};#"),

@@ -1,6 +1,9 @@
-"""Test helpers: tiny params, the stages on temp paths, and the project driven through dvc in a temp git repo."""
+"""For tests and benchmarks: tiny params, the stages on temp paths, and the project driven through dvc in a temp
+git repo. No stage imports it, so no stage depends on it."""
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -13,17 +16,18 @@ import psutil
 import torch
 import yaml
 
-from chunktrain import checkpoint as ckpt
+from chunktrain.core import checkpoint as ckpt
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "synthetic", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
                  ".dvcignore", ".gitignore"]
-ALL_STAGES = {"validate", "train-code", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
+ALL_STAGES = {"plan", "synthesize", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 TINY_PARAMS = {
     "seed": 0,
-    "data": {"source": "synthetic", "target": "y", "n_samples": 2000, "n_features": 4, "noise": 0.1,
-             "val_fraction": 0.1, "test_fraction": 0.1},
+    "synthetic": {"n_samples": 2000, "n_features": 4, "noise": 0.1},
+    "data": {"source": "data/raw/synthetic.parquet", "target": "y", "features": None, "val_fraction": 0.1,
+             "test_fraction": 0.1},
     "model": {"task": "regression", "arch": "mlp", "hidden": [16]},
     "train": {
         "optimizer": "adam",
@@ -138,34 +142,57 @@ class Stages:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.params_path = write_params(root / "params.yaml", params)
+        self.plan_dir = root / "plan"
         self.split = {name: root / f"data/{name}.parquet" for name in ("train", "val", "test")}
-        self.transform = root / "data/transform.json"
+        self.dataset = root / "data/dataset.json"
 
     def checkpoint(self, name: str) -> Path:
         return self.root / f"checkpoints/{name}.pt"
 
+    def spec(self, name: str) -> Path:
+        return self.plan_dir / name
+
+    def plan(self) -> None:
+        import plan
+        plan.main(["--params", str(self.params_path), "--out", str(self.plan_dir)])
+
     def generate(self) -> None:
+        """Stages plan, synthesize and generate; data.source is relative to `root`, as to the repo under dvc."""
         import generate
-        generate.main(["--params", str(self.params_path), *self.split_args("train", "val", "test"),
-                       "--transform", str(self.transform)])
+        import synthesize
+        self.plan()
+        synthesize.main(["--spec", str(self.spec("synthetic.json")),
+                         "--out", str(self.root / "data/raw/synthetic.parquet")])
+        with contextlib.chdir(self.root):
+            generate.main(["--spec", str(self.spec("data.json")), *self.split_args("train", "val", "test"),
+                           "--dataset", str(self.dataset)])
 
     def init(self) -> None:
         import init
-        init.main(["--params", str(self.params_path), "--train", str(self.split["train"]),
-                   "--transform", str(self.transform), "--out", str(self.checkpoint("init"))])
+        self.plan()
+        init.main(["--spec", str(self.spec("init.json")), "--dataset", str(self.dataset),
+                   "--out", str(self.checkpoint("init"))])
 
-    def train(self, chunk: str, parent: str) -> Path:
+    def train(self, chunk: str, parent: str | None = None) -> Path:
+        """Train `chunk` from its parent in params.yaml (`parent` is only checked against it)."""
         import train
-        train.main(["--params", str(self.params_path), "--chunk", chunk, "--parent", str(self.checkpoint(parent)),
-                    *self.split_args("train", "val"), "--out", str(self.checkpoint(chunk)),
+        self.plan()
+        spec = json.loads(self.spec(f"train/{chunk}.json").read_text())
+        assert parent in (None, spec["parent"]), (parent, spec["parent"])
+        train.main(["--spec", str(self.spec(f"train/{chunk}.json")),
+                    "--parent", str(self.checkpoint(spec["parent"])), *self.split_args("train", "val"),
+                    "--dataset", str(self.dataset), "--out", str(self.checkpoint(chunk)),
                     "--metrics", str(self.root / f"metrics/{chunk}.json"),
-                    "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt")])
+                    "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt"),
+                    "--snapshot-policy", str(self.spec("snapshots.json"))])
         return self.checkpoint(chunk)
 
     def evaluate(self) -> None:
         import evaluate
-        evaluate.main(["--params", str(self.params_path), "--checkpoints", str(self.root / "checkpoints"),
-                       "--test", str(self.split["test"]), "--chunks", str(self.root / "metrics/chunks.json"),
+        self.plan()
+        evaluate.main(["--spec", str(self.spec("evaluate.json")), "--checkpoints", str(self.root / "checkpoints"),
+                       "--test", str(self.split["test"]), "--dataset", str(self.dataset),
+                       "--chunks", str(self.root / "metrics/chunks.json"),
                        "--best", str(self.root / "metrics/best.json"),
                        "--curves", str(self.root / "metrics/curves.csv")])
 
@@ -180,8 +207,8 @@ def chunked_and_whole(stages: "Stages", params: dict, first: int, second: int) -
     write_params(stages.params_path, params)
     stages.init()
     stages.train("c1", "init")
-    chunked = ckpt.load_checkpoint(stages.train("c2", "c1"), rebuild="-")
-    return chunked, ckpt.load_checkpoint(stages.train("whole", "init"), rebuild="-")
+    chunked = ckpt.load_checkpoint(stages.train("c2", "c1"))
+    return chunked, ckpt.load_checkpoint(stages.train("whole", "init"))
 
 
 def assert_same_state(a: dict, b: dict) -> None:
