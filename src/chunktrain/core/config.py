@@ -28,6 +28,7 @@ class _Section(BaseModel):
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+Task = Literal["regression", "classification"]
 
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -72,8 +73,8 @@ class DataParams(_Section):
 
 
 class ModelParams(_Section):
-    task: Literal["regression", "classification"] = "regression"
-    arch: str = Field(default="mlp", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name in architectures.py
+    task: Task = "regression"
+    arch: str = Field(default="mlp", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name in ARCHITECTURES (core/model.py)
     hidden: list[Annotated[int, Field(gt=0)]]
 
 
@@ -157,11 +158,6 @@ class TrainParams(_Section):
                 raise ValueError(f"train.chunks.{name}.from: the chain {' -> '.join(chain + [parent])} is a cycle")
             chain.append(parent)
         return chain[::-1]
-
-    def leaves(self) -> list[str]:
-        """Chunks no other chunk starts from: the final checkpoint of each branch."""
-        parents = {chunk.parent for chunk in self.chunks.values()}
-        return [name for name in self.chunks if name not in parents]
 
     def settings(self, name: str) -> TrainSettings:
         """The effective knobs of chunk `name`."""
@@ -249,14 +245,14 @@ class DataSpec(_Spec):
     """Stage generate: the splits of data.source, shuffled by the seed, encoded for the task."""
 
     seed: int
-    task: Literal["regression", "classification"]
+    task: Task
     data: DataParams
 
 
 class ModelSpec(_Spec):
     """What init builds besides the data's widths: the architecture and the optimizer."""
 
-    task: Literal["regression", "classification"]
+    task: Task
     arch: str
     hidden: list[int]
     optimizer: Literal["sgd", "adam", "adamw"]
