@@ -39,8 +39,9 @@ def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, pare
         return None
     try:
         snapshot = load_checkpoint(path)
-        snapshot[RESUME]["step"]
-    except (CheckpointError, KeyError, TypeError) as error:
+        if not isinstance(snapshot.get(RESUME), dict):
+            raise KeyError(f"no {RESUME!r} position: a checkpoint, not a snapshot")
+    except (CheckpointError, KeyError) as error:
         log(f"warning: skipping corrupt snapshot {path}: {str(error)[:200]}")
         return None
     saved = snapshot[LINEAGE]
