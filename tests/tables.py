@@ -16,8 +16,8 @@ def classification_table(rows: int = 900, seed: int = 1) -> pd.DataFrame:
     label = np.array(CLASSES)[scores.argmax(axis=1)]
     flip = rng.random(rows) < 0.05
     label[flip] = rng.choice(CLASSES, size=flip.sum())
-    return pd.DataFrame({"width": x[:, 0], "weight": x[:, 1], "depth": x[:, 2], "note": [f"row{i}" for i in range(rows)],
-                         "species": label})
+    return pd.DataFrame({"width": x[:, 0], "weight": x[:, 1], "depth": x[:, 2],
+                         "note": [f"row{i}" for i in range(rows)], "species": label})
 
 
 def regression_table(rows: int = 900, seed: int = 2) -> pd.DataFrame:
@@ -36,6 +36,7 @@ TARGET = {"classification": "species", "regression": "price"}
 def own_params(params: dict, task: str, source: str) -> dict:
     params["data"] = {"source": source, "target": TARGET[task], "features": FEATURES[task], "val_fraction": 0.2,
                       "test_fraction": 0.2}
+    params["synthetic"]["n_samples"] = 50  # stage synthesize still runs; its table goes unused
     params["model"]["task"] = task
     params["train"]["batch_size"] = 32
     return params

@@ -1,5 +1,7 @@
-"""Own tables through the stage scripts on temp paths: a classifier and a regressor, prediction, export, bad tables."""
+"""Own tables through the stage scripts on temp paths: a classifier (CSV, string labels) and a regressor (parquet);
+what they score, prediction and export."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -8,28 +10,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from chunktrain import checkpoint as ckpt
-from chunktrain.checkpoint import load_checkpoint
-from chunktrain.predictor import load_model
-from chunktrain.testing import Stages, assert_same_state, losses, project_env
-from tables import CLASSES, FEATURES, TARGET, own_params, write_table
+import yaml
 
 import predict
+from chunktrain.core import checkpoint as ckpt
+from chunktrain.core.checkpoint import load_checkpoint
+from chunktrain.prediction import load_model
+from chunktrain.testing import TINY_PARAMS, Stages, project_env
+from tables import CLASSES, FEATURES, TARGET, own_params, write_table
 
 
-@pytest.fixture(params=["classification", "regression"])
-def trained(request, tmp_path, monkeypatch, params):
-    """An own table (CSV for the classifier, parquet for the regressor) through generate, init, c1..c3, evaluate."""
-    task = request.param
-    monkeypatch.chdir(tmp_path)  # data.source is relative to the repo root, where stages run
+@pytest.fixture(scope="module", params=["classification", "regression"])
+def trained(request, tmp_path_factory):
+    """An own table (CSV for the classifier, parquet for the regressor) through generate, init, c1..c3, evaluate.
+
+    Built once per task: the tests only read it.
+    """
+    task, root = request.param, tmp_path_factory.mktemp(request.param)
     source = "tables/classes.csv" if task == "classification" else "tables/prices.parquet"
-    frame = write_table(tmp_path / source, task)
-    stages = Stages(tmp_path, own_params(params, task, source))
+    frame = write_table(root / source, task)  # data.source is relative to the repo root, where stages run
+    stages = Stages(root, own_params(copy.deepcopy(TINY_PARAMS), task, source))
     stages.generate()
     stages.init()
-    for chunk, parent in [("c1", "init"), ("c2", "c1"), ("c3", "c2")]:
-        stages.train(chunk, parent)
+    for chunk in ("c1", "c2", "c3"):
+        stages.train(chunk)
     stages.evaluate()
     return task, stages, frame
 
@@ -49,7 +53,7 @@ def test_a_classifier_and_a_regressor_train_on_own_tables(trained, capsys):
         reached = f"test RMSE {best['test_mse'] ** 0.5:.1f} (noise std 50, target std {variance ** 0.5:.0f})"
     with capsys.disabled():
         print(f"\n{task}: best chunk {best['chunk']}: {reached}")
-    transform = load_checkpoint(stages.checkpoint("c3"), rebuild="-")[ckpt.TRANSFORM]
+    transform = load_checkpoint(stages.checkpoint("c3"))[ckpt.TRANSFORM]
     assert transform["features"] == FEATURES[task]
     assert transform["labels"] == (CLASSES if task == "classification" else None)
 
@@ -99,65 +103,61 @@ def test_load_model_is_ready_to_use(trained):
         accuracy = (np.array(CLASSES)[output.argmax(dim=1).numpy()] == frame["species"]).mean()
         assert accuracy > 0.85
     else:
-        assert output.shape == (len(frame),) and ((output.numpy() - frame["price"]) ** 2).mean() < 0.05 * frame["price"].var()
+        assert output.shape == (len(frame),)
+        assert ((output.numpy() - frame["price"]) ** 2).mean() < 0.05 * frame["price"].var()
 
 
-EXPORTED = """
-import json, sys
+def export(stages: Stages, frame: pd.DataFrame, task: str, folder) -> tuple:
+    """The c3 model exported by predict.py, rows of the table it was trained on, and the model's own output."""
+    predict.main(["--checkpoint", str(stages.checkpoint("c3")), "--export", str(folder / "model.pt2")])
+    x = frame[FEATURES[task]].to_numpy(np.float64, copy=True)[:77]  # a batch size the export never saw
+    return folder / "model.pt2", x, load_model(stages.checkpoint("c3"))(torch.from_numpy(x)).numpy()
+
+
+def test_the_exported_program_agrees_with_the_model_and_names_its_features(trained, tmp_path):
+    task, stages, frame = trained
+    path, x, expected = export(stages, frame, task, tmp_path)
+    extra = {"chunktrain.json": ""}
+    program = torch.export.load(path, extra_files=extra)
+    np.testing.assert_allclose(program.module()(torch.from_numpy(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    info = json.loads(extra["chunktrain.json"])
+    assert (info["task"], info["features"], info["labels"]) == (
+        task, FEATURES[task], CLASSES if task == "classification" else None)
+
+
+ELSEWHERE = """
+import sys
 import numpy as np, torch
 try:
     import chunktrain
     sys.exit("chunktrain is importable here")
 except ImportError:
     pass
-extra = {"chunktrain.json": ""}
-program = torch.export.load(sys.argv[1], extra_files=extra)
-x = torch.from_numpy(np.load(sys.argv[2]))
-np.save(sys.argv[3], program.module()(x).detach().numpy())
-print(json.loads(extra["chunktrain.json"])["features"])
+np.save(sys.argv[3], torch.export.load(sys.argv[1]).module()(torch.from_numpy(np.load(sys.argv[2]))).numpy())
 """
 
 
-def test_the_exported_program_runs_without_the_package_and_agrees(trained, tmp_path):
+@pytest.mark.slow  # a fresh process takes seconds to import torch
+def test_the_exported_program_runs_where_the_package_is_not_installed(trained, tmp_path):
     task, stages, frame = trained
-    predict.main(["--checkpoint", str(stages.checkpoint("c3")), "--export", str(tmp_path / "model.pt2")])
-    x = frame[FEATURES[task]].to_numpy(np.float64, copy=True)[:77]  # a batch size the export never saw
+    path, x, expected = export(stages, frame, task, tmp_path)
     np.save(tmp_path / "x.npy", x)
     env = {k: v for k, v in project_env().items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-I", "-c", EXPORTED, "model.pt2", "x.npy", "y.npy"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-I", "-c", ELSEWHERE, str(path), "x.npy", "y.npy"], cwd=tmp_path,
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(FEATURES[task])
-    expected = load_model(stages.checkpoint("c3"))(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_classification_chunks_continue_bit_for_bit(tmp_path, monkeypatch, params):
-    monkeypatch.chdir(tmp_path)
-    write_table(tmp_path / "classes.csv", "classification")
-    params = own_params(params, "classification", "classes.csv")
-    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 2}, "c2": {"from": "c1", "epochs": 1},
-                                 "whole": {"from": "init", "epochs": 3}}
-    stages = Stages(tmp_path, params)
-    stages.generate()
-    stages.init()
-    stages.train("c1", "init")
-    chunked = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
-    whole = load_checkpoint(stages.train("whole", "init"), rebuild="-")
-    assert_same_state(chunked, whole)
-    assert losses(chunked) == losses(whole)
-
-
-def test_splits_are_deterministic_from_the_seed_and_standardized_on_train(tmp_path, monkeypatch, params):
-    monkeypatch.chdir(tmp_path)
-    frame = write_table(tmp_path / "prices.csv", "regression")
-    a, b = Stages(tmp_path / "a", own_params(params, "regression", "prices.csv")), None
-    a.generate()
-    b = Stages(tmp_path / "b", params)
-    b.generate()
-    assert all(a.split[n].read_bytes() == b.split[n].read_bytes() for n in a.split)
-    train = pd.read_parquet(a.split["train"])
-    np.testing.assert_allclose(train.mean().to_numpy(), 0, atol=1e-5)
-    transform = json.loads(a.transform.read_text())
-    assert transform["target_mean"] != pytest.approx(frame["price"].mean())  # train rows only, not all rows
-    assert len(train) == 540 and len(pd.read_parquet(a.split["test"])) == 180
+def test_splits_are_deterministic_from_the_seed_and_standardized_on_train(trained, tmp_path):
+    task, stages, frame = trained
+    params = yaml.safe_load(stages.params_path.read_text())
+    write_table(tmp_path / params["data"]["source"], task, frame)
+    again = Stages(tmp_path, params)
+    again.generate()
+    assert all(again.split[name].read_bytes() == stages.split[name].read_bytes() for name in stages.split)
+    train = pd.read_parquet(stages.split["train"])
+    np.testing.assert_allclose(train.drop(columns="y").mean().to_numpy(), 0, atol=1e-5)
+    transform = json.loads(stages.dataset.read_text())["transform"]
+    assert transform["feature_mean"][0] != pytest.approx(frame[FEATURES[task][0]].mean())  # train rows only
+    assert len(train) == 540 and len(pd.read_parquet(stages.split["test"])) == 180

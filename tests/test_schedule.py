@@ -1,20 +1,17 @@
-"""LR schedules over the lineage: every step's lr against torch's own schedulers, exact across chunk boundaries."""
+"""LR schedules: every step's lr against torch's own schedulers; the shapes and a cooldown. (Across chunk
+boundaries: test_training.py.)"""
 
 import math
-import re
 
 import pytest
 import torch
 
-from chunktrain import checkpoint as ckpt
-from chunktrain.checkpoint import load_checkpoint
-from chunktrain.errors import PipelineError
-from chunktrain.params import load_params
-from chunktrain.schedule import Schedule, step_span
-from chunktrain.training import Position, train_epochs
-from chunktrain.testing import assert_same_state, chunked_and_whole, losses, write_params
+from chunktrain.core.model import build_model, build_optimizer, model_config
+from chunktrain.core.splits import Split
+from chunktrain.training.loop import Position, train_epochs
+from chunktrain.training.schedule import Schedule, step_span
 
-PEAK, STEPS = 0.01, 25  # tiny params: 1600 training rows in batches of 64
+PEAK, STEPS = 0.01, 25  # 1600 training rows in batches of 64
 
 
 def torch_reference(epochs: int, warmup_epochs: float, decay: str, total_epochs: float | None,
@@ -46,14 +43,12 @@ def torch_reference(epochs: int, warmup_epochs: float, decay: str, total_epochs:
     return lrs
 
 
-def loop_lrs(stages, schedule: Schedule, epochs: int) -> list[float]:
+def loop_lrs(schedule: Schedule, epochs: int) -> list[float]:
     """The lr of every step that train_epochs takes with `schedule`, read from the optimizer after the step."""
-    from chunktrain.data import read_split
-    from chunktrain.model import build_model, build_optimizer, model_config
-
-    train, val = read_split(stages.split["train"]), read_split(stages.split["val"])
-    model = build_model(model_config(4, [16], "sgd"))
-    optimizer = build_optimizer(model, model_config(4, [16], "sgd"))
+    torch.manual_seed(0)
+    train, val = Split(torch.randn(1600, 2), torch.randn(1600, 1)), Split(torch.randn(10, 2), torch.randn(10, 1))
+    model = build_model(model_config(2, [], "sgd"))
+    optimizer = build_optimizer(model, model_config(2, [], "sgd"))
     seen = []
     train_epochs(model, optimizer, train, val, Position(epoch=1), last_epoch=epochs, batch_size=64, seed=0,
                  lr=schedule.lr, on_step=lambda *_: seen.append(optimizer.param_groups[0]["lr"]))
@@ -66,10 +61,10 @@ def loop_lrs(stages, schedule: Schedule, epochs: int) -> list[float]:
     (0.0, "cosine", 6, 0.0),
     (0.4, "none", None, 0.0),
 ])
-def test_every_steps_lr_equals_torchs_schedulers(stages, warmup_epochs, decay, total_epochs, min_lr):
+def test_every_steps_lr_equals_torchs_schedulers(warmup_epochs, decay, total_epochs, min_lr):
     schedule = Schedule(peak=PEAK, warmup_epochs=warmup_epochs, decay=decay, total_epochs=total_epochs,
                         min_lr=min_lr)
-    ours = loop_lrs(stages, schedule, epochs=6)
+    ours = loop_lrs(schedule, epochs=6)
     reference = torch_reference(6, warmup_epochs, decay, total_epochs, min_lr)
     assert len(ours) == len(reference) == 6 * STEPS
     for step, (a, b) in enumerate(zip(ours, reference)):
@@ -84,54 +79,6 @@ def test_a_cooldown_falls_monotonically_from_its_start_lr_to_min_lr():
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
     assert main.lr(4, 4) > lrs[0] > main.lr(4, 4) * 0.97  # it falls from where the main line stands
     assert lrs[-1] == 0.0001
-
-
-SCHEDULED = {"warmup_epochs": 0.5, "decay": "cosine", "total_epochs": 6, "min_lr": 0.0005}
-
-
-@pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow),
-                                       pytest.param("adamw", marks=pytest.mark.slow)])
-def test_three_plus_three_epochs_equal_six_with_warmup_and_cosine(stages, params, optimizer):
-    params["train"]["optimizer"] = optimizer
-    params["train"]["schedule"] = SCHEDULED
-    chunked, whole = chunked_and_whole(stages, params, 3, 3)
-    assert_same_state(chunked, whole)
-    assert losses(chunked) == losses(whole)  # epoch, train and val loss, lr
-    assert chunked[ckpt.GLOBAL_STEP] == whole[ckpt.GLOBAL_STEP] == 6 * STEPS
-    lrs = [record["lr"] for record in whole[ckpt.HISTORY]]
-    # cosine reaches min_lr at total_epochs, the position after the last step
-    assert lrs == sorted(lrs, reverse=True) and 0.0005 < lrs[-1] < 0.000502
-
-
-def test_a_cooldown_branch_ends_at_min_lr(stages, params):
-    params["train"]["schedule"] = {"warmup_epochs": 0.5, "decay": "none", "total_epochs": None, "min_lr": 0.0001}
-    params["train"]["chunks"]["c2_cool"] = {"from": "c2", "epochs": 2, "cooldown": "cosine"}
-    write_params(stages.params_path, params)
-    stages.init()
-    stages.train("c1", "init")
-    stages.train("c2", "c1")
-    cool = load_checkpoint(stages.train("c2_cool", "c2"), rebuild="-")
-    assert [record["lr"] for record in cool[ckpt.HISTORY]] == [0.01, 0.01, 0.01, 0.01,
-                                                               pytest.approx(0.01 / 2 + 0.0001 / 2), 0.0001]
-    assert cool[ckpt.TRAIN_SETTINGS]["cooldown"] == "cosine"
-
-
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t["schedule"].update(decay="cosine"), "train.schedule.total_epochs: decay cosine needs"),
-    (lambda t: t["schedule"].update(decay="linear", warmup_epochs=3, total_epochs=2),
-     "train.schedule.total_epochs: 2.0 must be after the warmup's end (warmup_epochs 3.0)"),
-    (lambda t: t["schedule"].update(total_epochs=4), "train.schedule.total_epochs: 4.0 is used only by decay"),
-    (lambda t: t["schedule"].update(warmup_epochs=-1), "train.schedule.warmup_epochs: Input should be greater"),
-    (lambda t: t["schedule"].update(min_lr=-0.1), "train.schedule.min_lr: Input should be greater"),
-    (lambda t: t["schedule"].update(min_lr=0.05), "train.schedule.min_lr: 0.05 must be below the lr of chunk c1"),
-    (lambda t: t["chunks"]["c2"].update(cooldown="linear"),
-     "train.chunks.c3.from: 'c2' is a cooldown chunk, which ends its branch"),
-    (lambda t: t["chunks"]["c2"].update(cooldown="step"), "train.chunks.c2.cooldown: Input should be 'linear'"),
-])
-def test_nonsense_schedules_are_refused_naming_the_key(tmp_path, params, edit, message):
-    edit(params["train"])
-    with pytest.raises(PipelineError, match=re.escape(message)):
-        load_params(write_params(tmp_path / "params.yaml", params))
 
 
 def test_cosine_and_linear_shapes_at_their_midpoints():

@@ -1,28 +1,62 @@
-"""Exact continuation and the train stage's refusals, through the stage scripts on temp paths."""
+"""Stage train in process: chunks continue bit for bit, resume from a snapshot, refuse a parent of another recipe."""
 
+import itertools
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from chunktrain import checkpoint as ckpt
-from chunktrain.checkpoint import CheckpointError, load_checkpoint
-from chunktrain.errors import PipelineError
-from chunktrain.training import epoch_order
-from chunktrain.testing import ROOT, assert_same_state, chunked_and_whole, losses, project_env, wait_for, write_params
+from chunktrain.core import checkpoint as ckpt
+from chunktrain.core.checkpoint import CheckpointError, load_checkpoint
+from chunktrain.core.errors import PipelineError
+from chunktrain.training import chunk
+from chunktrain.training.loop import epoch_order
+from chunktrain.testing import Stages, assert_same_state, chunked_and_whole, losses, sha256, write_params
+from tables import classification_table, own_params, write_table
+
+SCHEDULES = {
+    "none": {"warmup_epochs": 0.0, "decay": "none", "total_epochs": None, "min_lr": 0.0},
+    "cosine": {"warmup_epochs": 0.5, "decay": "cosine", "total_epochs": 3, "min_lr": 0.0005},
+    "cooldown": {"warmup_epochs": 0.5, "decay": "none", "total_epochs": None, "min_lr": 0.0001},
+}
+# The fast tier covers each optimizer, schedule and task once; the other combinations run with the slow tests.
+FAST = {("adam", "none", "regression"), ("sgd", "cosine", "classification"), ("adamw", "cooldown", "regression")}
+CASES = [pytest.param(*case, marks=[] if case in FAST else pytest.mark.slow)
+         for case in itertools.product(("adam", "sgd", "adamw"), SCHEDULES, ("regression", "classification"))]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow),
-                                       pytest.param("adamw", marks=pytest.mark.slow)])
-def test_three_plus_two_epochs_equal_five_bit_for_bit(stages, params, optimizer):
-    params["train"]["optimizer"] = optimizer
-    chunked, whole = chunked_and_whole(stages, params, 3, 2)
-    assert chunked[ckpt.EPOCH] == whole[ckpt.EPOCH] == 5
-    assert_same_state(chunked, whole)
-    assert losses(chunked) == losses(whole)
-    assert chunked[ckpt.LOSS] == whole[ckpt.LOSS]
+def small_dataset(root, params: dict, task: str) -> Stages:
+    """A few batches an epoch, the last one short: a synthetic regression, or a classifier's table of string labels."""
+    if task == "classification":
+        write_table(root / "classes.csv", task, classification_table(rows=300))
+        own_params(params, task, "classes.csv")
+    else:
+        params["synthetic"]["n_samples"] = 500
+    stages = Stages(root, params)
+    stages.generate()
+    return stages
+
+
+def assert_same_result(a: dict, b: dict) -> None:
+    assert_same_state(a, b)
+    assert losses(a) == losses(b)  # epoch, train and val loss, lr
+    assert (a[ckpt.EPOCH], a[ckpt.GLOBAL_STEP], a[ckpt.LOSS]) == (b[ckpt.EPOCH], b[ckpt.GLOBAL_STEP], b[ckpt.LOSS])
+
+
+@pytest.mark.parametrize("optimizer, schedule, task", CASES)
+def test_a_chunk_then_its_child_equal_one_chunk_of_both_bit_for_bit(tmp_path, params, optimizer, schedule, task):
+    stages = small_dataset(tmp_path, params, task)
+    params["train"].update(optimizer=optimizer, schedule=SCHEDULES[schedule])
+    chunked, whole = chunked_and_whole(stages, params, 2, 1)
+    assert_same_result(chunked, whole)
+    assert chunked[ckpt.EPOCH] == 3
+    if schedule == "cooldown":  # and a cooldown continues either of them alike, down to min_lr
+        params["train"]["chunks"].update(c2_cool={"from": "c2", "epochs": 1, "cooldown": "cosine"},
+                                         whole_cool={"from": "whole", "epochs": 1, "cooldown": "cosine"})
+        write_params(stages.params_path, params)
+        chunked, whole = (load_checkpoint(stages.train(name)) for name in ("c2_cool", "whole_cool"))
+        assert_same_result(chunked, whole)
+        assert [record["lr"] for record in whole[ckpt.HISTORY]] == [0.01, 0.01, 0.01, 0.0001]
 
 
 def test_the_shuffle_depends_on_seed_and_global_epoch_only():
@@ -32,100 +66,112 @@ def test_the_shuffle_depends_on_seed_and_global_epoch_only():
 
 
 def test_a_chunk_override_changes_only_that_chunk(stages, params):
-    params["train"]["chunks"]["c2"]["lr"] = 0.002
-    params["train"]["chunks"]["c2"]["batch_size"] = 32
+    params["train"]["chunks"]["c2"].update(lr=0.002, batch_size=32)
     write_params(stages.params_path, params)
-    stages.train("c1", "init")
-    c2 = load_checkpoint(stages.train("c2", "c1"), rebuild="-")
+    c1 = load_checkpoint(stages.train("c1"))
+    c2 = load_checkpoint(stages.train("c2"))
     assert [r["lr"] for r in c2[ckpt.HISTORY]] == [0.01, 0.01, 0.002, 0.002]
-    assert c2[ckpt.TRAIN_SETTINGS] == {"epochs": 2, "lr": 0.002, "batch_size": 32, "weight_decay": 0.0,
-                                       "schedule": params["train"]["schedule"], "cooldown": None}
+    assert c2[ckpt.GLOBAL_STEP] - c1[ckpt.GLOBAL_STEP] == 2 * 50  # 1600 rows in batches of 32
     assert c2[ckpt.OPTIMIZER_STATE]["param_groups"][0]["lr"] == 0.002
-    assert c2[ckpt.PARENT] == "c1" and c2[ckpt.PARENT_SHA256] == ckpt.file_sha256(stages.checkpoint("c1"))
+    settings = c2[ckpt.LINEAGE]["spec"]["settings"]
+    assert (settings["lr"], settings["batch_size"]) == (0.002, 32)
+    assert {**settings, "lr": 0.01, "batch_size": 64} == c1[ckpt.LINEAGE]["spec"]["settings"]
+    assert c2[ckpt.LINEAGE]["parent"] == c1[ckpt.LINEAGE]["id"]
 
 
 def test_a_diverging_chunk_fails_and_writes_no_checkpoint(stages, params):
-    params["train"]["optimizer"] = "sgd"
-    params["train"]["lr"] = 1e6
+    params["train"].update(optimizer="sgd", lr=1e6)
     write_params(stages.params_path, params)
     stages.init()
     with pytest.raises(PipelineError, match=r"training loss is (nan|inf) in epoch 1: the run diverged"):
-        stages.train("c1", "init")
-    assert not stages.checkpoint("c1").exists()
-    checkpoints = stages.checkpoint("c1").parent
-    assert [path for path in checkpoints.iterdir() if path.suffix != ".sha256"] == [stages.checkpoint("init")]
+        stages.train("c1")
+    assert list(stages.checkpoint("c1").parent.iterdir()) == [stages.checkpoint("init")]
+    assert not (stages.root / "metrics/c1.json").exists()
 
 
 def test_a_missing_parent_says_which_stage_rebuilds_it(stages):
     with pytest.raises(CheckpointError, match=r"c1.pt not found; run `dvc repro train@c1` to rebuild it"):
-        stages.train("c2", "c1")
+        stages.train("c2")
 
 
-def test_a_parent_built_for_another_model_is_refused(stages, params):
-    params["model"]["hidden"] = [8, 8]
+@pytest.mark.parametrize("edit, problem", [
+    (lambda p: p["model"].update(hidden=[8, 8]), r"does not match params.yaml: model.hidden is \[16\] in the file,"
+                                                 r" \[8, 8\] in params.yaml"),
+    (lambda p: p.update(seed=1), r"does not match params.yaml: seed is 0 in the file, 1 in params.yaml"),
+    (lambda p: p["data"].update(val_fraction=0.2), r"was made from another dataset than data/dataset/ holds now"),
+])
+def test_a_parent_of_another_seed_model_or_dataset_is_refused(stages, params, edit, problem):
+    edit(params)
     write_params(stages.params_path, params)
-    with pytest.raises(CheckpointError, match=r"init.pt was built for another model config \(hidden: \[16\]"):
-        stages.train("c1", "init")
+    stages.generate()  # the data as params.yaml now says, but the init checkpoint of before
+    with pytest.raises(CheckpointError, match=rf"init.pt {problem}; run `dvc repro init` to rebuild it"):
+        stages.train("c1")
+    assert not stages.checkpoint("c1").exists()
 
 
-def test_a_chunk_not_in_params_is_refused(stages):
-    with pytest.raises(PipelineError, match="chunk 'c9' is not in train.chunks"):
-        stages.train("c9", "init")
+def test_a_chunks_metrics_file_is_rewritten_after_every_epoch(stages, monkeypatch):
+    seen = []
+    epoch = chunk.Progress.epoch
+
+    def read_after_epoch(progress, record):
+        epoch(progress, record)
+        seen.append(json.loads(progress.metrics.read_text()))  # what `dvc metrics show` shows mid-chunk
+
+    monkeypatch.setattr(chunk.Progress, "epoch", read_after_epoch)
+    stages.train("c1")
+    assert [metrics["epoch"] for metrics in seen] == [1, 2]
+    assert set(seen[0]) == {"epoch", "train_loss", "val_loss"}
+    assert json.loads((stages.root / "metrics/c1.json").read_text()) == seen[-1]
 
 
-def test_evaluate_refuses_a_checkpoint_trained_from_an_older_parent(stages, params):
-    stages.train("c1", "init")
-    stages.train("c2", "c1")
-    stages.train("c3", "c2")
+class Crash(Exception):
+    """Stands in for a kill: the trainer stops between two steps, leaving what it wrote."""
+
+
+def crash_at_step(monkeypatch, n: int) -> None:
+    """Raise Crash at the n-th step, where CHUNKTRAIN_KILL_AT=step:n would SIGKILL the process."""
+    reached = []
+
+    def crash_point(name: str) -> None:
+        reached.append(name)
+        if len(reached) == n:
+            raise Crash()
+
+    monkeypatch.setattr(chunk, "crash_point", crash_point)
+
+
+@pytest.fixture
+def snapshotting(stages, params):
+    """Stages whose chunks write a snapshot every 10 steps (of 25 an epoch)."""
+    params["train"].update(snapshot_every_steps=10, snapshot_every_seconds=None)
+    write_params(stages.params_path, params)
+    return stages
+
+
+def test_an_interrupted_chunk_resumes_from_its_snapshot_to_the_same_bytes(snapshotting, monkeypatch, capsys):
+    uninterrupted = sha256(snapshotting.train("c1"))
+    snapshotting.checkpoint("c1").unlink()
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 35)
+        with pytest.raises(Crash):
+            snapshotting.train("c1")
+    snapshot = snapshotting.root / ".resume/c1/snapshot.pt"
+    assert snapshot.exists() and not snapshotting.checkpoint("c1").exists()
+    capsys.readouterr()
+    assert sha256(snapshotting.train("c1")) == uninterrupted
+    assert "resuming c1 from step 30 (epoch 2)" in capsys.readouterr().out
+    assert not snapshot.parent.exists()  # cleared once the checkpoint is written
+
+
+def test_a_snapshot_of_another_recipe_is_not_resumed_from(snapshotting, params, monkeypatch, capsys):
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 35)
+        with pytest.raises(Crash):
+            snapshotting.train("c1")
     params["train"]["chunks"]["c1"]["lr"] = 0.005
-    write_params(stages.params_path, params)
-    stages.train("c1", "init")  # c2 and c3 are now stale
-    with pytest.raises(CheckpointError, match=r"c2.pt is stale: it was not trained from the current .*c1.pt"):
-        stages.evaluate()
-
-
-def test_a_chunks_metrics_file_follows_it_epoch_by_epoch(stages, params):
-    params["train"]["chunks"]["long"] = {"from": "init", "epochs": 300}
-    write_params(stages.params_path, params)
-    metrics = stages.root / "metrics/long.json"
-    stage = subprocess.Popen(
-        [sys.executable, str(ROOT / "src/train.py"), "--params", str(stages.params_path), "--chunk", "long",
-         "--parent", str(stages.checkpoint("init")), *stages.split_args("train", "val"),
-         "--out", str(stages.checkpoint("long")), "--metrics", str(metrics),
-         "--snapshot", str(stages.root / ".resume/long/snapshot.pt")],
-        env=project_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: metrics.exists() or stage.poll() is not None, "the first epoch's metrics")
-    during = json.loads(metrics.read_text())
-    still_running = stage.poll() is None
-    _, stderr = stage.communicate(timeout=300)
-    assert stage.returncode == 0, stderr
-    assert still_running and 1 <= during["epoch"] < 300
-    assert json.loads(metrics.read_text())["epoch"] == 300
-
-
-def long_chunk_command(stages, chunk: str = "long") -> list[str]:
-    return [sys.executable, str(ROOT / "src/train.py"), "--params", str(stages.params_path), "--chunk", chunk,
-            "--parent", str(stages.checkpoint("init")), *stages.split_args("train", "val"),
-            "--out", str(stages.checkpoint(chunk)), "--metrics", str(stages.root / f"metrics/{chunk}.json"),
-            "--snapshot", str(stages.root / f".resume/{chunk}/snapshot.pt")]
-
-
-def test_a_second_trainer_of_the_same_chunk_stops_at_once_and_touches_nothing(stages, params):
-    params["train"]["chunks"]["long"] = {"from": "init", "epochs": 300}
-    params["train"]["snapshot_every_steps"] = 25
-    write_params(stages.params_path, params)
-    first = subprocess.Popen(long_chunk_command(stages), env=project_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    snapshot = stages.root / ".resume/long/snapshot.pt"
-    try:
-        wait_for(lambda: snapshot.exists() or first.poll() is not None, "the first trainer's snapshot")
-        second = subprocess.run(long_chunk_command(stages), env=project_env(), capture_output=True, text=True)
-        assert first.poll() is None, "the first trainer ended before the second started"
-    finally:
-        first.terminate()
-        _, first_err = first.communicate(timeout=120)
-    assert second.returncode == 2
-    assert second.stderr.startswith(f"error: train@long: another trainer (pid {first.pid}) is training this chunk")
-    assert second.stderr.count("\n") == 1
-    assert first.returncode == 143 and "snapshot written" in first_err  # the first one was never disturbed
-    assert snapshot.exists() and not stages.checkpoint("long").exists()
+    write_params(snapshotting.params_path, params)
+    capsys.readouterr()
+    c1 = load_checkpoint(snapshotting.train("c1"))
+    out = capsys.readouterr().out
+    assert "skipping snapshot" in out and "it was taken with another spec" in out and "resuming" not in out
+    assert [record["lr"] for record in c1[ckpt.HISTORY]] == [0.005, 0.005]

@@ -1,0 +1,314 @@
+"""params.yaml's schema, read as DVC reads it, and the spec files stage plan writes from it."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+import plan
+from chunktrain.core.config import ChunkSpec, Params, load_params, read_yaml
+from chunktrain.core.errors import PipelineError, run_stage
+from chunktrain.testing import ROOT, project_env, write_params
+
+
+def test_valid_params_load_with_chunk_overrides(tmp_path, params):
+    params["train"]["chunks"]["c2"].update(lr=0.0005, batch_size=32)
+    loaded = load_params(write_params(tmp_path / "params.yaml", params))
+    assert (loaded.train.settings("c2").lr, loaded.train.settings("c2").batch_size) == (0.0005, 32)
+    assert (loaded.train.settings("c1").lr, loaded.train.settings("c1").batch_size) == (0.01, 64)
+    assert loaded.train.lineage("c3") == ["c1", "c2", "c3"]
+
+
+def test_the_shipped_params_are_valid():
+    loaded = load_params(ROOT / "params.yaml")
+    assert loaded.data.source == "data/raw/synthetic.parquet" and "c3_cool" in loaded.train.chunks
+
+
+def _set(params, path, value):
+    *parents, last = path.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[last] = value
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", -1, "seed: Input should be greater than or equal to 0, got -1"),
+    ("seed", 2**32, "seed: Input should be less than 4294967296, got 4294967296"),
+    ("synthetic.n_samples", 0, "synthetic.n_samples: Input should be greater than 0, got 0"),
+    ("synthetic.n_features", "4", "synthetic.n_features: Input should be a valid integer, got '4'"),
+    ("synthetic.noise", -0.1, "synthetic.noise: Input should be greater than or equal to 0, got -0.1"),
+    ("synthetic.noise", float("inf"), "synthetic.noise: Input should be a finite number, got inf"),
+    ("synthetic.rows", 10, "synthetic.rows: unknown key"),
+    ("data.source", "/etc/table.csv", "data.source: '/etc/table.csv' must be the relative path of a .csv or .parquet"
+                                      " file inside the repo"),
+    ("data.source", "../outside.csv", "data.source: '../outside.csv' must be the relative path"),
+    ("data.source", "data/raw/synthetic", "data.source: 'data/raw/synthetic' must be the relative path"),
+    ("data.source", "table.xlsx", "data.source: 'table.xlsx' must be the relative path"),
+    ("data.val_fraction", 1.5, "data.val_fraction: Input should be less than 1, got 1.5"),
+    ("data.test_fraction", 0, "data.test_fraction: Input should be greater than 0, got 0"),
+    ("data.val_fraction", 0.95, "data.val_fraction + data.test_fraction must be below 1"),
+    ("data.features", ["x0", "y"], "data.features: ['x0', 'y'] must name distinct columns other than the target 'y'"),
+    ("data.features", ["x0", "x0"], "data.features: ['x0', 'x0'] must name distinct columns"),
+    ("model.task", "ranking", "model.task: Input should be 'regression' or 'classification', got 'ranking'"),
+    ("model.arch", "my net", "model.arch: String should match pattern"),
+    ("model.hidden", [16, 0], "model.hidden.1: Input should be greater than 0, got 0"),
+    ("train.chunks.c2.epochs", 0, "train.chunks.c2.epochs: Input should be greater than 0, got 0"),
+    ("train.chunks.c2.epochs", "3", "train.chunks.c2.epochs: Input should be a valid integer, got '3'"),
+    ("train.lr", -0.1, "train.lr: Input should be greater than 0, got -0.1"),
+    ("train.lr", float("nan"), "train.lr: Input should be a finite number, got nan"),
+    ("train.chunks.c1.lr", 0, "train.chunks.c1.lr: Input should be greater than 0, got 0"),
+    ("train.chunks.c2.weight_decay", float("inf"), "train.chunks.c2.weight_decay: Input should be a finite number"),
+    ("train.batch_size", 0, "train.batch_size: Input should be greater than 0, got 0"),
+    ("train.batch_size", True, "train.batch_size: Input should be a valid integer, got True"),
+    ("train.optimizer", "lbfgs", "train.optimizer: Input should be 'sgd', 'adam' or 'adamw', got 'lbfgs'"),
+    ("train.nproc", 0, "train.nproc: Input should be greater than 0, got 0"),
+    ("train.chunks.c2.nproc", 0, "train.chunks.c2.nproc: Input should be greater than 0, got 0"),
+    ("train.device", "tpu", "train.device: Input should be 'auto', 'cpu' or 'cuda', got 'tpu'"),
+    ("train.snapshot_every_seconds", 0, "train.snapshot_every_seconds: Input should be greater than 0, got 0"),
+    ("train.learning_rate", 0.1, "train.learning_rate: unknown key"),
+    ("train.chunks.c1.epoch", 3, "train.chunks.c1.epoch: unknown key"),
+    ("train.chunks.c2.from", "c9", "train.chunks.c2.from: 'c9' names no chunk"),
+    ("train.chunks.c1.from", "c3", "train.chunks.c1.from: the chain c1 -> c3 -> c2 -> c1 is a cycle"),
+    ("train.chunks.c1.from", "c1", "train.chunks.c1.from: the chain c1 -> c1 is a cycle"),
+    ("train.chunks.init", {"from": "c1", "epochs": 1}, "train.chunks: name 'init'"),
+    ("train.chunks", {}, "train.chunks: Dictionary should have at least 1 item"),
+    ("train.chunks.c2.cooldown", "linear", "train.chunks.c3.from: 'c2' is a cooldown chunk, which ends its branch"),
+    ("train.chunks.c2.cooldown", "step", "train.chunks.c2.cooldown: Input should be 'linear' or 'cosine'"),
+    ("train.schedule.decay", "cosine", "train.schedule.total_epochs: decay cosine needs the global epoch"),
+    ("train.schedule.total_epochs", 4, "train.schedule.total_epochs: 4.0 is used only by decay cosine or linear"),
+    ("train.schedule", {"decay": "linear", "warmup_epochs": 3, "total_epochs": 2},
+     "train.schedule.total_epochs: 2.0 must be after the warmup's end (warmup_epochs 3.0)"),
+    ("train.schedule.warmup_epochs", -1, "train.schedule.warmup_epochs: Input should be greater than or equal to 0"),
+    ("train.schedule.min_lr", 0.05, "train.schedule.min_lr: 0.05 must be below the lr of chunk c1 (0.01)"),
+])
+def test_bad_params_name_the_key_and_the_value(tmp_path, params, key, value, message):
+    _set(params, key, value)
+    with pytest.raises(PipelineError) as raised:
+        load_params(write_params(tmp_path / "params.yaml", params))
+    assert str(raised.value).startswith(f"{tmp_path / 'params.yaml'}: ")
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda path, params: write_params(path, {**params, "synthetic": {"n_samples": 10, "noise": 0.1}}),
+     "params.yaml: synthetic.n_features: missing key"),
+    (lambda path, params: path.write_text("train: [unclosed\n"), "params.yaml is not valid YAML"),
+    (lambda path, params: None, "params.yaml not found"),
+])
+def test_a_missing_key_bad_yaml_or_no_file_is_one_line(tmp_path, params, write, message):
+    write(tmp_path / "params.yaml", params)
+    with pytest.raises(PipelineError, match=message):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("name", ["", "c 2", "c9;touch x;#", "$(touch x)", "../../victim", "../bench", "c/2", "-c",
+                                  "x" * 65, "c\n2"])
+def test_a_chunk_name_that_could_reach_a_shell_or_a_path_is_refused(tmp_path, params, name):
+    params["train"]["chunks"][name] = {"from": "c1", "epochs": 1}
+    with pytest.raises(PipelineError) as raised:
+        load_params(write_params(tmp_path / "params.yaml", params))
+    assert "train.chunks: name " in str(raised.value)
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 300
+
+
+def test_a_yaml_bomb_is_refused_quickly_with_a_short_message(tmp_path, params):
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]  # 9**9 integers as a tree
+    text = "\n".join(lines) + "\n" + _params_text(params, **{"hidden:\n  - 16\n": "hidden: *a8\n"})
+    (tmp_path / "params.yaml").write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(PipelineError) as raised:
+        load_params(tmp_path / "params.yaml")
+    assert time.perf_counter() - started < 5
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'params.yaml'}: model.hidden.0: Input should be a valid integer, got [")
+    assert message.endswith(" more") and len(message) < 600 and "\n" not in message
+
+
+def test_a_huge_value_is_truncated_in_the_message(tmp_path, params):
+    params["train"]["optimizer"] = "x" * 100_000
+    with pytest.raises(PipelineError) as raised:
+        load_params(write_params(tmp_path / "params.yaml", params))
+    assert len(str(raised.value)) < 300
+
+
+def _params_text(params: dict, **replace: str) -> str:
+    """params written by PyYAML, then the given `key: value` lines swapped for raw YAML text."""
+    text = yaml.safe_dump(params, sort_keys=False)
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize("raw, value", [
+    ("010", 10),  # YAML 1.1 (PyYAML) reads octal 8
+    ("0o10", 8),  # YAML 1.1 reads a string
+    ("1_0", 10),
+])
+def test_params_are_read_as_dvc_reads_them_yaml_1_2(tmp_path, params, raw, value):
+    from dvc.utils.serialize import parse_yaml
+
+    text = _params_text(params, **{"epochs: 2\n": f"epochs: {raw}\n"})
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").train.chunks["c1"].epochs == value
+    assert parse_yaml(text, "params.yaml")["train"]["chunks"]["c1"]["epochs"] == value
+
+
+@pytest.mark.parametrize("raw", ["010", "0o10", "1:30", "yes", "on", "No", "1e-3", ".5", "0x1F", "~", "2001-12-14",
+                                 "'010'", "[1, {a: b}]"])
+def test_read_yaml_is_dvcs_loader_value_for_value(raw):
+    from dvc.utils.serialize import parse_yaml
+
+    text = f"key: {raw}\n"
+    assert read_yaml(text) == parse_yaml(text, "params.yaml")
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("1:30", "train.chunks.c1.epochs: Input should be a valid integer, got '1:30'"),  # YAML 1.1: 90
+    ("yes", "train.chunks.c1.epochs: Input should be a valid integer, got 'yes'"),  # YAML 1.1: True
+    ("true", "train.chunks.c1.epochs: Input should be a valid integer, got True"),
+])
+def test_values_yaml_1_1_would_read_otherwise_are_refused(tmp_path, params, raw, message):
+    (tmp_path / "params.yaml").write_text(_params_text(params, **{"epochs: 2\n": f"epochs: {raw}\n"}))
+    with pytest.raises(PipelineError) as raised:
+        load_params(tmp_path / "params.yaml")
+    assert message in str(raised.value)
+
+
+def test_exponent_floats_and_a_chunk_named_yes_read_as_in_dvc(tmp_path, params):
+    text = _params_text(params, **{"  c3:": "  yes:", "lr: 0.01\n": "lr: 1e-2\n"})
+    (tmp_path / "params.yaml").write_text(text)
+    loaded = load_params(tmp_path / "params.yaml")
+    assert list(loaded.train.chunks) == ["c1", "c2", "yes"] and loaded.train.lr == 0.01
+
+
+@pytest.mark.parametrize("overrides, edit", [
+    (["train.lr=0.003"], lambda p: p["train"].update(lr=0.003)),
+    (["+train.chunks.c4={from: c3, epochs: 2}"], lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 2})),
+])
+def test_the_shipped_params_survive_dvc_exp_run_set_param(tmp_path, overrides, edit):
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` rewrites params.yaml with
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(str(path), overrides)
+    expected = load_params(ROOT / "params.yaml").model_dump(by_alias=True)
+    edit(expected)
+    assert load_params(path) == Params.model_validate(expected)
+    for line in ("# hidden layer widths", "# null: no step-based snapshots", "# one stage train@<name> each"):
+        assert line in path.read_text()  # the comments that give the keys their meaning stay
+
+
+def test_loading_params_does_not_import_dvc(tmp_path, params):
+    """Every `dvc repro` runs stage plan: DVC's import time would be paid on each."""
+    write_params(tmp_path / "params.yaml", params)
+    code = ("import sys; from chunktrain.core.config import load_params; load_params('params.yaml');"
+            " print('dvc' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env={**project_env(), "PYTHONPATH": str(ROOT / "src")})
+    assert result.stdout == "False\n", result.stderr
+
+
+@pytest.mark.parametrize("error, line", [
+    (PipelineError("params.yaml: train.lr: Input should be a valid number, got 'fast'"),
+     "error: params.yaml: train.lr: Input should be a valid number, got 'fast'\n"),
+    (MemoryError("Unable to allocate 7.45 TiB for an array with shape (1000000000000,)"),
+     "error: out of memory (Unable to allocate 7.45 TiB for an array with shape (1000000000000,)); use less data"
+     " or a smaller model\n"),
+])
+def test_a_stage_reports_a_users_mistake_as_one_line_and_exit_2(capsys, error, line):
+    def main():
+        raise error
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main)
+    assert exited.value.code == 2
+    assert capsys.readouterr() == ("", line)
+
+
+# Stage plan: one spec per stage, so an edit reruns exactly the stages whose spec bytes change.
+
+CHUNKS = {"train/c1.json", "train/c2.json", "train/c3.json"}
+
+
+def planned(params_path, out) -> dict[str, bytes]:
+    """Run stage plan into `out`; every spec it holds then, by name."""
+    plan.main(["--params", str(params_path), "--out", str(out)])
+    return specs_in(out)
+
+
+def specs_in(out) -> dict[str, bytes]:
+    return {path.relative_to(out).as_posix(): path.read_bytes() for path in out.rglob("*.json")}
+
+
+@pytest.mark.parametrize("edit, changed", [
+    (lambda p: p["train"]["chunks"]["c2"].update(lr=0.002), {"train/c2.json", "evaluate.json"}),
+    (lambda p: p["train"]["chunks"]["c1"].update(epochs=3), {"train/c1.json", "evaluate.json"}),
+    (lambda p: p["train"].update(snapshot_every_seconds=5), {"snapshots.json"}),
+    (lambda p: p["train"].update(snapshot_every_steps=10), {"snapshots.json"}),
+    (lambda p: p.update(seed=1), {"synthetic.json", "data.json", "init.json", "evaluate.json", *CHUNKS}),
+    (lambda p: p["synthetic"].update(noise=0.2), {"synthetic.json"}),
+    (lambda p: p["data"].update(val_fraction=0.2), {"data.json"}),
+    (lambda p: p["model"].update(hidden=[8]), {"init.json", "evaluate.json", *CHUNKS}),
+    (lambda p: p["train"].update(optimizer="sgd"), {"init.json", "evaluate.json", *CHUNKS}),
+    (lambda p: p["train"].update(lr=0.02), {"evaluate.json", *CHUNKS}),
+    (lambda p: p["train"]["schedule"].update(warmup_epochs=0.5), {"evaluate.json", *CHUNKS}),
+    (lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}), {"train/c4.json", "evaluate.json"}),
+    (lambda p: p["train"]["chunks"].pop("c3"), {"train/c3.json", "evaluate.json"}),
+])
+def test_a_params_edit_changes_only_the_specs_of_the_stages_it_affects(tmp_path, params, edit, changed):
+    path = write_params(tmp_path / "params.yaml", params)
+    before = planned(path, tmp_path / "plan")
+    edit(params)
+    after = planned(write_params(path, params), tmp_path / "plan")
+    assert {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)} == changed
+
+
+def test_a_removed_chunk_leaves_no_spec_and_a_comment_changes_none(tmp_path, params):
+    path = write_params(tmp_path / "params.yaml", params)
+    before = planned(path, tmp_path / "plan")
+    path.write_text("# a note\n" + path.read_text())
+    assert planned(path, tmp_path / "plan") == before
+    del params["train"]["chunks"]["c3"]
+    planned(write_params(path, params), tmp_path / "plan")
+    assert not (tmp_path / "plan/train/c3.json").exists()
+    assert sorted(p.name for p in (tmp_path / "plan/train").iterdir()) == ["c1.json", "c2.json"]
+
+
+def test_a_spec_reads_back_as_the_settings_params_yaml_gives(tmp_path, params):
+    params["train"]["chunks"]["c2"].update(lr=0.002, nproc=2)
+    planned(write_params(tmp_path / "params.yaml", params), tmp_path / "plan")
+    spec = ChunkSpec.read(tmp_path / "plan/train/c2.json")
+    assert (spec.name, spec.parent, spec.nproc) == ("c2", "c1", 2)
+    assert (spec.settings.lr, spec.settings.batch_size) == (0.002, 64)
+    assert (spec.init.seed, spec.init.model.hidden, spec.init.model.optimizer) == (0, [16], "adam")
+
+
+def test_bad_params_stop_plan_before_it_touches_the_previous_specs(tmp_path, params):
+    path = write_params(tmp_path / "params.yaml", params)
+    before = planned(path, tmp_path / "plan")
+    params["train"]["chunks"]["$(touch x)"] = {"from": "c1", "epochs": 1}
+    with pytest.raises(PipelineError, match=r"train.chunks: name '\$\(touch x\)' must match"):
+        planned(write_params(path, params), tmp_path / "plan")
+    assert specs_in(tmp_path / "plan") == before
+
+
+def test_plan_without_out_only_checks(tmp_path, params, capsys):
+    plan.main(["--params", str(write_params(tmp_path / "params.yaml", params))])
+    assert capsys.readouterr().out == f"plan: {tmp_path / 'params.yaml'}: OK\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, r"cannot read .*c1.json \(No such file or directory\); run `dvc repro` \(stage plan writes it\)"),
+    ('{"name": "c1"}', r"c1.json: parent: missing key; init: missing key; settings: missing key; and 2 more"),
+])
+def test_a_missing_or_malformed_spec_is_one_line(tmp_path, text, message):
+    if text is not None:
+        (tmp_path / "c1.json").write_text(text)
+    with pytest.raises(PipelineError, match=message):
+        ChunkSpec.read(tmp_path / "c1.json")
