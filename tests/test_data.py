@@ -107,8 +107,6 @@ def test_the_training_stage_reads_its_data_without_importing_pandas(generated):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="src bug: data/dataset.py imports core/splits.py (TARGET, feature_names),"
-                                        " which imports torch at module level")
 def test_the_generate_stage_does_not_import_torch(generated, tmp_path):
     """torch costs a process about 1.7 s to import, and generating the data needs none of it."""
     code = ("import sys, generate; generate.main(sys.argv[1:]);"

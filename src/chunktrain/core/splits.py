@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pyarrow.parquet
 import pyarrow.types
-import torch
 
 from chunktrain.core.errors import PipelineError
 
@@ -21,8 +20,8 @@ def feature_names(n_features: int) -> list[str]:
 class Split:
     """One split in memory: features (n, n_features) float32; targets (n, 1) float32, or (n,) int64 class indices."""
 
-    x: torch.Tensor
-    y: torch.Tensor
+    x: "torch.Tensor"
+    y: "torch.Tensor"
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,8 @@ def count_rows(path: str | Path) -> int:
 
 def read_split(path: str | Path) -> Split:
     """Load a split as generate wrote it: float32 features; float32 targets, or int64 class indices."""
+    import torch  # here, not at the top: stage generate imports this module and needs no torch (about a second)
+
     # Importing pandas costs a training stage about half a second, so this avoids every pyarrow path that
     # imports it: read_table (through pyarrow.dataset) and to_numpy. Columns reach torch through DLPack.
     table = _parquet_file(path).read()
