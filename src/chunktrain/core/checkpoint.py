@@ -29,7 +29,7 @@ MODEL_CONFIG = "model_config"  # what built model and optimizer: arch, task, n_f
 # How raw table values become the model's inputs and targets (data/transform.py): feature names, their train-split
 # mean and std, the target's mean and std (regression) or class labels (classification). From init on, unchanged.
 TRANSFORM = "transform"
-# How it was made: {id, chunk, parent, spec, dataset, code}; see lineage().
+# How it was made: {id, chunk, parent, spec, dataset, code, device}; see lineage().
 LINEAGE = "lineage"
 GLOBAL_STEP = "global_step"  # optimizer steps taken in total, across all chunks
 HISTORY = "history"  # one dict per epoch of the whole lineage: epoch, train_loss, val_loss, lr, chunk
@@ -47,13 +47,15 @@ class CheckpointError(PipelineError):
         super().__init__(f"{path} {problem}; run `{command}` to rebuild it")
 
 
-def lineage(spec: ChunkSpec | InitSpec, parent_id: str | None, dataset_id: str, code_id: str) -> dict:
+def lineage(spec: ChunkSpec | InitSpec, parent_id: str | None, dataset_id: str, code_id: str,
+            device: str = "cpu") -> dict:
     """The lineage record of a checkpoint made by `spec` from the parent of id `parent_id` (None for init).
 
+    `device` is the device type training ran on (spec.device may say auto): CPU and CUDA round differently.
     Training is deterministic, so the same record means the same bytes: the id is as strong as a file hash.
     """
     record = {"chunk": _name(spec), "parent": parent_id, "spec": _recipe(spec), "dataset": dataset_id,
-              "code": code_id}
+              "code": code_id, "device": device}
     return {"id": hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), **record}
 
 
@@ -117,7 +119,7 @@ def load_checkpoint(path: str | Path, stage: str = "") -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
         raise CheckpointError(path, f"is truncated or corrupt ({reason})", stage) from None
     if not isinstance(checkpoint, dict) or checkpoint.get(VERSION) != FORMAT_VERSION:
         found = checkpoint.get(VERSION) if isinstance(checkpoint, dict) else type(checkpoint).__name__

@@ -84,7 +84,7 @@ def prepare(spec: ChunkSpec, files: ChunkFiles, world: World, code: str) -> Chun
     settings, dataset = spec.settings, read_dataset(files.dataset)
     train, val = (_on(read_split(path), world.device) for path in (files.train, files.val))
     parent = load_parent(files.parent, spec, dataset.id)
-    record = lineage(spec, parent[LINEAGE]["id"], dataset.id, code)
+    record = lineage(spec, parent[LINEAGE]["id"], dataset.id, code, world.device.type)
     steps_per_epoch = math.ceil(len(train.y) / settings.batch_size)
     snapshot = snapshots.load_snapshot(files.snapshot, record, log=say, parent=parent, epochs=settings.epochs,
                                        steps_per_epoch=steps_per_epoch)

@@ -22,7 +22,7 @@ from chunktrain.training.loop import Position
 
 RESUME = "resume"  # snapshots only: {epoch, batch, loss_sum, step}
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
-RECIPE = ("parent", "spec", "dataset", "code")  # what a lineage id is made of
+RECIPE = ("parent", "spec", "dataset", "code", "device")  # what a lineage id is made of
 
 
 def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int) -> None:
