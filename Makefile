@@ -35,7 +35,7 @@ clear-snapshots: setup
 # One row per experiment, best val_loss first: its best chunk and the params that differ; fits 120 columns
 # while few params differ.
 exps: setup
-	@dvc exp show --csv --only-changed --drop 'Created|typ|parent|.*/|params\.yaml|train_loss|test_mae|checkpoint' \
+	@dvc exp show --csv --only-changed --drop 'Created|typ|parent|State|Executor|.*/|train_loss|test_mae|checkpoint' \
 	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
 	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
 

@@ -1,7 +1,6 @@
 """Fixtures: tiny params, stage inputs on temp paths, and the project copied into a temp git repo."""
 
 import copy
-import shutil
 
 import pytest
 
@@ -16,7 +15,7 @@ def params() -> dict:
 
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory) -> tuple[Project, str]:
-    """The tiny pipeline after one `dvc repro`, committed; with that repro's output."""
+    """The tiny pipeline after one `dvc repro`, committed; with that repro's output. Tests only read it."""
     project = new_project(tmp_path_factory.mktemp("reproduced") / "repo", TINY_PARAMS)
     output = project.dvc("repro")
     project.commit("reproduced")
@@ -26,9 +25,7 @@ def reproduced(tmp_path_factory) -> tuple[Project, str]:
 @pytest.fixture
 def project(reproduced, tmp_path) -> Project:
     """A private copy of the reproduced pipeline, cache included, for a test to edit."""
-    source, _ = reproduced
-    shutil.copytree(source.path, tmp_path / "repo", symlinks=True, ignore=shutil.ignore_patterns("tmp"))
-    return Project(tmp_path / "repo")
+    return reproduced[0].copy(tmp_path / "repo")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 HOST = "127.0.0.1"
 SSHD = "/usr/sbin/sshd"  # Debian's openssh-server; .ci/run installs it when missing
 S3_BUCKET = "chunktrain"
-S3_KEY, S3_SECRET = "test-key", "test-secret"  # moto accepts any credentials; wrong ones are tested against boto3's
+S3_KEY, S3_SECRET = "test-key", "test-secret"  # moto accepts any credentials
 
 
 def free_port() -> int:
@@ -125,7 +125,3 @@ def s3_client(endpoint: str):
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
                         region_name="us-east-1")
 
-
-def s3_keys(endpoint: str, prefix: str) -> list[str]:
-    pages = s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]

@@ -1,70 +1,71 @@
-"""Parallel experiments: DVC's queue runs variants side by side, each on its own params and code."""
+"""Experiments: `dvc exp run -S` through DVC's queue, two at once, then compared, plotted and applied."""
 
 import json
 import shutil
+import subprocess
 
+import pandas as pd
 import pytest
 
-from chunktrain.testing import Project, stop_queue
+from chunktrain.testing import ROOT, Project, project_env, stop_queue
 
 pytestmark = pytest.mark.slow
 
-MARKER = "evaluate: code of the second experiment"
-
 
 @pytest.fixture(scope="module")
-def queued(reproduced, tmp_path_factory) -> Project:
-    """Two experiments with different train.lr, the second also with a code change, run by `--run-all -j 2`."""
-    source, _ = reproduced
-    project = Project(tmp_path_factory.mktemp("experiments") / "repo")
-    shutil.copytree(source.path, project.path, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
-    # One chunk: train.lr reruns every chunk, and one per experiment keeps this test short on 2 cores.
-    params = project.params
-    params["train"]["chunks"] = {"c1": params["train"]["chunks"]["c1"]}
-    project.params = params
-    project.commit("one chunk")
-    project.dvc("exp", "run", "--queue", "-n", "lr-high", "-S", "train.lr=0.02")
-    with open(project.path / "src/evaluate.py", "a") as file:
-        file.write(f"\nprint({MARKER!r})\n")
-    project.commit("evaluate prints a marker")  # queued experiments take HEAD plus uncommitted edits
-    project.dvc("exp", "run", "--queue", "-n", "lr-low", "-S", "train.lr=0.002")
+def experiments(reproduced, tmp_path_factory) -> Project:
+    """The reproduced pipeline and two experiments run side by side by the queue: `longer` appends a chunk c4,
+    `slower` gives c3 a lower lr (`+`: c3 has no lr key of its own)."""
+    project = reproduced[0].copy(tmp_path_factory.mktemp("experiments") / "repo")
+    project.dvc("exp", "run", "--queue", "-n", "longer", "-S", "+train.chunks.c4={from: c3, epochs: 1}")
+    project.dvc("exp", "run", "--queue", "-n", "slower", "-S", "+train.chunks.c3.lr=0.001")
     try:
-        project.dvc("exp", "run", "--run-all", "-j", "2")
+        # Output to a file, not a pipe: a worker that DVC leaves idle would hold a pipe open, and the read with it.
+        with open(project.path.parent / "run-all.log", "w") as log:
+            subprocess.run(["dvc", "exp", "run", "--run-all", "-j", "2"], cwd=project.path, env=project_env(),
+                           stdout=log, stderr=subprocess.STDOUT, check=True, timeout=600)
         yield project
     finally:
         stop_queue(project)
 
 
-def shown_experiments(project: Project) -> dict[str, dict]:
-    # The two experiments were queued on different commits; plain `exp show` lists only HEAD's.
-    rows = json.loads(project.dvc("exp", "show", "--all-commits", "--json"))
-    return {exp["name"]: exp["revs"][0]["data"] for row in rows for exp in row.get("experiments") or []}
+def test_exp_show_lists_each_experiment_with_its_params_and_best_chunk(experiments):
+    rows = json.loads(experiments.dvc("exp", "show", "--json"))
+    shown = {exp["name"]: exp["revs"][0]["data"] for row in rows for exp in row.get("experiments") or []}
+    chunks = {name: shown[name]["params"]["params.yaml"]["data"]["train"]["chunks"] for name in ("longer", "slower")}
+    assert chunks["longer"]["c4"] == {"from": "c3", "epochs": 1} and "lr" not in chunks["longer"]["c3"]
+    assert chunks["slower"]["c3"]["lr"] == 0.001 and "c4" not in chunks["slower"]
+    best = {name: shown[name]["metrics"]["metrics/best.json"]["data"] for name in ("longer", "slower")}
+    assert best["longer"]["chunk"] in {"c1", "c2", "c3", "c4"} and best["slower"]["chunk"] in {"c1", "c2", "c3"}
+    assert best["longer"] != best["slower"]
 
 
-def test_both_queued_experiments_succeed(queued):
-    project = queued
-    status = project.dvc("queue", "status")
-    for name in ("lr-high", "lr-low"):
-        assert any(line.split()[1:2] == [name] and "Success" in line for line in status.splitlines()), status
+def test_plots_diff_overlays_experiments_with_other_chunks_in_one_chart(experiments):
+    shown = json.loads(experiments.dvc("plots", "diff", "HEAD", "longer", "slower", "--json"))["data"]
+    assert sorted(shown) == ["loss", "lr"]
+    branches = {(row["rev"], row["branch"]) for plot in shown["loss"] for row in plot["content"]["data"]["values"]}
+    assert branches == {("HEAD", "c3"), ("longer", "c4"), ("slower", "c3")}
 
 
-def test_exp_show_lists_each_experiment_with_its_lr_and_losses(queued):
-    project = queued
-    shown = shown_experiments(project)
-    lrs = {name: shown[name]["params"]["params.yaml"]["data"]["train"]["lr"] for name in ("lr-high", "lr-low")}
-    assert lrs == {"lr-high": 0.02, "lr-low": 0.002}
-    losses = {}
-    for name in ("lr-high", "lr-low"):
-        best = shown[name]["metrics"]["metrics/best.json"]["data"]
-        assert best["chunk"] == "c1" and best["train_loss"] > 0
-        losses[name] = best["test_mse"]
-        assert losses[name] > 0
-    # Each trained on its own lr: the same seed and data give different losses.
-    assert losses["lr-high"] != losses["lr-low"]
+def test_make_exps_prints_one_row_per_experiment_best_val_loss_first(experiments):
+    shutil.copy(ROOT / "Makefile", experiments.path / "Makefile")
+    table = experiments.run("make", "--no-print-directory", "-o", ".venv/.installed", "exps").stdout.splitlines()
+    header, *rows = table
+    assert max(len(line) for line in table) <= 120, "\n".join(table)
+    columns = header.split()
+    assert {"Experiment", "chunk", "epoch", "val_loss", "test_mse"} <= set(columns), header
+    assert {"chunks.c3.lr", "chunks.c4.from", "chunks.c4.epochs"} <= set(columns), header  # the params that differ
+    by_name = {row.split()[0]: row.split() for row in rows}
+    assert {"longer", "slower"} <= set(by_name)
+    losses = [float(by_name[name][columns.index("val_loss")]) for name in by_name if name in ("longer", "slower")]
+    assert losses == sorted(losses)
 
 
-def test_each_experiment_ran_its_own_copy_of_the_code(queued):
-    project = queued
-    # lr-high was queued before the commit that added the marker, lr-low after it.
-    assert MARKER not in project.dvc("queue", "logs", "lr-high")
-    assert MARKER in project.dvc("queue", "logs", "lr-low")
+def test_exp_apply_leaves_only_the_applied_experiments_results(experiments, tmp_path):
+    project = experiments.copy(tmp_path / "repo")
+    project.dvc("exp", "apply", "longer")
+    assert list(json.loads((project.path / "metrics/chunks.json").read_text())) == ["c1", "c2", "c3", "c4"]
+    project.dvc("exp", "apply", "slower")
+    assert list(json.loads((project.path / "metrics/chunks.json").read_text())) == ["c1", "c2", "c3"]
+    assert pd.read_csv(project.path / "metrics/curves.csv")["branch"].unique().tolist() == ["c3"]
+    assert project.status() == {}

@@ -1,24 +1,23 @@
-"""An own table through real `dvc repro`: a classifier, with the rerun rules, resume after kill -9 and DDP."""
+"""An own table through real `dvc repro`: a classifier on a CSV that `dvc add` tracks, and what reruns for it."""
 
 import copy
 import json
 
 import pytest
 
-from chunktrain import checkpoint as ckpt
-from chunktrain.checkpoint import load_checkpoint
-from chunktrain.testing import ALL_STAGES, TINY_PARAMS, new_project, ran, sha256
+from chunktrain.testing import TINY_PARAMS, Project, new_project, ran
 from tables import classification_table, own_params, write_table
 
 TABLE = "data/classes.csv"
+STAGES = {"plan", "synthesize", "generate", "init", "train@c1", "evaluate"}
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """The tiny pipeline on a classification CSV that `dvc add` tracks; tests below run in order on it."""
+def classifier(tmp_path_factory) -> tuple[Project, str]:
+    """The tiny pipeline, one chunk, on a classification CSV that `dvc add` tracks: (project, `dvc repro` output)."""
     params = own_params(copy.deepcopy(TINY_PARAMS), "classification", TABLE)
-    params["train"]["snapshot_every_steps"] = 10
+    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 2}}
     project = new_project(tmp_path_factory.mktemp("own") / "repo", params)
     write_table(project.path / TABLE, "classification")
     project.dvc("add", TABLE)
@@ -28,40 +27,17 @@ def classifier(tmp_path_factory):
     return project, output
 
 
-def test_a_classifier_runs_through_dvc(classifier):
+def test_a_classifier_on_an_own_table_runs_through_dvc(classifier):
     project, output = classifier
-    assert ran(output) == ALL_STAGES
-    best = json.loads(project.dvc("metrics", "show", "--json"))[""]["data"]["metrics/best.json"]["data"]
-    assert best["test_accuracy"] > 0.8 and "test_cross_entropy" in best
-    assert ran(project.dvc("repro")) == set()
+    assert ran(output) == STAGES
+    (workspace,) = json.loads(project.dvc("metrics", "show", "--json")).values()
+    best = workspace["data"]["metrics/best.json"]["data"]
+    assert best["chunk"] == "c1" and best["test_accuracy"] > 0.8 and best["test_cross_entropy"] > 0
+    assert project.status() == {}
 
 
-def test_kill_9_then_repro_resumes_a_classifier_bit_identical(classifier):
-    project, _ = classifier
-    uninterrupted = sha256(project.path / "data/checkpoints/c2.pt")
-    killed = project.run("dvc", "repro", "--force", "--single-item", "train@c2", check=False,
-                         env={"CHUNKTRAIN_KILL_AT": "step:25"})
-    assert killed.returncode != 0 and not (project.path / "data/checkpoints/c2.pt").exists()
-    resumed = project.run("dvc", "repro", "--force", "--single-item", "train@c2")
-    assert "resuming c2 from step 20" in resumed.stdout
-    assert sha256(project.path / "data/checkpoints/c2.pt") == uninterrupted
-
-
-def test_a_two_process_classifier_chunk_matches_one_process(classifier):
-    project, _ = classifier
-    project.edit_params(lambda p: p["train"]["chunks"].update(d2={"from": "c1", "epochs": 2, "nproc": 2}))
-    assert ran(project.dvc("repro")) == {"validate", "train@d2", "evaluate"}
-    c2, d2 = (load_checkpoint(project.path / f"data/checkpoints/{name}.pt", rebuild="-") for name in ("c2", "d2"))
-    for one, two in zip(c2[ckpt.HISTORY], d2[ckpt.HISTORY]):
-        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
-        assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
-
-
-def test_replacing_the_table_reruns_everything_and_nothing_else_does(classifier):
-    project, _ = classifier
-    project.append(project.path / "params.yaml", "# a comment\n")
-    assert ran(project.dvc("repro")) == {"validate"}
+def test_replacing_the_table_reruns_every_stage_after_it(classifier, tmp_path):
+    project = classifier[0].copy(tmp_path / "repo")
     write_table(project.path / TABLE, "classification", classification_table(seed=5))
     project.dvc("add", TABLE)
-    assert ran(project.dvc("repro")) == ALL_STAGES - {"validate", "train-code"} | {"train@d2"}
-    assert ran(project.dvc("repro")) == set()
+    assert project.repro() == STAGES - {"plan", "synthesize"}

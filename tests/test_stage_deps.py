@@ -1,51 +1,96 @@
-"""dvc.yaml lists, for each stage, exactly the files under src/ that its script imports, transitively: as deps,
-or through the code digest it depends on (data/code/train.sha256 stands for the files of src/train.py)."""
+"""dvc.yaml's code deps of each stage: its script, src/chunktrain/__init__.py and the packages (or modules) of
+chunktrain that the script imports, transitively. Nothing it imports is left out (an edit to it would not rerun the
+stage), and nothing listed goes unimported (an edit to it would rerun the stage for nothing)."""
+
+import ast
+import importlib
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from chunktrain.stage_inputs import code_digest, imported_files
 from chunktrain.testing import ROOT
 
-DIGESTS = {"data/code/train.sha256": "src/train.py"}  # digest file: the script whose code it covers
+SRC = ROOT / "src"
+STAGES = {name: stage.get("do", stage)  # a foreach stage: its template
+          for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
 
 
-def stages() -> dict[str, dict]:
-    declared = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return {name: stage.get("do", stage) for name, stage in declared.items()}
+def module_file(name: str) -> Path | None:
+    """The file under src/ that `import name` runs, or None for a module from elsewhere."""
+    path = SRC.joinpath(*name.split("."))
+    return next((file for file in (path.with_suffix(".py"), path / "__init__.py") if file.is_file()), None)
 
 
-def code_of(script: str) -> set[str]:
-    return {str(path.relative_to(ROOT)) for path in imported_files(ROOT / script)}
+def imported_names(node: ast.AST, path: Path) -> list[str]:
+    """The modules an import statement may load (for `from a import b`, a and a.b), named absolutely."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:  # relative: from the file's package, up level - 1 packages
+        package = path.relative_to(SRC).parent.parts[:len(path.relative_to(SRC).parent.parts) - node.level + 1]
+        base = ".".join([*package, *([base] if base else [])])
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
 
 
-@pytest.mark.parametrize("name", list(stages()))
-def test_a_stage_depends_on_exactly_the_code_it_imports(name):
-    stage = stages()[name]
-    scripts = [word for word in stage["cmd"].split() if word.startswith("src/") and word.endswith(".py")]
-    declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
-    declared |= {file for dep in stage["deps"] if dep in DIGESTS for file in code_of(DIGESTS[dep])}
-    imported = set().union(*(code_of(script) for script in scripts))
-    assert sorted(declared - imported) == [], f"{name} lists code it does not import"
-    assert sorted(imported - declared) == [], f"{name} imports code dvc.yaml does not list: edits would not rerun it"
+def imported_files(script: Path) -> set[Path]:
+    """The files under src/ that running `script` imports, at module level or in a function, transitively; with
+    the __init__.py of every package on the way, which Python runs first."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for name in imported_names(node, path):
+                parts = name.split(".")
+                todo += filter(None, (module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1)))
+    return seen
 
 
-def test_the_code_digest_covers_every_file_the_script_runs_and_changes_with_any(tmp_path):
-    src = tmp_path / "src"
-    (src / "pkg").mkdir(parents=True)
-    (src / "main.py").write_text("from pkg import a\nimport pkg.b as b\nimport json\n")
-    (src / "pkg/__init__.py").write_text("")
-    (src / "pkg/a.py").write_text("from pkg.c import X\n")
-    (src / "pkg/b.py").write_text("")
-    (src / "pkg/c.py").write_text("X = 1\n")
-    (src / "pkg/unused.py").write_text("")
-    digest = code_digest(src / "main.py")
-    assert [line.split("  ")[1] for line in digest.splitlines()] == [
-        "main.py", "pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py"]
-    (src / "pkg/unused.py").write_text("X = 3\n")
-    assert code_digest(src / "main.py") == digest
-    (src / "pkg/c.py").write_text("X = 2\n")
-    changed = code_digest(src / "main.py")
-    assert changed != digest
-    src.rename(tmp_path / "elsewhere")  # the same code in another checkout: the same digest
-    assert code_digest(tmp_path / "elsewhere/main.py") == changed
+def script_of(stage: dict) -> str:
+    (script,) = [word for word in stage["cmd"].split() if word.startswith("src/") and word.endswith(".py")]
+    return script
+
+
+def code_deps(stage: dict) -> set[str]:
+    return {dep for dep in stage["deps"] if dep.startswith("src/")}
+
+
+def covers(dep: str, file: str) -> bool:
+    return file == dep or file.startswith(f"{dep}/")
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_a_stage_depends_on_exactly_the_packages_its_script_imports(name):
+    stage = STAGES[name]
+    script, deps = script_of(stage), code_deps(stage)
+    imported = {path.relative_to(ROOT).as_posix() for path in imported_files(ROOT / script)}
+    assert {script, "src/chunktrain/__init__.py"} <= deps
+    for dep in deps - {script}:  # a module or a subpackage of chunktrain, never chunktrain as a whole
+        assert (ROOT / dep).exists() and Path(dep).parent == Path("src/chunktrain"), dep
+    assert sorted(file for file in imported if not any(covers(dep, file) for dep in deps)) == [], \
+        f"{name} imports code that dvc.yaml does not list: an edit to it would not rerun the stage"
+    assert sorted(dep for dep in deps if not any(covers(dep, file) for file in imported)) == [], \
+        f"{name} lists code that it does not import: an edit to it would rerun the stage for nothing"
+
+
+@pytest.mark.parametrize("stage, script", [("init", "init"), ("train", "train")])
+def test_the_code_id_in_a_checkpoints_lineage_covers_its_stages_code_deps(stage, script):
+    assert {f"src/{part}" for part in importlib.import_module(script).CODE} == code_deps(STAGES[stage])
+
+
+def test_the_import_walk_follows_imports_in_functions_and_from_packages(tmp_path, monkeypatch):
+    """The walk itself: a test of the test, on a tiny src/."""
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
+    (tmp_path / "pkg/sub").mkdir(parents=True)
+    (tmp_path / "main.py").write_text("import json\nfrom pkg import a\n\ndef later():\n    from pkg.sub import b\n")
+    for name, text in [("pkg/__init__.py", ""), ("pkg/a.py", "from . import c\n"), ("pkg/c.py", ""),
+                       ("pkg/unused.py", ""), ("pkg/sub/__init__.py", ""), ("pkg/sub/b.py", "")]:
+        (tmp_path / name).write_text(text)
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in imported_files(tmp_path / "main.py")) == [
+        "main.py", "pkg/__init__.py", "pkg/a.py", "pkg/c.py", "pkg/sub/__init__.py", "pkg/sub/b.py"]
