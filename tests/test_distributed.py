@@ -9,7 +9,7 @@ from chunktrain.core import checkpoint as ckpt
 from chunktrain.core.checkpoint import load_checkpoint
 from chunktrain.core.errors import PipelineError
 from chunktrain.core.model import build_model
-from chunktrain.training.parallel import STAGE_NODE, check_nproc
+from chunktrain.training.parallel import check_nproc
 from chunktrain.testing import TINY_PARAMS, Stages, sha256, write_params
 
 # 2 processes reduce in another order than 1, so they agree to rounding, not bit for bit (README states this).
@@ -45,13 +45,10 @@ def ddp(tmp_path_factory):
     params["train"].update(snapshot_every_steps=10, snapshot_every_seconds=None)
     params["train"]["chunks"].update(d2={"from": "c1", "epochs": 2, "nproc": 2}, e3={"from": "d2", "epochs": 1})
     stages = Stages(tmp_path_factory.mktemp("ddp"), params)
-    with pytest.MonkeyPatch.context() as patch:  # launch() sets these for its processes
-        for name in ("OMP_NUM_THREADS", STAGE_NODE):
-            patch.delenv(name, raising=False)
-        stages.generate()
-        stages.init()
-        for name in ("c1", "c2", "d2", "e3"):
-            stages.train(name)
+    stages.generate()
+    stages.init()
+    for name in ("c1", "c2", "d2", "e3"):
+        stages.train(name)
     return stages
 
 
@@ -82,8 +79,6 @@ def test_chunks_continue_across_process_counts(ddp):
 def test_a_rank_that_dies_fails_the_stage_and_a_rerun_resumes_bit_identical(ddp, monkeypatch, capfd):
     checkpoint = ddp.checkpoint("d2")
     uninterrupted = sha256(checkpoint)
-    for name in ("OMP_NUM_THREADS", STAGE_NODE):
-        monkeypatch.delenv(name, raising=False)
     with monkeypatch.context() as patch:
         patch.setenv("CHUNKTRAIN_KILL_AT", "step:35")
         patch.setenv("CHUNKTRAIN_KILL_RANK", "1")

@@ -156,6 +156,17 @@ def new_project(path: Path, params: dict, root: Path = ROOT) -> Project:
     return project
 
 
+@contextlib.contextmanager
+def _own_environment():
+    """os.environ as it was, after a stage main() run in this process changed it (as its own process may)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 class Stages:
     """The stage scripts' main()s, run in this process on temp paths, as dvc.yaml would call them."""
 
@@ -200,12 +211,13 @@ class Stages:
         self.plan()
         spec = json.loads(self.spec(f"train/{chunk}.json").read_text())
         assert parent in (None, spec["parent"]), (parent, spec["parent"])
-        train.main(["--spec", str(self.spec(f"train/{chunk}.json")),
-                    "--parent", str(self.checkpoint(spec["parent"])), *self.split_args("train", "val"),
-                    "--dataset", str(self.dataset), "--out", str(self.checkpoint(chunk)),
-                    "--metrics", str(self.root / f"metrics/{chunk}.json"),
-                    "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt"),
-                    "--snapshot-policy", str(self.spec("snapshots.json"))])
+        with _own_environment():  # a stage under torchrun sets variables for its processes, in its own process
+            train.main(["--spec", str(self.spec(f"train/{chunk}.json")),
+                        "--parent", str(self.checkpoint(spec["parent"])), *self.split_args("train", "val"),
+                        "--dataset", str(self.dataset), "--out", str(self.checkpoint(chunk)),
+                        "--metrics", str(self.root / f"metrics/{chunk}.json"),
+                        "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt"),
+                        "--snapshot-policy", str(self.spec("snapshots.json"))])
         return self.checkpoint(chunk)
 
     def evaluate(self) -> None:
