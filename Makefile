@@ -39,9 +39,10 @@ exps: setup
 	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
 	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
 
-# Ratios to plain-PyTorch baselines measured in the same run; a few minutes. Writes metrics/bench.json.
+# Ratios to plain baselines measured in the same run; about 10 minutes. Writes metrics/bench.json.
+# make bench BENCH="--full --before 7ad9a00": the issue's workload, and that revision measured in turn (~20 min).
 bench: setup
-	python benchmarks/bench.py
+	python benchmarks/bench.py $(BENCH)
 
 # make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=data/checkpoints/c2.pt]; default: the best chunk.
 predict: setup

@@ -1,7 +1,7 @@
 """What splitting a training run into cached DVC stages costs, as ratios to plain baselines measured in this run.
 
-Prints a table and writes metrics/bench.json. Every figure is the median of REPEATS runs, stage and baseline
-interleaved, because the machine may be shared. DVC runs in a copy of the project in a temp git repo.
+Prints a table and writes metrics/bench.json. Every figure is the median of REPEATS runs or more, stage and
+baseline interleaved, because the machine may be shared. DVC runs in a copy of the project in a temp git repo.
 """
 
 import argparse
@@ -9,29 +9,30 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "src"))
 
-from helpers import TINY_PARAMS, Project, Stages, new_project, project_env, ran  # noqa: E402
-
-from tqdm import tqdm  # noqa: E402
-
-from chunktrain.data import read_split  # noqa: E402
-from chunktrain.model import build_model, build_optimizer, model_config  # noqa: E402
-from chunktrain.faults import crash_point  # noqa: E402
-from chunktrain.resume import SnapshotSchedule  # noqa: E402
-from chunktrain.training import Position, train_epochs  # noqa: E402
+from chunktrain.core.config import ChunkSpec, SnapshotPolicy  # noqa: E402
+from chunktrain.testing import PROJECT_FILES, TINY_PARAMS, Project, Stages, new_project, project_env, ran  # noqa: E402
+from chunktrain.training import chunk, parallel  # noqa: E402
+from fast_repro import stages_in_order  # noqa: E402
 from plain_loop import mlp, train  # noqa: E402
 
 REPEATS = 3
+NOOP_REPEATS = 7  # a no-op repro takes seconds, and on a shared machine a few of them catch a busy moment
 PYTHON = sys.executable
 # The pipeline's default model and batch size; data sizes are scaled down to keep `make bench` to minutes.
 MODEL = {**TINY_PARAMS["model"], "hidden": [128, 128]}
@@ -41,10 +42,90 @@ TRAIN = {**{key: value for key, value in TINY_PARAMS["train"].items() if key != 
 
 
 def pipeline_params(n_samples: int, chunks: int, epochs: int) -> dict:
-    """params.yaml for a straight chain of `chunks` chunks of `epochs` epochs each."""
-    data = {**TINY_PARAMS["data"], "n_samples": n_samples, "n_features": 16}
-    chain = {f"c{i}": {"from": f"c{i - 1}" if i > 1 else "init", "epochs": epochs} for i in range(1, chunks + 1)}
-    return {"seed": 0, "data": data, "model": MODEL, "train": {**TRAIN, "chunks": chain}}
+    """params.yaml for a straight chain of `chunks` chunks of `epochs` epochs each, on 16-feature synthetic data."""
+    synthetic = {**TINY_PARAMS["synthetic"], "n_samples": n_samples, "n_features": 16}
+    return {"seed": 0, "synthetic": synthetic, "data": TINY_PARAMS["data"], "model": MODEL,
+            "train": {**TRAIN, "chunks": chain(chunks, epochs)}}
+
+
+def chain(chunks: int, epochs: int) -> dict:
+    return {f"c{i}": {"from": f"c{i - 1}" if i > 1 else "init", "epochs": epochs} for i in range(1, chunks + 1)}
+
+
+# The layout issue 18 rejected: each chunk depends on the params.yaml keys its spec is resolved from (DVC's own
+# convention) instead of on the spec file. Its commands still read the specs, which plan still writes.
+CHUNK_PARAMS = ["seed", "model", "train.optimizer", "train.lr", "train.batch_size", "train.weight_decay",
+                "train.nproc", "train.device", "train.schedule", "train.chunks.${key}"]
+
+
+def per_key_dvc_yaml(text: str) -> str:
+    """dvc.yaml with each chunk stage's dep on data/plan/train/<chunk>.json replaced by `params:` CHUNK_PARAMS."""
+    pipeline = yaml.safe_load(text)
+    stage = pipeline["stages"]["train"]["do"]
+    stage["deps"].remove("data/plan/train/${key}.json")
+    stage["params"] = CHUNK_PARAMS
+    return yaml.safe_dump(pipeline, sort_keys=False, width=1000)
+
+
+@dataclass
+class Layout:
+    """A way to lay out the project: where its files come from, how its params.yaml is written."""
+
+    name: str
+    root: Path = ROOT
+    params: Callable[[int, int, int], dict] = pipeline_params  # (n_samples, chunks, epochs) -> params.yaml
+    files: list[str] = field(default_factory=lambda: PROJECT_FILES)  # the project's files under root
+    dvc_yaml: str | None = None  # replaces root's dvc.yaml
+
+    def project(self, path: Path, n_samples: int, chunks: int, epochs: int) -> Project:
+        """A git repo at `path` with this layout's files and params.yaml."""
+        project = new_project(path, self.params(n_samples, chunks, epochs), self.root)
+        extra = set(self.files) - set(PROJECT_FILES)
+        for name in extra:
+            shutil.copy2(self.root / name, path / name)
+        if self.dvc_yaml:
+            (path / "dvc.yaml").write_text(self.dvc_yaml)
+        if extra or self.dvc_yaml:
+            project.commit(f"layout: {self.name}")
+        return project
+
+    @property
+    def checks_params(self) -> str:
+        """The stage that reads params.yaml and runs first (plan, or validate before issue 18)."""
+        return next(iter(yaml.safe_load((self.root / "dvc.yaml").read_text())["stages"]))
+
+
+SPEC_FILES = Layout("spec files")
+PER_KEY_PARAMS = Layout("per-key params", dvc_yaml=per_key_dvc_yaml((ROOT / "dvc.yaml").read_text()))
+
+# Run in the files of an earlier revision: its own params builder and project file list (in tests/helpers.py
+# before issue 18), so its params.yaml has the layout its schema expects.
+REVISION_PARAMS = """
+import json, sys
+root = sys.argv[1]
+sys.path[:0] = [root + "/benchmarks", root + "/src", root + "/tests"]
+import bench
+try:
+    from chunktrain.testing import PROJECT_FILES
+except ImportError:
+    from helpers import PROJECT_FILES
+print(json.dumps({"params": bench.pipeline_params(*map(int, sys.argv[2:])), "files": PROJECT_FILES}))
+"""
+
+
+def revision(rev: str, work: Path) -> Layout:
+    """The layout of git revision `rev` of this repo, its files extracted to `work`."""
+    root = work / f"rev-{rev}"
+    root.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+
+    def setup(n_samples: int, chunks: int, epochs: int) -> dict:
+        output = subprocess.run([PYTHON, "-c", REVISION_PARAMS, str(root), str(n_samples), str(chunks), str(epochs)],
+                                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+        return json.loads(output.stdout.splitlines()[-1])
+
+    return Layout(rev, root, lambda *args: setup(*args)["params"], setup(10, 1, 1)["files"])
 
 
 def wall(command: list[str], cwd: Path = ROOT) -> tuple[float, str]:
@@ -58,10 +139,10 @@ def wall(command: list[str], cwd: Path = ROOT) -> tuple[float, str]:
     return seconds, result.stdout
 
 
-def timed_dvc(project: Project, *args: str, env: dict | None = None) -> tuple[float, str]:
+def timed_dvc(project: Project, *args: str) -> tuple[float, str]:
     """Seconds a dvc command takes in the project, and its output."""
     started = time.perf_counter()
-    output = project.dvc(*args, env=env)
+    output = project.dvc(*args)
     return time.perf_counter() - started, output
 
 
@@ -80,163 +161,152 @@ def quiet_stages(root: Path, params: dict) -> Stages:
     return stages
 
 
-def train_command(stages: Stages, chunk: str, parent: str) -> list[str]:
-    """src/train.py as dvc.yaml runs it, on the Stages' temp paths."""
-    return [PYTHON, str(ROOT / "src/train.py"), "--params", str(stages.params_path), "--chunk", chunk,
-            "--parent", str(stages.checkpoint(parent)), "--train", str(stages.split["train"]),
-            "--val", str(stages.split["val"]), "--out", str(stages.checkpoint(chunk)),
-            "--metrics", str(stages.root / f"metrics/{chunk}.json"),
-            "--snapshot", str(stages.root / f".resume/{chunk}/snapshot.pt")]
-
-
 def throughput(work: Path) -> dict:
-    """samples/s of the chunk stage's loop vs the plain loop on the same tensors, epoch by epoch in turn."""
-    stages = quiet_stages(work / "throughput", pipeline_params(20_000, 1, 1))
-    config = model_config(16, MODEL["hidden"], TRAIN["optimizer"])
-    train_split, val_split = read_split(stages.split["train"]), read_split(stages.split["val"])
-    model = build_model(config)
-    optimizer = build_optimizer(model, config)
+    """samples/s of a chunk's training (chunk.train_chunk) vs the plain loop on the same tensors, epoch by epoch."""
+    # 80,000 rows: an epoch of about 0.4 s, long enough that a busy moment of a shared machine is a small part of it.
+    stages = quiet_stages(work / "throughput", pipeline_params(100_000, 1, 1))
+    spec, policy = ChunkSpec.read(stages.spec("train/c1.json")), SnapshotPolicy.read(stages.spec("snapshots.json"))
+    files = chunk.ChunkFiles(parent=stages.checkpoint("init"), train=stages.split["train"], val=stages.split["val"],
+                             dataset=stages.dataset, out=stages.checkpoint("c1"), metrics=work / "c1.json",
+                             snapshot=work / "snapshot.pt")
+    world = parallel.join(1, "cpu", "nproc")  # the plain loop runs on the CPU
     plain_model = mlp(16, MODEL["hidden"])
     stage_rates, plain_rates = [], []
-    schedule = SnapshotSchedule(TRAIN["snapshot_every_steps"], TRAIN["snapshot_every_seconds"])
-    for epoch in range(1, 2 * REPEATS + 1):
-        # As src/train.py calls it, progress bar included (disabled when not on a terminal, as here).
-        with tqdm(total=len(train_split.y), disable=None) as bar:
-
-            def on_step(position: Position, batch_len: int) -> None:  # src/train.py's, when no snapshot is due
-                bar.update(batch_len)
-                crash_point("step")
-                schedule.due(position.batch)
-
+    for _ in range(2 * REPEATS + 1):
+        # What src/train.py runs after reading its inputs: the loop with progress, metrics, snapshot checks.
+        with contextlib.redirect_stdout(io.StringIO()):
+            state = chunk.prepare(spec, files, world, code="bench")
             started = time.perf_counter()
-            train_epochs(model, optimizer, train_split, val_split, Position(epoch=epoch), last_epoch=epoch,
-                         batch_size=TRAIN["batch_size"], seed=0, on_step=on_step)
-            stage_rates.append(len(train_split.y) / (time.perf_counter() - started))
-        plain_rates += train(plain_model, train_split.x, train_split.y, val_split.x, val_split.y, epochs=1,
+            chunk.train_chunk(state, files, world, policy)
+        stage_rates.append(len(state.train.y) / (time.perf_counter() - started))
+        plain_rates += train(plain_model, state.train.x, state.train.y, state.val.x, state.val.y, epochs=1,
                              batch_size=TRAIN["batch_size"], lr=TRAIN["lr"])
-    stage, plain = statistics.median(stage_rates), statistics.median(plain_rates)
+    # The first round of each pays one-off costs (torch imports torch._dynamo on an optimizer's first use).
+    stage, plain = statistics.median(stage_rates[1:]), statistics.median(plain_rates[1:])
     return figure("training throughput", stage, plain, "samples/s", ">= 0.95", stage / plain >= 0.95,
-                  f"{len(train_split.y):,} rows, MLP 16-128-128-1, Adam, batch 128; median of {2 * REPEATS}"
-                  " epochs, stage and plain in turn, in one process")
+                  f"{len(state.train.y):,} rows, MLP 16-128-128-1, Adam, batch 128; median of {2 * REPEATS}"
+                  " one-epoch chunks after one to warm up, stage and plain in turn, in one process")
 
 
-def whole_pipeline(work: Path, n_samples: int, epochs: int) -> dict:
-    """`dvc repro` from an empty cache (3 chunks) vs the plain loop script doing the same epochs."""
-    params = pipeline_params(n_samples, 3, epochs)
-    repro, plain = [], []
-    for repeat in range(REPEATS):
-        project = new_project(work / f"pipeline{repeat}", params)
-        repro.append(timed_dvc(project, "repro")[0])
-        plain.append(wall([PYTHON, str(ROOT / "benchmarks/plain_loop.py"), "--n-samples", str(n_samples),
-                           "--epochs", str(3 * epochs)])[0])
-        shutil.rmtree(project.path)
-    value, baseline = statistics.median(repro), statistics.median(plain)
-    return figure("whole pipeline", value, baseline, "s", "<= 1.10", value / baseline <= 1.10,
-                  f"{int(n_samples * 0.8):,} rows x 3 chunks x {epochs} epochs; baseline: one process,"
-                  " data made in memory")
+def train_command(stages: Stages, name: str) -> list[str]:
+    """src/train.py as dvc.yaml runs it, on the Stages' temp paths."""
+    spec = ChunkSpec.read(stages.spec(f"train/{name}.json"))
+    return [PYTHON, str(ROOT / "src/train.py"), "--spec", str(stages.spec(f"train/{name}.json")),
+            "--parent", str(stages.checkpoint(spec.parent)), *stages.split_args("train", "val"),
+            "--dataset", str(stages.dataset), "--out", str(stages.checkpoint(name)),
+            "--metrics", str(stages.root / f"metrics/{name}.json"),
+            "--snapshot", str(stages.root / f".resume/{name}/snapshot.pt"),
+            "--snapshot-policy", str(stages.spec("snapshots.json"))]
 
 
 def fixed_cost(work: Path) -> dict:
     """A chunk that trains (next to) nothing vs `python -c "import torch"`."""
     # 10 rows leave 8 to train on: one step of one 8-row batch, the least a chunk can do.
     stages = quiet_stages(work / "fixed", pipeline_params(10, 1, 1))
-    chunk, bare, optimizer = [], [], []
+    stage, bare, optimizer = [], [], []
     for _ in range(REPEATS + 2):
-        chunk.append(wall(train_command(stages, "c1", "init"))[0])
+        stage.append(wall(train_command(stages, "c1"))[0])
         bare.append(wall([PYTHON, "-c", "import torch"])[0])
         # What any training script pays too: torch imports torch._dynamo on the first optimizer call.
         optimizer.append(wall([PYTHON, "-c", "import torch; torch.optim.Adam(torch.nn.Linear(1, 1).parameters())"])[0])
-    value, baseline = statistics.median(chunk), statistics.median(bare)
+    value, baseline = statistics.median(stage), statistics.median(bare)
     return figure("fixed cost of a stage", value, baseline, "s", "<= 1.5", value / baseline <= 1.5,
                   "src/train.py on 8 rows, 1 step; baseline: python -c 'import torch'; import torch and build"
                   f" an Adam: {statistics.median(optimizer):.2f} s")
 
 
-def noop_repro(work: Path) -> dict:
-    """`dvc repro` with nothing to do, 10 chunks, vs `dvc --version`."""
-    project = new_project(work / "noop", pipeline_params(200, 10, 1))
+HEAVY = 0.05  # s: an imported package worth naming
+
+
+def import_times(stderr: str) -> tuple[float, dict[str, tuple[float, str]]]:
+    """From `python -X importtime` output: seconds spent importing in all, and each import over HEAVY seconds (a
+    package, or any module imported at top level) with the module of our code that imported it ("top level": the
+    script itself, or a function at run time)."""
+    rows = []  # (depth, name, cumulative seconds), children before their parent
+    for line in stderr.splitlines():
+        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+        if match:
+            rows.append((len(match[2]) // 2, match[3], int(match[1]) / 1e6))
+    total = sum(seconds for depth, _, seconds in rows if depth == 0)
+    heavy = {}
+    for index, (depth, name, seconds) in enumerate(rows):
+        if seconds < HEAVY or name.startswith(("chunktrain", "_")) or ("." in name and depth > 0):
+            continue
+        via = "top level"
+        for parent_depth, parent, _ in rows[index + 1:]:  # its importers, innermost first
+            if parent_depth < depth:
+                depth = parent_depth
+                if parent.startswith("chunktrain."):
+                    via = parent
+                    break
+        heavy[name] = (seconds, via)
+    return total, heavy
+
+
+def imports(work: Path) -> list[dict]:
+    """Seconds each stage of a reproduced project spends importing (`python -X importtime`), vs `import torch`."""
+    project = new_project(work / "imports", {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "chunks": chain(1, 1)}})
     project.dvc("repro")
-    project.commit("reproduced")
-    noop, version = [], []
-    for _ in range(REPEATS + 2):
-        seconds, output = timed_dvc(project, "repro")
-        assert not ran(output), output
-        noop.append(seconds)
-        version.append(timed_dvc(project, "--version")[0])
-    value, baseline = statistics.median(noop), statistics.median(version)
-    return figure("no-op repro", value, baseline, "s", "<= 1.5 s", value <= 1.5,
-                  "10 chunks, nothing changed; baseline: dvc --version")
-
-
-GROWTH = (10, 30, 100)  # chunks in the chain
-
-
-def growth_project(path: Path, chunks: int, root: Path, env: dict) -> Project:
-    """A reproduced chain of `chunks` tiny chunks (1 epoch of 256 rows each), with the project files of `root`.
-
-    fast_repro.py runs the stages in one process, so a 100-chunk project is ready in seconds, not minutes.
-    """
-    project = new_project(path, pipeline_params(320, chunks, 1), root)
-    project.run(PYTHON, str(ROOT / "benchmarks/fast_repro.py"), str(project.path), env=env)
-    project.commit("reproduced")
-    assert not ran(project.dvc("repro", env=env)), "fast_repro.py left a stage for dvc repro to run"
-    return project
-
-
-def hide_yaml_clib(work: Path) -> dict:
-    """The environment of a venv without ruamel.yaml.clib, which the revisions before issue 14 did not install."""
-    shim = work / "no-clib"
-    shim.mkdir(exist_ok=True)
-    (shim / "_ruamel_yaml.py").write_text("raise ImportError('hidden: ruamel.yaml.clib was not a requirement')\n")
-    return {"PYTHONPATH": str(shim)}
-
-
-def growth(work: Path, before: str | None) -> list[dict]:
-    """DVC's bookkeeping against the number of chunks: no-op repro, status, appending one chunk; layouts interleaved.
-
-    With `before` (a git revision), its files are measured too, in turn with this checkout's, in a venv as it had
-    it: without ruamel.yaml.clib.
-    """
-    layouts = {"after": (ROOT, {})}
-    if before:
-        layouts["before"] = (checkout(before, work / "before"), hide_yaml_clib(work))
-    projects = {(layout, n): growth_project(work / f"growth-{layout}-{n}", n, root, env)
-                for layout, (root, env) in layouts.items() for n in GROWTH}
-    times = {key: {"repro": [], "status": [], "append": []} for key in projects}
+    stages = stages_in_order(project.path)
+    spent, heavy, torch = {name: [] for name, _ in stages}, {}, []
     for _ in range(REPEATS):
-        for (layout, n), project in projects.items():
-            env = layouts[layout][1]
-            seconds, output = timed_dvc(project, "repro", env=env)
-            assert not ran(output), output
-            times[(layout, n)]["repro"].append(seconds)
-            times[(layout, n)]["status"].append(timed_dvc(project, "status", env=env)[0])
-    for repeat in range(2):  # each appends one more chunk to the chain
-        for (layout, n), project in projects.items():
-            new, last = f"c{n + repeat + 1}", f"c{n + repeat}"
-            project.edit_params(lambda params: params["train"]["chunks"].update({new: {"from": last, "epochs": 1}}))
-            seconds, output = timed_dvc(project, "repro", env=layouts[layout][1])
-            assert ran(output) == {"validate", f"train@{new}", "evaluate"}, output
-            times[(layout, n)]["append"].append(seconds)
+        result = subprocess.run([PYTHON, "-X", "importtime", "-c", "import torch"], capture_output=True, text=True,
+                                check=True)
+        torch.append(import_times(result.stderr)[0])
+        for name, command in stages:  # run again as dvc runs it, so that imports made at run time count too
+            result = subprocess.run(command.replace("python ", f"{PYTHON} -X importtime ", 1), shell=True,
+                                    cwd=project.path, env=project_env(), capture_output=True, text=True, check=True)
+            seconds, heavy[name] = import_times(result.stderr)
+            spent[name].append(seconds)
+    baseline = statistics.median(torch)
     rows = []
-    for layout in layouts:
-        median = {n: {what: statistics.median(values) for what, values in times[(layout, n)].items()} for n in GROWTH}
-        curve = "; ".join(f"{n} chunks: no-op repro {median[n]['repro']:.2f} s, status {median[n]['status']:.2f} s,"
-                          f" append {median[n]['append']:.2f} s" for n in GROWTH)
-        big, small = GROWTH[-1], GROWTH[0]
-        rows.append(figure(f"no-op repro, {big} chunks ({layout})", median[big]["repro"], median[small]["repro"], "s",
-                           "<= 2 s", median[big]["repro"] <= 2.0, f"baseline: {small} chunks; {curve}"))
-        rows.append(figure(f"append at {big} vs {small} ({layout})", median[big]["append"], median[small]["append"],
-                           "s", "<= 1.2", median[big]["append"] / median[small]["append"] <= 1.2,
-                           f"append one chunk and dvc repro, median of 2; no-op and status: median of {REPEATS}"))
+    for name, _ in stages:
+        value = statistics.median(spent[name])
+        packages = ", ".join(f"{package} {seconds:.2f} s (via {via})"
+                             for package, (seconds, via) in heavy[name].items())
+        note = f"baseline: python -c 'import torch'; imports over {HEAVY} s: {packages}"
+        if name in ("init", "evaluate") or name.startswith("train@"):  # they build a model: torch is theirs to pay
+            rows.append(figure(f"imports of {name}", value, baseline, "s", "-", True, note))
+        else:  # the others should not import torch
+            rows.append(figure(f"imports of {name}", value, baseline, "s", "<= 0.5", value / baseline <= 0.5, note))
     return rows
 
 
-def checkout(rev: str, path: Path) -> Path:
-    """The files of git revision `rev` of this repo, in `path`."""
-    path.mkdir()
-    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
-    return path
+def whole_pipeline(work: Path, n_samples: int, epochs: int, before: Layout | None) -> list[dict]:
+    """`dvc repro -f` of 3 chunks in a fresh project vs the plain loop script doing the same epochs; the same stage
+    commands run in turn without DVC; and, with `before`, that revision's pipeline."""
+    repro, commands, plain, old = [], [], [], []
+    per_stage = {}
+    for repeat in range(REPEATS):
+        project = SPEC_FILES.project(work / f"pipeline{repeat}", n_samples, 3, epochs)
+        repro.append(timed_dvc(project, "repro", "-f")[0])
+        shutil.rmtree(project.path)
+        project = SPEC_FILES.project(work / f"commands{repeat}", n_samples, 3, epochs)
+        for name, command in stages_in_order(project.path):
+            started = time.perf_counter()
+            subprocess.run(command, shell=True, cwd=project.path, env=project_env(), check=True,
+                           stdout=subprocess.DEVNULL)
+            per_stage.setdefault(name, []).append(time.perf_counter() - started)
+        commands.append(sum(seconds[-1] for seconds in per_stage.values()))
+        shutil.rmtree(project.path)
+        plain.append(wall([PYTHON, str(ROOT / "benchmarks/plain_loop.py"), "--n-samples", str(n_samples),
+                           "--epochs", str(3 * epochs)])[0])
+        if before:
+            project = before.project(work / f"before{repeat}", n_samples, 3, epochs)
+            old.append(timed_dvc(project, "repro", "-f")[0])
+            shutil.rmtree(project.path)
+    baseline = statistics.median(plain)
+    workload = f"{int(n_samples * 0.8):,} rows x 3 chunks x {epochs} epochs"
+    stage_seconds = ", ".join(f"{name} {statistics.median(seconds):.2f}" for name, seconds in per_stage.items())
+    rows = [figure("whole pipeline", statistics.median(repro), baseline, "s", "<= 1.3",
+                   statistics.median(repro) / baseline <= 1.3,
+                   f"dvc repro -f, {workload}; baseline: the plain loop script, one process, data made in memory"),
+            figure("stage commands alone", statistics.median(commands), baseline, "s", "-", True,
+                   f"the {len(per_stage)} commands of the same dvc.yaml run in order without DVC: {stage_seconds} s")]
+    if before:
+        rows.append(figure(f"whole pipeline ({before.name})", statistics.median(old), baseline, "s", "<= 1.3",
+                           statistics.median(old) / baseline <= 1.3, f"dvc repro -f of its pipeline, {workload}"))
+    return rows
 
 
 def incremental(work: Path, n_samples: int, epochs: int) -> dict:
@@ -254,7 +324,7 @@ def incremental(work: Path, n_samples: int, epochs: int) -> dict:
         params["train"]["chunks"]["c5"]["lr"] = 0.0005 + 0.0001 * repeat  # only c5 and evaluate rerun
         project.params = params
         seconds, output = timed_dvc(project, "repro")
-        assert ran(output) == {"validate", "train@c5", "evaluate"}, output
+        assert ran(output) == {"plan", "train@c5", "evaluate"}, output
         last.append(seconds)
     value, baseline = statistics.median(last), statistics.median(every)
     return figure("incremental rerun", value, baseline, "s", "<= 0.25", value / baseline <= 0.25,
@@ -277,7 +347,7 @@ def checkpoint_handoff(work: Path) -> list[dict]:
         loaded = json.loads(wall([PYTHON, str(ROOT / "benchmarks/checkpoint_io.py"), "load", str(path)])[1])
         handoff.append(saved["seconds"] + cached + loaded["seconds"])
         parts.append((saved["seconds"], cached, dvc_parts["md5"], dvc_parts["cache"], dvc_parts["relink"],
-                      loaded["seconds"] - loaded["sha256_seconds"], loaded["sha256_seconds"]))
+                      loaded["seconds"]))
         peaks.append(max(saved["peak_rss"], loaded["peak_rss"]))
         project.dvc("remove", "data/big.pt.dvc")
         shutil.rmtree(project.path / ".dvc/cache")
@@ -292,15 +362,14 @@ def checkpoint_handoff(work: Path) -> list[dict]:
     gb = size / 1e9
     value, baseline = statistics.median(handoff) / gb, statistics.median(raw) / gb
     peak = statistics.median(peaks) / 1e9
-    copy_note = "; ".join(sorted(copies))
-    save, cache, md5, to_cache, relink, load, sha = (statistics.median(part) / gb for part in zip(*parts))
+    save, cache, md5, to_cache, relink, load = (statistics.median(part) / gb for part in zip(*parts))
     tensors = statistics.median(raw_save) / gb
     return [
         figure("checkpoint hand-off", value, baseline, "s/GB", "<= 3.0", value / baseline <= 3.0,
-               f"{saved['parameters'] / 1e6:.1f}M params + Adam, {gb:.2f} GB; {copy_note}; s/GB: save {save:.2f}"
-               f" (the same tensors' bytes written raw, fsync included, by a process that built them: {tensors:.2f}),"
-               f" dvc add {cache:.2f} (md5 {md5:.2f}, copy into .dvc/cache {to_cache:.2f}, copy back over the"
-               f" workspace file {relink:.2f}, the rest DVC's start-up), load {load:.2f}, parent sha256 {sha:.2f}"),
+               f"{saved['parameters'] / 1e6:.1f}M params + Adam, {gb:.2f} GB; {'; '.join(sorted(copies))}; s/GB: save"
+               f" {save:.2f} (the same tensors' bytes written raw, fsync included, by a process that built them:"
+               f" {tensors:.2f}), dvc add {cache:.2f} (md5 {md5:.2f}, copy into .dvc/cache {to_cache:.2f}, copy back"
+               f" over the workspace file {relink:.2f}, the rest DVC's start-up), load {load:.2f}"),
         figure("peak memory", peak, gb, "GB", "<= 1.5", peak / gb <= 1.5,
                "max of the saving and the loading process; the saver holds the state it saves"),
     ]
@@ -315,46 +384,117 @@ def second_copy(path: Path) -> str:
     return "a second full copy in .dvc/cache"
 
 
+GROWTH = (10, 100)  # chunks in the chain
+
+
+def growth_project(path: Path, chunks: int, layout: Layout) -> Project:
+    """A reproduced chain of `chunks` tiny chunks (1 epoch of 256 rows each) in `layout`.
+
+    fast_repro.py runs the stages in one process, so a 100-chunk project is ready in seconds, not minutes.
+    """
+    project = layout.project(path, 320, chunks, 1)
+    project.run(PYTHON, str(ROOT / "benchmarks/fast_repro.py"), str(project.path))
+    project.commit("reproduced")
+    assert not ran(project.dvc("repro")), f"fast_repro.py left a stage for dvc repro to run in {path}"
+    return project
+
+
+def append_chunk(project: Project) -> str:
+    """Add a chunk after the last one of the chain; its name."""
+    chunks = project.params["train"]["chunks"]
+    new, last = f"c{len(chunks) + 1}", f"c{len(chunks)}"
+    project.edit_params(lambda params: params["train"]["chunks"].update({new: {"from": last, "epochs": 1}}))
+    return new
+
+
+def growth(work: Path, layouts: list[Layout]) -> list[dict]:
+    """DVC's bookkeeping against the number of chunks: no-op repro, status, appending one chunk; layouts interleaved."""
+    projects = {(layout.name, n): growth_project(work / f"growth-{index}-{n}", n, layout)
+                for index, layout in enumerate(layouts) for n in GROWTH}
+    times = {key: {"repro": [], "status": [], "append": []} for key in projects}
+    version = []
+    for _ in range(NOOP_REPEATS):
+        version.append(timed_dvc(next(iter(projects.values())), "--version")[0])
+        for key, project in projects.items():
+            seconds, output = timed_dvc(project, "repro")
+            assert not ran(output), output
+            times[key]["repro"].append(seconds)
+            times[key]["status"].append(timed_dvc(project, "status")[0])
+    for _ in range(2):  # each appends one more chunk to the chain
+        for layout in layouts:
+            for n in GROWTH:
+                project = projects[(layout.name, n)]
+                new = append_chunk(project)
+                seconds, output = timed_dvc(project, "repro")
+                assert ran(output) == {layout.checks_params, f"train@{new}", "evaluate"}, output
+                times[(layout.name, n)]["append"].append(seconds)
+    rows = []
+    small, big = GROWTH
+    for layout in layouts:
+        median = {n: {what: statistics.median(values) for what, values in times[(layout.name, n)].items()}
+                  for n in GROWTH}
+        curve = "; ".join(f"{n} chunks: no-op repro {median[n]['repro']:.2f} s, status {median[n]['status']:.2f} s,"
+                          f" append {median[n]['append']:.2f} s" for n in GROWTH)
+        rows += [
+            figure(f"no-op repro, {small} chunks ({layout.name})", median[small]["repro"], statistics.median(version),
+                   "s", "<= 1.5 s", median[small]["repro"] <= 1.5, "nothing changed; baseline: dvc --version"),
+            figure(f"no-op repro, {big} chunks ({layout.name})", median[big]["repro"], median[small]["repro"], "s",
+                   "<= 4 s", median[big]["repro"] <= 4.0, f"baseline: {small} chunks; {curve}"),
+            figure(f"append, {big} chunks ({layout.name})", median[big]["append"], median[small]["append"], "s",
+                   "<= 1.2", median[big]["append"] / median[small]["append"] <= 1.2,
+                   f"baseline: {small} chunks; append one chunk and dvc repro, median of 2; no-op and status: median"
+                   f" of {NOOP_REPEATS}"),
+        ]
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     """The figures as a table, then what each one measured."""
-    print(f"\n{'figure':<24}{'stage':>12}{'baseline':>12}  {'unit':<10}{'ratio':>7}  {'target':<9}  met")
+    print(f"\n{'figure':<40}{'stage':>12}{'baseline':>12}  {'unit':<10}{'ratio':>7}  {'target':<9}  met")
     for row in rows:
-        print(f"{row['figure']:<24}{row['value']:>12.3f}{row['baseline']:>12.3f}  {row['unit']:<10}"
+        print(f"{row['figure']:<40}{row['value']:>12.3f}{row['baseline']:>12.3f}  {row['unit']:<10}"
               f"{row['ratio']:>7.2f}  {row['target']:<9}  {'yes' if row['met'] else 'NO'}")
     for row in rows:
         print(f"  {row['figure']}: {row['note']}")
+
+
+BENCHMARKS = ["throughput", "fixed-cost", "imports", "pipeline", "incremental", "handoff", "growth"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "metrics/bench.json")
     parser.add_argument("--full", action="store_true",
-                        help="the issue's workload (about 60 s of training on 2 idle cores) instead of ~10 s")
-    parser.add_argument("--before", metavar="REV", help="also measure the growth curve of git revision REV")
-    parser.add_argument("--only", choices=["throughput", "fixed-cost", "no-op", "pipeline", "incremental", "handoff",
-                                           "growth"], help="this benchmark alone; prints it, writes no --out")
+                        help="the issue's workload (about 20 s of plain training on 2 idle cores) instead of ~3 s")
+    parser.add_argument("--before", metavar="REV",
+                        help="also measure git revision REV's whole pipeline and growth curve, in turn with this one's")
+    parser.add_argument("--only", choices=BENCHMARKS, help="this benchmark alone; prints it, writes no --out")
     args = parser.parse_args()
-    n_samples, epochs = (200_000, 13) if args.full else (30_000, 2)  # full: about 60 s of plain training
+    n_samples, epochs = (200_000, 13) if args.full else (30_000, 2)
     with tempfile.TemporaryDirectory(prefix="chunktrain-bench-") as work:
         work = Path(work)
+        before = revision(args.before, work) if args.before else None
+        measures = {"throughput": lambda: [throughput(work)],
+                    "fixed-cost": lambda: [fixed_cost(work)],
+                    "imports": lambda: imports(work),
+                    "pipeline": lambda: whole_pipeline(work, n_samples, epochs, before),
+                    "incremental": lambda: [incremental(work, 20_000, 1)],
+                    "handoff": lambda: checkpoint_handoff(work),
+                    "growth": lambda: growth(work, [SPEC_FILES, PER_KEY_PARAMS] + ([before] if before else []))}
         rows = []
-        for name, measure in [("throughput", lambda: [throughput(work)]),
-                              ("fixed-cost", lambda: [fixed_cost(work)]),
-                              ("no-op", lambda: [noop_repro(work)]),
-                              ("pipeline", lambda: [whole_pipeline(work, n_samples, epochs)]),
-                              ("incremental", lambda: [incremental(work, 20_000, 1)]),
-                              ("handoff", lambda: checkpoint_handoff(work)),
-                              ("growth", lambda: growth(work, args.before))]:
+        for name in BENCHMARKS:
             if args.only and name != args.only:
                 continue
             started = time.perf_counter()
-            rows += measure()
+            rows += measures[name]()
             print(f"{name}: {time.perf_counter() - started:.0f} s: {rows[-1]}", file=sys.stderr, flush=True)
     print_table(rows)
     if args.only:  # metrics/bench.json keeps the last full run
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine(), "repeats": REPEATS, "figures": rows}, indent=2) + "\n")
+    command = " ".join(["python benchmarks/bench.py", *sys.argv[1:]])
+    args.out.write_text(json.dumps({"command": command, "machine": machine(), "repeats": REPEATS, "figures": rows},
+                                   indent=2) + "\n")
 
 
 def machine() -> str:

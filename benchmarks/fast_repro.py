@@ -3,6 +3,7 @@
 Runs each stage's command in DVC's order by calling the script's main() from the project's own src/, then
 `dvc commit`s what they wrote: the state `dvc repro` leaves, without a Python and torch start-up per chunk,
 so a 100-chunk project is ready in seconds. The benchmark checks that a `dvc repro` after it runs nothing.
+It works for any revision whose stage commands are `python src/<script>.py ...` with a main(argv).
 """
 
 import contextlib
@@ -15,20 +16,25 @@ import sys
 from pathlib import Path
 
 
-def main() -> None:
-    project = Path(sys.argv[1]).resolve()
-    os.chdir(project)
-    sys.path.insert(0, str(project / "src"))
+def stages_in_order(project: Path) -> list[tuple[str, str]]:
+    """(name, command) of every stage of the project's dvc.yaml, each after the stages it depends on."""
     import networkx
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        for stage in reversed(list(networkx.topological_sort(graph))):
-            python, script, *args = shlex.split(stage.cmd)
-            assert python == "python", stage.cmd
-            with contextlib.redirect_stdout(io.StringIO()):
-                importlib.import_module(Path(script).stem).main(args)
+        return [(stage.name, stage.cmd) for stage in reversed(list(networkx.topological_sort(graph)))]
+
+
+def main() -> None:
+    project = Path(sys.argv[1]).resolve()
+    os.chdir(project)
+    sys.path.insert(0, str(project / "src"))
+    for _, command in stages_in_order(project):
+        python, script, *args = shlex.split(command)
+        assert python == "python", command
+        with contextlib.redirect_stdout(io.StringIO()):
+            importlib.import_module(Path(script).stem).main(args)
     subprocess.run(["dvc", "commit", "--force", "--quiet"], check=True)
 
 

@@ -1,4 +1,4 @@
-"""The benchmarks are not run by the suite (they take minutes), but their params must stay valid."""
+"""The benchmarks are not run by the suite (they take minutes); these hold what their figures rest on."""
 
 import json
 import subprocess
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from chunktrain.params import Params
-from chunktrain.testing import ROOT, TINY_PARAMS, project_env, ran
+from chunktrain.core.config import Params
+from chunktrain.testing import ROOT, project_env, ran
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
@@ -19,40 +19,25 @@ def test_the_benchmark_pipelines_have_valid_params():
     assert params.train.lineage("c5") == ["c1", "c2", "c3", "c4", "c5"]
 
 
-def test_the_benchmark_pipelines_write_every_key_dvc_yaml_lists():
-    """DVC reads params.yaml itself and fails on a key the file lacks, even where the schema has a default."""
-    written = bench.pipeline_params(n_samples=30_000, chunks=5, epochs=2)
-    for section in ("data", "model", "train"):
-        assert written[section].keys() == TINY_PARAMS[section].keys(), section
-
-
-def test_the_throughput_benchmark_runs_the_stage_loop(tmp_path):
-    """A few seconds: keeps the benchmark in step with train_epochs' signature."""
-    row = bench.throughput(tmp_path)
-    assert row["figure"] == "training throughput"
-    assert row["value"] > 0 and row["baseline"] > 0
-
-
-def test_the_hand_off_benchmark_builds_its_model():
-    """Its 100M-parameter model, on the meta device (no memory): keeps checkpoint_io.py in step with model.py."""
-    import checkpoint_io
-    import torch
-
-    from chunktrain.model import build_model
-
-    with torch.device("meta"):
-        model = build_model(checkpoint_io.CONFIG)
-    assert sum(p.numel() for p in model.parameters()) == (16 + 1) * 10_000 + (10_000 + 1) * 10_000 + (10_000 + 1)
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", [bench.SPEC_FILES, bench.PER_KEY_PARAMS], ids=lambda layout: layout.name)
+def test_the_growth_benchmark_builds_a_project_dvc_repro_finds_up_to_date(tmp_path, layout):
+    """fast_repro.py runs every stage in one process; a dvc repro after it must run nothing, and an appended chunk
+    only plan, itself and evaluate, in the chosen layout and in the rejected one (per-key params)."""
+    project = bench.growth_project(tmp_path / "growth", 3, layout)  # asserts that dvc repro then runs nothing
+    assert sorted(path.name for path in (project.path / "data/checkpoints").glob("*.pt")) == [
+        "c1.pt", "c2.pt", "c3.pt", "init.pt"]
+    new = bench.append_chunk(project)
+    assert ran(project.dvc("repro")) == {"plan", f"train@{new}", "evaluate"}
 
 
 @pytest.mark.slow
-def test_the_growth_benchmark_builds_a_project_dvc_repro_finds_up_to_date(tmp_path):
-    """fast_repro.py runs every stage of dvc.yaml in one process; a dvc repro after it must run nothing."""
-    project = bench.growth_project(tmp_path / "growth", 3, ROOT, env={})
-    assert sorted(path.name for path in (project.path / "data/checkpoints").glob("*.pt")) == [
-        "c1.pt", "c2.pt", "c3.pt", "init.pt"]
-    project.edit_params(lambda params: params["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}))
-    assert ran(project.dvc("repro")) == {"validate", "train@c4", "evaluate"}
+def test_the_per_key_layout_reruns_a_chunk_on_its_own_key(tmp_path):
+    """The rejected layout is DVC's convention: a chunk's params.yaml key reruns that chunk and what follows it."""
+    project = bench.growth_project(tmp_path / "growth", 3, bench.PER_KEY_PARAMS)
+    project.edit_params(lambda params: params["train"]["chunks"]["c2"].update(lr=0.002))
+    assert "train.chunks.c2" in project.dvc("status", "train@c2")
+    assert ran(project.dvc("repro")) == {"plan", "train@c2", "train@c3", "evaluate"}
 
 
 def test_the_dvc_add_timer_finds_each_part_it_times(tmp_path):
@@ -66,3 +51,17 @@ def test_the_dvc_add_timer_finds_each_part_it_times(tmp_path):
     parts = json.loads(result.stdout.splitlines()[-1])
     assert parts.keys() == {"md5", "cache", "relink"} and all(seconds > 0 for seconds in parts.values()), parts
     assert (tmp_path / ".dvc/cache/files/md5").is_dir()
+
+
+def test_import_times_name_who_imports_each_heavy_package():
+    """The imports figures' notes say which of our modules pulls in a package; parsed from -X importtime."""
+    stderr = "\n".join([
+        "import time: self [us] | cumulative | imported package",
+        "import time:       100 |     900000 |     torch",
+        "import time:        50 |     950000 |   chunktrain.core.splits",
+        "import time:        10 |     960000 | chunktrain.data.dataset",
+        "import time:     80000 |      80000 | pandas",
+    ])
+    total, heavy = bench.import_times(stderr)
+    assert total == pytest.approx(1.04)
+    assert heavy == {"torch": (0.9, "chunktrain.core.splits"), "pandas": (0.08, "top level")}
