@@ -6,7 +6,7 @@ from pathlib import Path
 
 from chunktrain.core.checkpoint import (EPOCH, HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM,
                                         CheckpointError, check_lineage, load_checkpoint)
-from chunktrain.core.config import INIT, EvaluateSpec
+from chunktrain.core.config import INIT, ChunkSpec, EvaluateSpec
 from chunktrain.core.errors import PipelineError, run_stage
 from chunktrain.core.files import write_json, write_rows
 from chunktrain.core.model import build_model
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     write_rows(args.curves, tree_curves(spec.leaves(), {name: checkpoints[name][HISTORY] for name in spec.chunks}))
 
 
-def load_current(path: Path, spec, parent: dict, dataset_id: str) -> dict:
+def load_current(path: Path, spec: ChunkSpec, parent: dict, dataset_id: str) -> dict:
     """A chunk's checkpoint, refused unless its spec made it on this dataset from the parent checkpoint there now."""
     stage = f"train@{spec.name}"
     checkpoint = load_checkpoint(path, stage)

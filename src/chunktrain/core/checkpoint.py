@@ -147,7 +147,9 @@ def check_lineage(checkpoint: dict, path: str | Path, *, chunk: str, spec: Chunk
         saved, spec_prefix = saved.get("init"), "init."
     else:
         spec_prefix = ""
-    for key, was, now in _differences(saved, _recipe(spec), spec_prefix):
+    difference = next(_differences(saved, _recipe(spec), spec_prefix), None)
+    if difference:
+        key, was, now = difference
         raise CheckpointError(path, f"does not match params.yaml: {key} is {brief(was)} in the file, {brief(now)}"
                                     " in params.yaml", stage)
     if record.get("dataset") != dataset_id:

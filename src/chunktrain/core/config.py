@@ -12,11 +12,12 @@ INIT = "init"  # the `from` of a chunk that starts from the init stage's checkpo
 # A chunk name becomes a stage name, a shell word and a file stem: letters, digits, _ and - only, no path parts.
 CHUNK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
+
 def read_yaml(text: str):
     """Parse YAML exactly as DVC does (dvc.utils.serialize.parse_yaml): ruamel's safe loader, YAML 1.2.
 
     So `010` is 10, `yes` and `1:30` are strings and `1e-3` is a float, in params.yaml, dvc.lock and here.
-    Importing ruamel directly, not through dvc, keeps DVC's import time out of every stage.
+    Importing ruamel directly, not through dvc, keeps DVC's import time out of stage plan.
     """
     from ruamel.yaml import YAML
 
@@ -29,8 +30,6 @@ class _Section(BaseModel):
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Task = Literal["regression", "classification"]
-
-
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 

@@ -22,7 +22,6 @@ from chunktrain.training.loop import Position
 
 RESUME = "resume"  # snapshots only: {epoch, batch, loss_sum, step}
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
-RECIPE = ("parent", "spec", "dataset", "code", "device")  # what a lineage id is made of
 
 
 def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int) -> None:
@@ -46,7 +45,7 @@ def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, pare
         return None
     saved = snapshot[LINEAGE]
     if saved.get("id") != lineage["id"]:
-        changed = [part for part in RECIPE if saved.get(part) != lineage[part]] or ["lineage id"]
+        changed = [part for part in lineage if part != "id" and saved.get(part) != lineage[part]] or ["lineage id"]
         log(f"skipping snapshot {path}: it was taken with another {', '.join(changed)}")
         return None
     problem = position_problem(snapshot, parent, epochs, steps_per_epoch)
