@@ -1,16 +1,19 @@
-"""Stage `evaluate`: test loss of every chunk's checkpoint, the best chunk, and one loss table of the tree."""
+"""Stage `evaluate`: test metrics of every chunk's checkpoint, the best chunk, and one loss table of the tree.
+
+A text has no test split: its chunks are scored on their last val loss alone.
+"""
 
 import argparse
 import math
 from pathlib import Path
 
-from chunktrain.core.checkpoint import (EPOCH, HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM,
+from chunktrain.core.checkpoint import (HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM,
                                         CheckpointError, check_lineage, load_checkpoint)
 from chunktrain.core.config import INIT, ChunkSpec, EvaluateSpec
 from chunktrain.core.errors import PipelineError, run_stage
 from chunktrain.core.files import write_json, write_rows
 from chunktrain.core.model import build_model
-from chunktrain.core.splits import read_dataset, read_split
+from chunktrain.core.splits import read_dataset
 from chunktrain.core.tasks import evaluate, make_task
 from chunktrain.evaluation import best_chunk, chunk_scores, tree_curves
 
@@ -19,13 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", type=Path, required=True, help="data/plan/evaluate.json")
     parser.add_argument("--checkpoints", type=Path, required=True, help="folder of <chunk>.pt files")
-    parser.add_argument("--test", required=True)
-    parser.add_argument("--dataset", type=Path, required=True, help="dataset.json: the dataset's id")
+    parser.add_argument("--dataset", type=Path, required=True, help="the dataset folder generate wrote")
     parser.add_argument("--chunks", type=Path, required=True, help="JSON file: every chunk's losses and test scores")
     parser.add_argument("--best", type=Path, required=True, help="JSON file: the chunk with the lowest val_loss")
-    parser.add_argument("--curves", type=Path, required=True, help="CSV file: every branch's losses and lr by epoch")
+    parser.add_argument("--curves", type=Path, required=True, help="CSV file: every branch's losses and lr by step")
     args = parser.parse_args(argv)
-    spec, dataset, test = EvaluateSpec.read(args.spec), read_dataset(args.dataset), read_split(args.test)
+    spec, dataset = EvaluateSpec.read(args.spec), read_dataset(args.dataset)
+    test = None if dataset.is_text else dataset.split("test")
 
     checkpoints = {INIT: load_checkpoint(args.checkpoints / f"{INIT}.pt", INIT)}
     check_lineage(checkpoints[INIT], args.checkpoints / f"{INIT}.pt", chunk=INIT, spec=spec.init,
@@ -54,16 +57,18 @@ def load_current(path: Path, spec: ChunkSpec, parent: dict, dataset_id: str) -> 
 
 
 def score(checkpoint: dict, path: Path, test) -> dict:
-    """A chunk's scores: its last epoch's losses and the task's metrics on the test split."""
-    model = build_model(checkpoint[MODEL_CONFIG])
-    model.load_state_dict(checkpoint[MODEL_STATE])
-    losses = evaluate(model, test, make_task(checkpoint[TRANSFORM]))
+    """A chunk's scores: its last round's losses and the task's metrics on the test split, if there is one."""
+    losses = {}
+    if test is not None:
+        model = build_model(checkpoint[MODEL_CONFIG])
+        model.load_state_dict(checkpoint[MODEL_STATE])
+        losses = evaluate(model, test, make_task(checkpoint[TRANSFORM]))
     name = checkpoint[LINEAGE]["chunk"]
     if not all(math.isfinite(value) for value in losses.values()):
         raise PipelineError(f"{path} gives a non-finite test loss ({next(iter(losses.values()))}); its weights"
                             f" are not finite: run `dvc repro train@{name}` to rebuild it")
     scores = chunk_scores(checkpoint, losses, path)
-    print(f"evaluate: {name} (epoch {checkpoint[EPOCH]}): val_loss {scores['val_loss']:.5f}  "
+    print(f"evaluate: {name} (step {scores['step']}): val_loss {scores['val_loss']:.5f}  "
           + "  ".join(f"test_{metric} {value:.5f}" for metric, value in losses.items()))
     return scores
 
@@ -73,7 +78,7 @@ def write_summary(scores: dict[str, dict], chunks_path: Path, best_path: Path) -
     write_json(chunks_path, scores)
     best = best_chunk(scores)
     write_json(best_path, {"chunk": best, **scores[best]})
-    print(f"evaluate: best chunk {best} (epoch {scores[best]['epoch']}, val_loss {scores[best]['val_loss']:.5f}):"
+    print(f"evaluate: best chunk {best} (step {scores[best]['step']}, val_loss {scores[best]['val_loss']:.5f}):"
           f" {scores[best]['checkpoint']}")
 
 

@@ -1,29 +1,37 @@
-"""Stage `generate`: data.source -> train, val and test splits, and dataset.json (their transform and id)."""
+"""Stage `generate`: data.source -> the dataset folder: its splits, and dataset.json (their transform and id)."""
 
 import argparse
 from pathlib import Path
 
 from chunktrain.core.config import DataSpec
 from chunktrain.core.errors import run_stage
-from chunktrain.data.dataset import make_splits, write_dataset
+from chunktrain.data.dataset import make_splits, parquet_bytes, write_dataset
+from chunktrain.data.text import make_tokens
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", type=Path, required=True, help="data/plan/data.json")
-    for split in ("train", "val", "test"):
-        parser.add_argument(f"--{split}", type=Path, required=True, help=f"parquet file for the {split} split")
-    parser.add_argument("--dataset", type=Path, required=True,
-                        help="JSON file: the dataset's id and transform (feature statistics, the target's scale or"
-                             " labels)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder: a table's train, val and test .parquet, or a text's train and val .bin token"
+                             " files, and dataset.json (the transform or vocabulary, and the dataset's id)")
     args = parser.parse_args(argv)
     spec = DataSpec.read(args.spec)
-    splits, transform = make_splits(spec.data, spec.task, spec.seed)  # every check before any write
-    dataset_id = write_dataset(splits, transform, {split: getattr(args, split) for split in splits}, args.dataset)
-    for split, frame in splits.items():
-        print(f"generate: {getattr(args, split)}: {len(frame)} rows")
-    classes = f", {len(transform['labels'])} classes" if transform["labels"] else ""
-    print(f"generate: {args.dataset}: {len(transform['features'])} features{classes}, id {dataset_id[:12]}")
+    # every check before any write
+    if spec.data.is_text:
+        tokens, transform = make_tokens(spec.data)
+        files = {f"{split}.bin": ids.tobytes() for split, ids in tokens.items()}
+        sizes = {split: f"{len(ids):,} tokens" for split, ids in tokens.items()}
+        summary = f"{len(transform['vocab'])} characters in the vocabulary"
+    else:
+        frames, transform = make_splits(spec.data, spec.task, spec.seed)
+        files = {f"{split}.parquet": parquet_bytes(frame) for split, frame in frames.items()}
+        sizes = {split: f"{len(frame)} rows" for split, frame in frames.items()}
+        classes = f", {len(transform['labels'])} classes" if transform["labels"] else ""
+        summary = f"{len(transform['features'])} features{classes}"
+    dataset_id = write_dataset(files, transform, args.out)
+    print(f"generate: {args.out}: " + ", ".join(f"{split} {size}" for split, size in sizes.items())
+          + f"; {summary}; id {dataset_id[:12]}")
 
 
 if __name__ == "__main__":

@@ -8,29 +8,32 @@ import torch
 from chunktrain.core.checkpoint import code_id, lineage, make_checkpoint, save_checkpoint
 from chunktrain.core.config import InitSpec
 from chunktrain.core.errors import PipelineError, run_stage
-from chunktrain.core.model import build_model, build_optimizer, spec_config
+from chunktrain.core.model import build_model, build_optimizer, model_config
 from chunktrain.core.splits import read_dataset
 
-CODE = ("init.py", "chunktrain/__init__.py", "chunktrain/core")  # under src/: this stage's code deps in dvc.yaml
+CODE = ("init.py", "chunktrain/__init__.py", "chunktrain/core", "models")  # under src/: its code deps in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", type=Path, required=True, help="data/plan/init.json")
-    parser.add_argument("--dataset", type=Path, required=True, help="dataset.json, which generate wrote")
+    parser.add_argument("--dataset", type=Path, required=True, help="the dataset folder generate wrote (only its dataset.json is read)")
     parser.add_argument("--out", required=True, help="checkpoint to write")
     args = parser.parse_args(argv)
     spec, dataset = InitSpec.read(args.spec), read_dataset(args.dataset)
     if dataset.transform.get("task") != spec.model.task:
         raise PipelineError(f"{args.dataset} was not written for model.task {spec.model.task}; run `dvc repro`")
     torch.manual_seed(spec.seed)
-    config = spec_config(spec.model, dataset.transform)
-    model = build_model(config)
+    config = model_config(spec.model, dataset.transform)
+    try:
+        model = build_model(config)
+    except (TypeError, ValueError) as error:  # what a builder raises for arguments it cannot use
+        raise PipelineError(f"model.args: {spec.model.arch} cannot build from {spec.model.args}: {error}") from None
     optimizer = build_optimizer(model, config)
     record = lineage(spec, None, dataset.id, code_id(Path(__file__).parent, *CODE))
     save_checkpoint(make_checkpoint(model, optimizer, epoch=0, loss=None, model_config=config, lineage=record,
                                     global_step=0, history=[], transform=dataset.transform), args.out)
-    print(f"init: {args.out}: {sum(p.numel() for p in model.parameters())} parameters, {config}")
+    print(f"init: {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters, {config}")
 
 
 if __name__ == "__main__":

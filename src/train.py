@@ -7,19 +7,17 @@ from pathlib import Path
 from chunktrain.core.checkpoint import code_id
 from chunktrain.core.config import ChunkSpec, SnapshotPolicy
 from chunktrain.core.errors import run_stage
-from chunktrain.core.splits import count_rows
+from chunktrain.core.splits import read_dataset
 from chunktrain.training import chunk, parallel
 
-CODE = ("train.py", "chunktrain/__init__.py", "chunktrain/core", "chunktrain/training")  # its code deps in dvc.yaml
+CODE = ("train.py", "chunktrain/__init__.py", "chunktrain/core", "chunktrain/training", "models")  # dvc.yaml's deps
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", type=Path, required=True, help="data/plan/train/<chunk>.json")
     parser.add_argument("--parent", type=Path, required=True, help="checkpoint the chunk starts from")
-    parser.add_argument("--train", type=Path, required=True)
-    parser.add_argument("--val", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True, help="dataset.json: the dataset's id")
+    parser.add_argument("--dataset", type=Path, required=True, help="the dataset folder generate wrote")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON file for the chunk's final losses")
     parser.add_argument("--snapshot", type=Path, required=True,
@@ -29,14 +27,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     spec, policy = ChunkSpec.read(args.spec), SnapshotPolicy.read(args.snapshot_policy)
     name = f"train@{spec.name}"
-    parallel.check_nproc(spec.nproc, count_rows(args.train), spec.settings.batch_size, f"{name}: nproc")
+    dataset = read_dataset(args.dataset)
+    if not dataset.is_text:
+        parallel.check_nproc(spec.nproc, dataset.size("train"), spec.settings, f"{name}: nproc")
     if spec.nproc > 1 and not parallel.under_torchrun():
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.
         return parallel.launch(spec.nproc, Path(__file__), sys.argv[1:] if argv is None else argv,
                                device=spec.device, name=name, out=args.out)
     world = parallel.join(spec.nproc, spec.device, f"{name}: nproc")
-    files = chunk.ChunkFiles(parent=args.parent, train=args.train, val=args.val, dataset=args.dataset, out=args.out,
-                             metrics=args.metrics, snapshot=args.snapshot)
+    files = chunk.ChunkFiles(parent=args.parent, dataset=args.dataset, out=args.out, metrics=args.metrics,
+                             snapshot=args.snapshot)
     chunk.run(spec, files, world, code_id(Path(__file__).parent, *CODE), policy)
 
 

@@ -1,31 +1,33 @@
 """What evaluate reports over the whole chunk tree: each chunk's scores, the best chunk, one curve table."""
 
-from chunktrain.core.checkpoint import EPOCH, HISTORY
+from chunktrain.core.checkpoint import EPOCH, GLOBAL_STEP, HISTORY
 
 
 def chunk_scores(checkpoint: dict, losses: dict[str, float], path) -> dict:
     """A chunk's line in metrics/chunks.json: where its checkpoint stands and how it scores.
 
-    The test metrics are the task's: test_mse and test_mae, or test_cross_entropy and test_accuracy.
+    The test metrics are the task's: test_mse and test_mae, or test_cross_entropy and test_accuracy (none
+    for a text, which has no test split).
     """
-    last = checkpoint[HISTORY][-1]  # the epoch that produced this checkpoint's weights
-    return {"epoch": checkpoint[EPOCH], "train_loss": last["train_loss"], "val_loss": last["val_loss"],
+    last = checkpoint[HISTORY][-1]  # the round that produced this checkpoint's weights
+    return {"epoch": checkpoint[EPOCH], "step": checkpoint[GLOBAL_STEP], "train_loss": last["train_loss"],
+            "val_loss": last["val_loss"],
             **{f"test_{metric}": value for metric, value in losses.items()}, "checkpoint": str(path)}
 
 
 def best_chunk(scores: dict[str, dict]) -> str:
-    """The chunk whose checkpoint has the lowest val_loss; on a tie, the one with fewer epochs.
+    """The chunk whose checkpoint has the lowest val_loss; on a tie, the one with fewer steps.
 
     Chosen on the validation split only: the test split stays an unbiased estimate of the chosen checkpoint.
     """
-    return min(scores, key=lambda name: (scores[name]["val_loss"], scores[name]["epoch"]))
+    return min(scores, key=lambda name: (scores[name]["val_loss"], scores[name]["step"]))
 
 
 def tree_curves(leaves: list[str], histories: dict[str, list[dict]]) -> list[dict]:
-    """One row per branch and global epoch: the whole lineage of every branch, for one chart of the tree.
+    """One row per branch and round: the whole lineage of every branch, for one chart of the tree.
 
-    A branch is named after its last chunk (a leaf); branches repeat the epochs they share, so each is one line.
+    A branch is named after its last chunk (a leaf); branches repeat the rounds they share, so each is one line.
     """
-    return [{"branch": leaf, "chunk": record["chunk"], "epoch": record["epoch"],
+    return [{"branch": leaf, "chunk": record["chunk"], "step": record["step"], "epoch": record["epoch"],
              "train_loss": record["train_loss"], "val_loss": record["val_loss"], "lr": record["lr"]}
             for leaf in leaves for record in histories[leaf]]

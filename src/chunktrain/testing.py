@@ -28,7 +28,7 @@ TINY_PARAMS = {
     "synthetic": {"n_samples": 2000, "n_features": 4, "noise": 0.1},
     "data": {"source": "data/raw/synthetic.parquet", "target": "y", "features": None, "val_fraction": 0.1,
              "test_fraction": 0.1},
-    "model": {"task": "regression", "arch": "mlp", "hidden": [16]},
+    "model": {"task": "regression", "arch": "mlp", "args": {"hidden": [16]}},
     "train": {
         "optimizer": "adam",
         "lr": 0.01,
@@ -38,7 +38,7 @@ TINY_PARAMS = {
         "device": "auto",
         "snapshot_every_steps": None,
         "snapshot_every_seconds": 30,
-        "schedule": {"warmup_epochs": 0.0, "decay": "none", "total_epochs": None, "min_lr": 0.0},
+        "schedule": {"warmup": 0.0, "decay": "none", "total": None, "min_lr": 0.0},
         "chunks": {
             "c1": {"from": "init", "epochs": 2},
             "c2": {"from": "c1", "epochs": 2},
@@ -46,6 +46,32 @@ TINY_PARAMS = {
         },
     },
 }
+
+# A language model on a text: a small GPT, chunks in steps, and the knobs the issue of the GPT asks for.
+TINY_TEXT_PARAMS = {
+    **TINY_PARAMS,
+    "data": {"source": "data/text.txt", "val_fraction": 0.1},
+    "model": {"task": "language_model", "arch": "gpt",
+              "args": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "dropout": 0.1, "bias": True}},
+    "train": {**TINY_PARAMS["train"], "optimizer": "adamw", "lr": 0.003, "batch_size": 4, "weight_decay": 0.1,
+              "betas": [0.9, 0.99], "grad_clip": 1.0, "grad_accum": 2, "eval_every": 10, "eval_batches": 2,
+              "schedule": {"warmup": 5, "decay": "cosine", "total": 60, "min_lr": 0.0003},
+              "chunks": {"c1": {"from": "init", "steps": 20}, "c2": {"from": "c1", "steps": 20}}},
+}
+
+
+def tiny_text(n_chars: int = 20_000, seed: int = 0) -> str:
+    """A made-up text of words and lines, the same for the same arguments: a corpus no test has to download."""
+    import random
+
+    words = "to be or not that is the question whether tis nobler in mind suffer slings and arrows".split()
+    chosen = random.Random(seed)
+    lines, size = [], 0
+    while size < n_chars:
+        line = " ".join(chosen.choice(words) for _ in range(chosen.randint(3, 9))).capitalize() + ".\n"
+        lines.append(line)
+        size += len(line)
+    return "".join(lines)[:n_chars]
 
 
 def sha256(path: Path) -> str:
@@ -175,8 +201,7 @@ class Stages:
         root.mkdir(parents=True, exist_ok=True)
         self.params_path = write_params(root / "params.yaml", params)
         self.plan_dir = root / "plan"
-        self.split = {name: root / f"data/{name}.parquet" for name in ("train", "val", "test")}
-        self.dataset = root / "data/dataset.json"
+        self.dataset = root / "data/dataset"  # the folder generate writes
 
     def checkpoint(self, name: str) -> Path:
         return self.root / f"checkpoints/{name}.pt"
@@ -196,8 +221,7 @@ class Stages:
         synthesize.main(["--spec", str(self.spec("synthetic.json")),
                          "--out", str(self.root / "data/raw/synthetic.parquet")])
         with contextlib.chdir(self.root):
-            generate.main(["--spec", str(self.spec("data.json")), *self.split_args("train", "val", "test"),
-                           "--dataset", str(self.dataset)])
+            generate.main(["--spec", str(self.spec("data.json")), "--out", str(self.dataset)])
 
     def init(self) -> None:
         import init
@@ -213,8 +237,7 @@ class Stages:
         assert parent in (None, spec["parent"]), (parent, spec["parent"])
         with _own_environment():  # a stage under torchrun sets variables for its processes, in its own process
             train.main(["--spec", str(self.spec(f"train/{chunk}.json")),
-                        "--parent", str(self.checkpoint(spec["parent"])), *self.split_args("train", "val"),
-                        "--dataset", str(self.dataset), "--out", str(self.checkpoint(chunk)),
+                        "--parent", str(self.checkpoint(spec["parent"])), "--dataset", str(self.dataset), "--out", str(self.checkpoint(chunk)),
                         "--metrics", str(self.root / f"metrics/{chunk}.json"),
                         "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt"),
                         "--snapshot-policy", str(self.spec("snapshots.json"))])
@@ -224,13 +247,10 @@ class Stages:
         import evaluate
         self.plan()
         evaluate.main(["--spec", str(self.spec("evaluate.json")), "--checkpoints", str(self.root / "checkpoints"),
-                       "--test", str(self.split["test"]), "--dataset", str(self.dataset),
+                       "--dataset", str(self.dataset),
                        "--chunks", str(self.root / "metrics/chunks.json"),
                        "--best", str(self.root / "metrics/best.json"),
                        "--curves", str(self.root / "metrics/curves.csv")])
-
-    def split_args(self, *names: str) -> list[str]:
-        return [arg for name in names for arg in (f"--{name}", str(self.split[name]))]
 
 
 def chunked_and_whole(stages: "Stages", params: dict, first: int, second: int) -> tuple[dict, dict]:
@@ -257,7 +277,7 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 def losses(checkpoint: dict) -> list[tuple]:
-    return [(r["epoch"], r["train_loss"], r["val_loss"], r["lr"]) for r in checkpoint[ckpt.HISTORY]]
+    return [(r["epoch"], r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in checkpoint[ckpt.HISTORY]]
 
 
 def processes_under(path) -> list[psutil.Process]:

@@ -17,22 +17,24 @@ from chunktrain.core.config import INIT, ChunkSpec, InitSpec
 from chunktrain.core.errors import PipelineError, brief
 from chunktrain.core.files import write_atomically
 
-FORMAT_VERSION = 3  # 3: LINEAGE replaces chunk, parent, parent_sha256 and train_settings
+FORMAT_VERSION = 4  # 4: any model (arch and args), two optimizer groups, rounds; 3: LINEAGE
 
 # The keys, defined once. The first four are the PyTorch checkpointing tutorial's.
-EPOCH = "epoch"  # epochs completed in total, across all chunks: the next epoch trained is EPOCH + 1
+# Rounds completed in total, across all chunks: a table's epochs, or a text's rounds of train.eval_every steps.
+EPOCH = "epoch"
 MODEL_STATE = "model_state_dict"
 OPTIMIZER_STATE = "optimizer_state_dict"
 LOSS = "loss"  # mean training loss of the last epoch; None in the epoch-0 checkpoint
 RNG_STATE = "rng_state"  # {"torch": ByteTensor, "cuda": [ByteTensor per device]}
-MODEL_CONFIG = "model_config"  # what built model and optimizer: arch, task, n_features, n_outputs, hidden, optimizer
+MODEL_CONFIG = "model_config"  # what built model and optimizer: arch, args, task, inputs, outputs, optimizer, ...
 # How raw table values become the model's inputs and targets (data/transform.py): feature names, their train-split
-# mean and std, the target's mean and std (regression) or class labels (classification). From init on, unchanged.
+# mean and std, the target's mean and std (regression) or class labels (classification); or a text's vocabulary
+# (the character of each token id). From init on, unchanged.
 TRANSFORM = "transform"
 # How it was made: {id, chunk, parent, spec, dataset, code, device}; see lineage().
 LINEAGE = "lineage"
 GLOBAL_STEP = "global_step"  # optimizer steps taken in total, across all chunks
-HISTORY = "history"  # one dict per epoch of the whole lineage: epoch, train_loss, val_loss, lr, chunk
+HISTORY = "history"  # one dict per round of the whole lineage: epoch (the round), step, train_loss, val_loss, lr, chunk
 VERSION = "format_version"
 
 KEYS = (EPOCH, MODEL_STATE, OPTIMIZER_STATE, LOSS, RNG_STATE, MODEL_CONFIG, TRANSFORM, LINEAGE, GLOBAL_STEP, HISTORY,

@@ -2,7 +2,7 @@
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,8 +29,11 @@ class _Section(BaseModel):
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-Task = Literal["regression", "classification"]
+Task = Literal["regression", "classification", "language_model"]
 TABLE_SUFFIXES = (".csv", ".parquet")
+TEXT_SUFFIX = ".txt"  # a UTF-8 text: the language_model task, chunks counted in steps
+# A user's own model: a function in a module under src/models/, which the model stages depend on (dvc.yaml).
+OWN_MODEL = re.compile(r"models(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SyntheticParams(_Section):
@@ -42,23 +45,34 @@ class SyntheticParams(_Section):
 
 
 class DataParams(_Section):
-    source: str  # the path of a CSV or parquet table inside the repo; dvc.yaml reads it too
+    source: str  # the path of a CSV or parquet table, or a .txt text, inside the repo; dvc.yaml reads it too
     target: str = "y"  # the target column
     features: list[str] | None = Field(default=None, min_length=1)  # None: every column but the target
     val_fraction: Fraction
-    test_fraction: Fraction
+    test_fraction: Fraction | None = None  # tables only: a text's val split is its last val_fraction
+
+    @property
+    def is_text(self) -> bool:
+        return PurePosixPath(self.source).suffix.lower() == TEXT_SUFFIX
 
     @model_validator(mode="after")
     def _splits_and_columns(self) -> "DataParams":
+        path = PurePosixPath(self.source)
+        if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in (*TABLE_SUFFIXES, TEXT_SUFFIX):
+            raise ValueError(f"data.source: {brief(self.source)} must be the relative path of a .csv or .parquet"
+                             " table, or a .txt text, inside the repo")
+        if self.is_text:
+            if self.test_fraction is not None or self.features is not None:
+                raise ValueError("data.test_fraction and data.features are for tables; a text is split into train"
+                                 " and its last val_fraction as val: remove them")
+            return self
+        if self.test_fraction is None:
+            raise ValueError("data.test_fraction: missing key (a table needs a test split)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
                 f"data.val_fraction + data.test_fraction must be below 1 to leave rows to train on,"
                 f" got {self.val_fraction} + {self.test_fraction}"
             )
-        path = PurePosixPath(self.source)
-        if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in TABLE_SUFFIXES:
-            raise ValueError(f"data.source: {brief(self.source)} must be the relative path of a .csv or .parquet"
-                             " file inside the repo")
         if self.features is not None and (self.target in self.features or len(set(self.features)) < len(self.features)):
             raise ValueError(f"data.features: {brief(self.features)} must name distinct columns other than the target"
                              f" {self.target!r}")
@@ -72,36 +86,45 @@ class DataParams(_Section):
 
 
 class ModelParams(_Section):
-    task: Task = "regression"
-    arch: str = Field(default="mlp", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name in ARCHITECTURES (core/model.py)
-    hidden: list[Annotated[int, Field(gt=0)]]
+    task: Task | None = None  # None: language_model for a text, else regression
+    # a name in ARCHITECTURES (core/model.py), or your own builder under src/models/, e.g. models.my_net:build
+    arch: str = "mlp"
+    args: dict[str, Any] = {}  # passed to the builder by keyword; stored in every checkpoint
+
+    @model_validator(mode="after")
+    def _arch_is_a_name(self) -> "ModelParams":
+        if not (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", self.arch) or OWN_MODEL.fullmatch(self.arch)):
+            raise ValueError(f"model.arch: {brief(self.arch)} must be a built-in name (mlp, gpt) or a builder under"
+                             " src/models/ as models.<module>:<function>")
+        return self
 
 
 class ScheduleParams(_Section):
-    """The lr over global epochs: warmup, then constant (`none`) or a decay to min_lr; see schedule.py."""
+    """The lr over the global position in the chunks' unit (epochs, or steps for a text); see schedule.py."""
 
-    warmup_epochs: float = Field(default=0.0, ge=0)
+    warmup: float = Field(default=0.0, ge=0)  # linear warmup from 0 to the lr over the first `warmup` epochs or steps
     decay: Literal["none", "cosine", "linear"] = "none"
-    total_epochs: float | None = Field(default=None, gt=0)
+    total: float | None = Field(default=None, gt=0)  # where a decay reaches min_lr
     min_lr: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _decay_has_an_end(self) -> "ScheduleParams":
-        if self.decay == "none" and self.total_epochs is not None:
-            raise ValueError(f"train.schedule.total_epochs: {self.total_epochs} is used only by decay cosine or"
+        if self.decay == "none" and self.total is not None:
+            raise ValueError(f"train.schedule.total: {self.total} is used only by decay cosine or"
                              " linear, and decay is none; remove it or choose a decay")
-        if self.decay != "none" and self.total_epochs is None:
-            raise ValueError(f"train.schedule.total_epochs: decay {self.decay} needs the global epoch where it"
+        if self.decay != "none" and self.total is None:
+            raise ValueError(f"train.schedule.total: decay {self.decay} needs the global position where it"
                              " reaches min_lr")
-        if self.total_epochs is not None and self.total_epochs <= self.warmup_epochs:
-            raise ValueError(f"train.schedule.total_epochs: {self.total_epochs} must be after the warmup's end"
-                             f" (warmup_epochs {self.warmup_epochs})")
+        if self.total is not None and self.total <= self.warmup:
+            raise ValueError(f"train.schedule.total: {self.total} must be after the warmup's end"
+                             f" (warmup {self.warmup})")
         return self
 
 
 class ChunkParams(_Section):
     parent: str = Field(alias="from")
-    epochs: int = Field(gt=0)
+    epochs: int | None = Field(default=None, gt=0)  # a table's chunks count epochs
+    steps: int | None = Field(default=None, gt=0)  # a text's chunks count optimizer steps
     lr: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
@@ -109,15 +132,30 @@ class ChunkParams(_Section):
     cooldown: Literal["linear", "cosine"] | None = None  # from the lr at the chunk's start down to min_lr
 
 
+Dtype = Literal["float32", "bfloat16"]
+
+
 class TrainSettings(_Section):
     """A chunk's effective knobs: its own overrides, else the train section's values."""
 
-    epochs: int
+    epochs: int | None  # one of epochs (a table) and steps (a text)
+    steps: int | None
     lr: float
     batch_size: int
     weight_decay: float
+    betas: list[float]
+    grad_clip: float | None
+    grad_accum: int
+    dtype: Dtype
+    eval_every: int | None
+    eval_batches: int
     schedule: ScheduleParams
     cooldown: Literal["linear", "cosine"] | None
+
+    @property
+    def rounds(self) -> int:
+        """The chunk's length in rounds: its epochs, or its steps in rounds of eval_every (a val loss ends each)."""
+        return self.epochs if self.epochs is not None else self.steps // self.eval_every
 
 
 class TrainParams(_Section):
@@ -125,6 +163,13 @@ class TrainParams(_Section):
     lr: float = Field(gt=0)
     batch_size: int = Field(gt=0)
     weight_decay: float = Field(ge=0)
+    decay_params: Literal["matrices", "all"] = "matrices"  # matrices: no decay on biases, norms and embeddings
+    betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(default=[0.9, 0.999], min_length=2, max_length=2)
+    grad_clip: float | None = Field(default=None, gt=0)  # max norm of the gradient; None: no clipping
+    grad_accum: int = Field(default=1, gt=0)  # micro-batches of batch_size per optimizer step
+    dtype: Dtype = "float32"  # bfloat16: autocast forward passes (on CPU too)
+    eval_every: int | None = Field(default=None, gt=0)  # text only: steps between val losses (tables: every epoch)
+    eval_batches: int = Field(default=20, gt=0)  # text only: seeded val batches per val loss
     nproc: int = Field(default=1, gt=0)  # processes per chunk; over 1 runs the chunk under torchrun with DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
     snapshot_every_steps: int | None = Field(gt=0)  # None: no step-based snapshots
@@ -163,9 +208,12 @@ class TrainParams(_Section):
         chunk = self.chunks[name]
         return TrainSettings(
             epochs=chunk.epochs,
+            steps=chunk.steps,
             lr=self.lr if chunk.lr is None else chunk.lr,
             batch_size=self.batch_size if chunk.batch_size is None else chunk.batch_size,
             weight_decay=self.weight_decay if chunk.weight_decay is None else chunk.weight_decay,
+            betas=self.betas, grad_clip=self.grad_clip, grad_accum=self.grad_accum, dtype=self.dtype,
+            eval_every=self.eval_every, eval_batches=self.eval_batches,
             schedule=self.schedule,
             cooldown=chunk.cooldown,
         )
@@ -177,6 +225,35 @@ class Params(_Section):
     data: DataParams
     model: ModelParams
     train: TrainParams
+
+    @property
+    def task(self) -> str:
+        return self.model.task or ("language_model" if self.data.is_text else "regression")
+
+    @model_validator(mode="after")
+    def _data_fits_model_and_chunks(self) -> "Params":
+        text, train = self.data.is_text, self.train
+        if text != (self.task == "language_model"):
+            raise ValueError(f"model.task: {self.task} does not fit data.source {brief(self.data.source)}: a .txt"
+                             " text is for language_model, a table for regression or classification")
+        if text and not (isinstance(self.model.args.get("block_size"), int) and self.model.args["block_size"] > 0):
+            raise ValueError("model.args.block_size: a language model needs the length of the token windows it"
+                             " trains on, a positive integer")
+        if text and train.eval_every is None:
+            raise ValueError("train.eval_every: missing key (a text's chunks count steps; say every how many steps"
+                             " the val loss is measured)")
+        if not text and train.eval_every is not None:
+            raise ValueError("train.eval_every: tables measure the val loss after every epoch; remove it")
+        unit, other = ("steps", "epochs") if text else ("epochs", "steps")
+        for name, chunk in train.chunks.items():
+            length = getattr(chunk, unit)
+            if length is None or getattr(chunk, other) is not None:
+                raise ValueError(f"train.chunks.{name}: give its length as {unit} (not {other}): the chunks of a"
+                                 f" {'text' if text else 'table'} count {unit}")
+            if text and length % train.eval_every:
+                raise ValueError(f"train.chunks.{name}.steps: {length} must be a multiple of train.eval_every"
+                                 f" ({train.eval_every}): every chunk ends with a val loss")
+        return self
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -253,8 +330,9 @@ class ModelSpec(_Spec):
 
     task: Task
     arch: str
-    hidden: list[int]
+    args: dict[str, Any]
     optimizer: Literal["sgd", "adam", "adamw"]
+    decay_params: Literal["matrices", "all"]
 
 
 class InitSpec(_Spec):
@@ -301,15 +379,16 @@ class SnapshotPolicy(_Spec):
 def plan(params: Params) -> dict[str, _Spec]:
     """Every stage's spec, by its file name under data/plan/."""
     model = params.model
-    init = InitSpec(seed=params.seed, model=ModelSpec(task=model.task, arch=model.arch, hidden=model.hidden,
-                                                      optimizer=params.train.optimizer))
+    init = InitSpec(seed=params.seed, model=ModelSpec(task=params.task, arch=model.arch, args=model.args,
+                                                      optimizer=params.train.optimizer,
+                                                      decay_params=params.train.decay_params))
     chunks = {name: ChunkSpec(name=name, parent=chunk.parent, init=init, settings=params.train.settings(name),
                               nproc=params.train.nproc if chunk.nproc is None else chunk.nproc,
                               device=params.train.device)
               for name, chunk in params.train.chunks.items()}
     return {
         "synthetic.json": SyntheticSpec(seed=params.seed, synthetic=params.synthetic),
-        "data.json": DataSpec(seed=params.seed, task=model.task, data=params.data),
+        "data.json": DataSpec(seed=params.seed, task=params.task, data=params.data),
         "init.json": init,
         "evaluate.json": EvaluateSpec(init=init, chunks=chunks),
         "snapshots.json": SnapshotPolicy(every_steps=params.train.snapshot_every_steps,

@@ -1,15 +1,22 @@
-"""The dataset as generate writes it and the training stages read it: splits of x0.. and y, and dataset.json."""
+"""The dataset folder as generate writes it and the other stages read it: dataset.json and one file per split.
+
+A table's splits are parquet files of columns x0.. and y; a text's are flat uint16 token files, which training
+memory-maps and reads window by window, never whole.
+"""
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet
 import pyarrow.types
 
 from chunktrain.core.errors import PipelineError
 
 TARGET = "y"
+INFO = "dataset.json"  # the dataset's id and transform
+TOKEN = np.uint16  # a text's token ids: its vocabulary has at most 65,536 characters
 
 
 def feature_names(n_features: int) -> list[str]:
@@ -26,19 +33,45 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """data/dataset/dataset.json: the dataset's id and transform, both written by generate."""
+    """The dataset folder generate writes (data/dataset/): dataset.json and the splits."""
 
-    id: str  # sha256 of the transform and the three splits' bytes, computed once as generate writes them
-    transform: dict  # how raw table values become the splits' columns (data/transform.py)
+    folder: Path
+    id: str  # sha256 of the transform and the splits' bytes, computed once as generate writes them
+    transform: dict  # how raw values became the splits (data/transform.py), or a text's vocabulary
+
+    @property
+    def is_text(self) -> bool:
+        return "vocab" in self.transform
+
+    def split(self, name: str) -> "Split | np.ndarray":
+        """A table's split in memory, or a text's tokens memory-mapped."""
+        if self.is_text:
+            return read_tokens(self.folder / f"{name}.bin")
+        return read_split(self.folder / f"{name}.parquet")
+
+    def size(self, name: str) -> int:
+        """The rows of a table's split, or the tokens of a text's, without reading them."""
+        if self.is_text:
+            return read_tokens(self.folder / f"{name}.bin").size
+        return count_rows(self.folder / f"{name}.parquet")
 
 
-def read_dataset(path: str | Path) -> Dataset:
-    """dataset.json as generate wrote it; missing or malformed is one line."""
+def read_dataset(folder: str | Path) -> Dataset:
+    """The dataset folder generate wrote; a missing or malformed dataset.json is one line."""
+    path = Path(folder) / INFO
     try:
-        info = json.loads(Path(path).read_text())
-        return Dataset(id=str(info["id"]), transform=dict(info["transform"]))
+        info = json.loads(path.read_text())
+        return Dataset(folder=Path(folder), id=str(info["id"]), transform=dict(info["transform"]))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PipelineError(f"cannot read {path} ({error}); run `dvc repro generate`") from None
+
+
+def read_tokens(path: str | Path) -> np.ndarray:
+    """A text split's token ids, memory-mapped read-only."""
+    try:
+        return np.memmap(path, dtype=TOKEN, mode="r")
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"cannot read token file {path} ({error}); run `dvc repro generate`") from None
 
 
 def count_rows(path: str | Path) -> int:

@@ -51,16 +51,34 @@ class Classification:
                 "accuracy": (output.argmax(dim=1) == y).sum().item()}
 
 
-Task = Regression | Classification
+class LanguageModel:
+    """Cross-entropy of the next token at every position of a window; reported as it is."""
+
+    name = "language_model"
+    metrics = ("cross_entropy",)
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        loss = F.cross_entropy(output.flatten(0, 1).float(), y.flatten(), reduction=reduction)
+        return loss / y.shape[1] if reduction == "sum" else loss  # a sum is over windows, like a table's over rows
+
+    def reported(self, loss: float) -> float:
+        return loss
+
+
+Task = Regression | Classification | LanguageModel
 
 
 def output_width(transform: dict) -> int:
-    """The model's outputs: one per class seen in the train split, or the one regression target."""
+    """The model's outputs: one per class seen in the train split, one per token, or the one regression target."""
+    if transform["task"] == LanguageModel.name:
+        return len(transform["vocab"])
     return len(transform["labels"]) if transform["task"] == Classification.name else 1
 
 
 def make_task(transform: dict) -> Task:
     """The task of a transform (and so of the checkpoint that carries it)."""
+    if transform["task"] == LanguageModel.name:
+        return LanguageModel()
     if transform["task"] == Classification.name:
         return Classification(transform["labels"])
     return Regression(transform["target_std"])

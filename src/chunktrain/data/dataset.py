@@ -15,7 +15,7 @@ import numpy as np
 
 from chunktrain.core.config import DataParams
 from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.splits import TARGET, feature_names
+from chunktrain.core.splits import INFO, TARGET, feature_names
 from chunktrain.data import tables
 from chunktrain.data.transform import fit_transform, standardize
 
@@ -76,19 +76,22 @@ def split_frame(inputs: np.ndarray, targets: np.ndarray):
     return split
 
 
-def write_dataset(splits: dict, transform: dict, paths: dict[str, Path], info: Path) -> str:
-    """Write each split to its path, and dataset.json (the transform and the dataset's id) to `info`.
+def parquet_bytes(frame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def write_dataset(files: dict[str, bytes], transform: dict, folder: Path) -> str:
+    """Write each split's file into `folder`, then dataset.json: the transform and the dataset's id.
 
     The id is the sha256 of the transform and the splits' bytes, computed here, once, as they are written:
     checkpoints carry it, and every later stage compares ids instead of hashing the files again.
     """
     digest = hashlib.sha256(json.dumps(transform, sort_keys=True).encode())
-    for name, frame in splits.items():
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        digest.update(buffer.getvalue())
-        paths[name].parent.mkdir(parents=True, exist_ok=True)
-        paths[name].write_bytes(buffer.getvalue())
-    info.parent.mkdir(parents=True, exist_ok=True)
-    info.write_text(json.dumps({"id": digest.hexdigest(), "transform": transform}, indent=1) + "\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        digest.update(content)
+        (folder / name).write_bytes(content)
+    (folder / INFO).write_text(json.dumps({"id": digest.hexdigest(), "transform": transform}, indent=1) + "\n")
     return digest.hexdigest()

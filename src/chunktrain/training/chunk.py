@@ -19,10 +19,11 @@ from chunktrain.core.config import INIT, ChunkSpec, SnapshotPolicy
 from chunktrain.core.faults import crash_point
 from chunktrain.core.files import write_json
 from chunktrain.core.model import apply_settings, build_model, build_optimizer
-from chunktrain.core.splits import Split, read_dataset, read_split
+from chunktrain.core.splits import Dataset, Split, read_dataset
 from chunktrain.core.tasks import Task, make_task
 from chunktrain.training import snapshots
-from chunktrain.training.loop import OneProcess, Position, train_epochs
+from chunktrain.training.batches import Batches, TableBatches, TextBatches
+from chunktrain.training.loop import OneProcess, Position, train_rounds
 from chunktrain.training.parallel import DataParallel, World
 from chunktrain.training.schedule import Schedule
 from chunktrain.training.stopping import Interrupted, ParentWatch, StopSignals
@@ -33,9 +34,7 @@ class ChunkFiles:
     """The files a chunk stage reads and writes, as dvc.yaml passes them."""
 
     parent: Path  # the checkpoint it starts from
-    train: Path
-    val: Path
-    dataset: Path  # dataset.json: the dataset's id
+    dataset: Path  # the dataset folder: dataset.json and the splits
     out: Path  # the checkpoint it writes
     metrics: Path  # the JSON of its last epoch's losses
     snapshot: Path  # mid-chunk snapshot, outside DVC's outputs; deleted on success
@@ -57,55 +56,62 @@ class ChunkState:
     """A chunk ready to train, and what its checkpoints are made of."""
 
     spec: ChunkSpec
-    train: Split
-    val: Split
+    batches: Batches
     parent: dict
     lineage: dict  # the lineage record of the checkpoint this chunk writes (and of its snapshots)
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     position: Position
-    steps_per_epoch: int
     task: Task
 
     def checkpoint(self, position: Position) -> dict:
-        """The checkpoint of the chunk at `position`: the parent's history plus this chunk's epochs."""
+        """The checkpoint of the chunk at `position`: the parent's history plus this chunk's rounds."""
         history = self.parent[HISTORY] + [{**record, "chunk": self.spec.name} for record in position.history]
-        steps = (position.epoch - self.parent[EPOCH] - 1) * self.steps_per_epoch + position.batch
         return make_checkpoint(self.model, self.optimizer, epoch=position.epoch - 1,
                                loss=history[-1]["train_loss"] if position.history else self.parent[LOSS],
                                model_config=self.parent[MODEL_CONFIG], lineage=self.lineage,
-                               global_step=self.parent[GLOBAL_STEP] + steps, history=history,
-                               transform=self.parent[TRANSFORM])
+                               global_step=position.step, history=history, transform=self.parent[TRANSFORM])
 
 
 def prepare(spec: ChunkSpec, files: ChunkFiles, world: World, code: str) -> ChunkState:
     """Read the data and the parent, and restore the model where training starts: a matching snapshot, or the parent."""
     say = print if world.writes else lambda *_: None  # the other ranks print only their errors
     settings, dataset = spec.settings, read_dataset(files.dataset)
-    train, val = (_on(read_split(path), world.device) for path in (files.train, files.val))
     parent = load_parent(files.parent, spec, dataset.id)
+    batches = make_batches(dataset, spec, parent[MODEL_CONFIG], world.device)
     record = lineage(spec, parent[LINEAGE]["id"], dataset.id, code, world.device.type)
-    steps_per_epoch = math.ceil(len(train.y) / settings.batch_size)
-    snapshot = snapshots.load_snapshot(files.snapshot, record, log=say, parent=parent, epochs=settings.epochs,
-                                       steps_per_epoch=steps_per_epoch)
-    model, optimizer = restore(snapshot or parent, parent[MODEL_CONFIG], settings.lr, settings.weight_decay,
-                               world.device)
+    snapshot = snapshots.load_snapshot(files.snapshot, record, log=say, parent=parent, rounds=settings.rounds,
+                                       steps_per_round=batches.steps)
+    model, optimizer = restore(snapshot or parent, parent[MODEL_CONFIG], settings, world.device)
     position = start_position(parent, snapshot, world.device)
     if snapshot:
-        say(f"resuming {spec.name} from step {snapshot[snapshots.RESUME]['step']} (epoch {position.epoch})")
-    say(f"train@{spec.name}: epochs {parent[EPOCH] + 1}..{parent[EPOCH] + settings.epochs} from {files.parent},"
-        f" lr {settings.lr}, batch size {settings.batch_size}"
+        say(f"resuming {spec.name} from step {snapshot[snapshots.RESUME]['step']} of the chunk")
+    length = (f"epochs {parent[EPOCH] + 1}..{parent[EPOCH] + settings.epochs}" if settings.epochs else
+              f"steps {parent[GLOBAL_STEP] + 1}..{parent[GLOBAL_STEP] + settings.steps}")
+    say(f"train@{spec.name}: {length} from {files.parent}, lr {settings.lr}, batch size {settings.batch_size}"
+        + (f" x {settings.grad_accum}" if settings.grad_accum > 1 else "")
         + (f", {world.size} processes" if world.size > 1 else ""))
-    return ChunkState(spec, train, val, parent, record, model, optimizer, position, steps_per_epoch,
-                      make_task(parent[TRANSFORM]))
+    return ChunkState(spec, batches, parent, record, model, optimizer, position, make_task(parent[TRANSFORM]))
+
+
+def make_batches(dataset: Dataset, spec: ChunkSpec, config: dict, device: torch.device) -> Batches:
+    """The batches of the chunk's data kind, on `device`."""
+    settings = spec.settings
+    rows = settings.batch_size * settings.grad_accum  # per optimizer step
+    if dataset.is_text:
+        return TextBatches(dataset.split("train"), dataset.split("val"), windows=rows,
+                           block_size=config["args"]["block_size"], steps=settings.eval_every,
+                           eval_batches=settings.eval_batches, eval_windows=settings.batch_size,
+                           seed=spec.init.seed, device=device)
+    train, val = (_on(dataset.split(name), device) for name in ("train", "val"))
+    return TableBatches(train, val, rows, spec.init.seed)
 
 
 def train_chunk(state: ChunkState, files: ChunkFiles, world: World, policy: SnapshotPolicy) -> None:
     """The loop over the chunk's epochs, with progress, live metrics, snapshots and a clean stop on a signal."""
     spec, parent, position = state.spec, state.parent, state.position
-    with StopSignals() as signals, Progress(spec.name, parent[EPOCH], spec.settings.epochs, len(state.train.y),
-                                            spec.settings.batch_size, position, files.metrics,
-                                            enabled=world.writes) as progress:
+    with StopSignals() as signals, Progress(spec.name, parent[EPOCH], spec.settings.rounds, state.batches,
+                                            position, files.metrics, enabled=world.writes) as progress:
         watch = ParentWatch()
 
         def stop_requested() -> int | None:
@@ -118,10 +124,10 @@ def train_chunk(state: ChunkState, files: ChunkFiles, world: World, policy: Snap
             progress.step(position, rows)
             taker.step(position)
 
-        train_epochs(state.model, state.optimizer, state.train, state.val, position,
-                     last_epoch=parent[EPOCH] + spec.settings.epochs, batch_size=spec.settings.batch_size,
-                     seed=spec.init.seed, task=state.task, parallel=parallel,
-                     lr=chunk_schedule(spec, parent[EPOCH]).lr, on_step=on_step, on_epoch=progress.epoch)
+        train_rounds(state.model, state.optimizer, state.batches, position,
+                     last_round=parent[EPOCH] + spec.settings.rounds, settings=spec.settings, task=state.task,
+                     parallel=parallel, lr=chunk_schedule(spec, parent[EPOCH]), on_step=on_step,
+                     on_round=progress.round)
 
 
 def _on(split: Split, device: torch.device) -> Split:
@@ -136,9 +142,8 @@ def load_parent(path: Path, spec: ChunkSpec, dataset_id: str) -> dict:
     return parent
 
 
-def restore(start: dict, config: dict, lr: float, weight_decay: float,
-            device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The model and optimizer of a checkpoint, set to this chunk's lr and weight decay."""
+def restore(start: dict, config: dict, settings, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model and optimizer of a checkpoint, set to this chunk's lr, weight decay and betas."""
     # Built on the meta device and given the checkpoint's tensors (memory-mapped, copied on write): no time
     # spent initialising weights that are replaced, and no second copy of them in memory.
     with torch.device("meta"):
@@ -147,24 +152,29 @@ def restore(start: dict, config: dict, lr: float, weight_decay: float,
     model.to(device)
     optimizer = build_optimizer(model, config)
     optimizer.load_state_dict(start[OPTIMIZER_STATE])
-    apply_settings(optimizer, lr, weight_decay)
+    apply_settings(optimizer, settings.lr, settings.weight_decay, settings.betas)
     restore_rng_state(start[RNG_STATE])
     return model, optimizer
 
 
-def chunk_schedule(spec: ChunkSpec, epochs_before: int) -> Schedule:
-    """The lr schedule of a chunk that starts after `epochs_before` global epochs."""
+def chunk_schedule(spec: ChunkSpec, rounds_before: int):
+    """lr(t0, t1) of the chunk that starts after `rounds_before` global rounds, t in rounds.
+
+    The schedule's settings count epochs, or steps for a text, whose rounds are eval_every steps each.
+    """
     settings = spec.settings
-    return Schedule(peak=settings.lr, **settings.schedule.model_dump(), cooldown=settings.cooldown,
-                    start=epochs_before, end=epochs_before + settings.epochs)
+    unit = settings.eval_every if settings.steps else 1
+    line = Schedule(peak=settings.lr, **settings.schedule.model_dump(), cooldown=settings.cooldown,
+                    start=rounds_before * unit, end=(rounds_before + settings.rounds) * unit)
+    return lambda t0, t1: line.lr(t0 * unit, t1 * unit)
 
 
 def start_position(parent: dict, snapshot: dict | None, device: torch.device) -> Position:
-    """Where training starts: the snapshot's position, else the epoch after the parent's."""
+    """Where training starts: the snapshot's position, else the round after the parent's."""
     if snapshot:
         position = snapshots.resume_position(snapshot, len(parent[HISTORY]))
     else:
-        position = Position(epoch=parent[EPOCH] + 1)
+        position = Position(epoch=parent[EPOCH] + 1, step=parent[GLOBAL_STEP])
     position.loss_sum = position.loss_sum.to(device)
     return position
 
@@ -177,8 +187,7 @@ class SnapshotTaker:
         self.schedule = snapshots.SnapshotSchedule(policy.every_steps, policy.every_seconds)
 
     def step(self, position: Position) -> None:
-        first_epoch = self.state.parent[EPOCH] + 1
-        step = (position.epoch - first_epoch) * self.state.steps_per_epoch + position.batch  # within this chunk
+        step = position.step - self.state.parent[GLOBAL_STEP]  # within this chunk
         crash_point("step")
         stop, name = self.parallel.stop, self.state.spec.name
         if self.world.writes and (stop or self.schedule.due(step)):
@@ -193,23 +202,25 @@ class SnapshotTaker:
             self.world.barrier()  # no rank exits before the writer's snapshot is complete
             if not self.world.writes:
                 sys.exit(128 + stop)
-            raise Interrupted(f"train@{name} interrupted at step {step} (epoch {position.epoch});"
+            raise Interrupted(f"train@{name} interrupted at step {step} of the chunk;"
                               f" snapshot written to {self.path}: `dvc repro` resumes from it", stop)
 
 
 class Progress:
-    """A progress bar over the chunk's samples (on a terminal), one line per epoch, and the live metrics file.
+    """A progress bar over the chunk's samples (on a terminal), one line per round, and the live metrics file.
 
-    The metrics file is rewritten (atomically) after every epoch, so `dvc exp show` and editors that
+    The metrics file is rewritten (atomically) after every round, so `dvc exp show` and editors that
     watch it follow a running chunk; its last content is the chunk's final metrics.
     """
 
-    def __init__(self, name: str, epochs_before: int, epochs: int, rows: int, batch_size: int, position: Position,
+    def __init__(self, name: str, rounds_before: int, rounds: int, batches: Batches, position: Position,
                  metrics: Path, enabled: bool):
-        self.name, self.metrics, self.enabled = name, metrics, enabled
-        self.rows, self.last_epoch = rows, epochs_before + epochs
-        done = (position.epoch - epochs_before - 1) * rows + min(position.batch * batch_size, rows)
-        self.bar = tqdm(total=epochs * rows, initial=done, unit="sample", unit_scale=True, leave=False,
+        self.name, self.metrics, self.enabled, self.samples = name, metrics, enabled, batches.samples
+        self.last_round = rounds_before + rounds
+        per_step = self.samples / batches.steps
+        done = (position.epoch - rounds_before - 1) * self.samples + min(round(position.batch * per_step), self.samples)
+        self.unit = "window" if isinstance(batches, TextBatches) else "sample"
+        self.bar = tqdm(total=rounds * self.samples, initial=done, unit=self.unit, unit_scale=True, leave=False,
                         desc=f"train@{name}", disable=None if enabled else True)
         self.started = time.perf_counter()
 
@@ -219,26 +230,28 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self.bar.close()
 
-    def step(self, position: Position, rows: int) -> None:
-        self.bar.update(rows)
+    def step(self, position: Position, samples: int) -> None:
+        self.bar.update(samples)
 
-    def epoch(self, record: dict) -> None:
-        rate = self.rows / (time.perf_counter() - self.started)
+    def round(self, record: dict) -> None:
+        rate = self.samples / (time.perf_counter() - self.started)
         if self.enabled:
-            write_json(self.metrics, epoch_metrics(record))
-            self.bar.write(f"train@{self.name} epoch {record['epoch']}/{self.last_epoch}: train_loss"
-                           f" {record['train_loss']:.5f}  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}"
-                           f"  {rate:,.0f} samples/s")
+            write_json(self.metrics, round_metrics(record))
+            where = (f"epoch {record['epoch']}/{self.last_round}" if self.unit == "sample"
+                     else f"step {record['step']}")
+            self.bar.write(f"train@{self.name} {where}: train_loss {record['train_loss']:.5f}"
+                           f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} {self.unit}s/s")
         self.started = time.perf_counter()
 
 
 def write_outputs(checkpoint: dict, last: dict, files: ChunkFiles) -> None:
     """The checkpoint, then the metrics, then the snapshot's removal: until all are done, a rerun can resume."""
     save_checkpoint(checkpoint, files.out)
-    write_json(files.metrics, epoch_metrics(last))  # a chunk resumed after its last epoch has not written it
+    write_json(files.metrics, round_metrics(last))  # a chunk resumed after its last round has not written it
     snapshots.clear(files.snapshot)
 
 
-def epoch_metrics(record: dict) -> dict:
-    """A chunk's metrics file after the epoch of `record`: rewritten every epoch, the last one stays."""
-    return {"epoch": record["epoch"], "train_loss": record["train_loss"], "val_loss": record["val_loss"]}
+def round_metrics(record: dict) -> dict:
+    """A chunk's metrics file after the round of `record`: rewritten every round, the last one stays."""
+    return {"epoch": record["epoch"], "step": record["step"], "train_loss": record["train_loss"],
+            "val_loss": record["val_loss"]}

@@ -1,42 +1,36 @@
-"""The training loop, for one process or many: tensors in, state and per-epoch history out; no file I/O.
+"""The training loop, for one process or many, on a table or a text: batches in, state and history out; no file I/O.
 
-What differs between one process and several (which rows of a batch this process takes, how the
-batch's loss is reduced across processes, how a stop request is agreed) is a Parallelism passed in.
+Training goes in rounds, each ended by a val loss: a table's round is an epoch, a text's is train.eval_every
+optimizer steps. What differs between data kinds (which batches a round has, how the val loss is measured) is
+a Batches object (batches.py); what differs between one process and several (which rows of a batch this
+process takes, how the loss is reduced across processes, how a stop request is agreed) is a Parallelism.
 """
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
+from chunktrain.core.config import TrainSettings
 from chunktrain.core.errors import PipelineError
-from chunktrain.core.splits import Split
-from chunktrain.core.tasks import Regression, Task, evaluate
+from chunktrain.core.tasks import Task
 from chunktrain.training import schedule
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffle of global epoch `epoch`, a function of (seed, epoch) alone.
-
-    Chunk boundaries therefore cannot change the data order: 3 + 2 epochs see what 5 epochs see.
-    """
-    # torch's CPU generator keeps only 32 bits of a seed; SeedSequence mixes both numbers into them.
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
-    return torch.randperm(n, generator=generator)
+from chunktrain.training.batches import Batches
 
 
 @dataclass
 class Position:
     """Where a chunk stands. A snapshot stores it, so a resumed chunk continues bit for bit."""
 
-    epoch: int  # the global epoch in progress, or the next to start
-    batch: int = 0  # batches of that epoch already trained
+    epoch: int  # the global round (a table's epoch) in progress, or the next to start
+    step: int  # optimizer steps done in total, across all chunks
+    batch: int = 0  # steps of that round already done
     # sum of batch loss x batch size over those batches, in float64 as the epoch's mean needs
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
-    history: list[dict] = field(default_factory=list)  # one record per epoch this chunk completed
+    history: list[dict] = field(default_factory=list)  # one record per round this chunk completed
 
 
 class OneProcess:
@@ -49,56 +43,66 @@ class OneProcess:
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
 
-    def share(self, start: int, rows: int) -> tuple[int, int]:
-        """The rows [lo, hi) of the global batch [start, start + rows) that this process trains on."""
-        return start, start + rows
+    def share(self, rows: int) -> tuple[int, int]:
+        """The rows [lo, hi) of a global batch of `rows` rows that this process trains on."""
+        return 0, rows
 
-    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task) -> torch.Tensor:
-        """Backpropagate the batch's mean loss; return the global batch's loss sum."""
-        loss = task.loss(model(x), y)
-        loss.backward()
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task,
+                 autocast: contextlib.AbstractContextManager) -> torch.Tensor:
+        """Backpropagate the micro-batch's share of the step's mean loss over `rows`; return its loss sum."""
+        with autocast:
+            loss = task.loss(model(x), y)
+        (loss * (len(y) / rows)).backward()  # the factor is exactly 1.0 when the micro-batch is the whole step
         self.stop = self.stop_requested()
-        return loss.detach() * rows
+        return loss.detach() * len(y)
 
 
-def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, val: Split,
-                 position: Position, *, last_epoch: int, batch_size: int, seed: int,
-                 task: Task | None = None, parallel: OneProcess | None = None,
+def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, position: Position, *,
+                 last_round: int, settings: TrainSettings, task: Task, parallel: OneProcess | None = None,
                  lr: Callable[[float, float], float] | None = None,
                  on_step: Callable[[Position, int], None] | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train from `position` through global epoch `last_epoch`, advancing `position`; return its history.
+                 on_round: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train from `position` through global round `last_round`, advancing `position`; return its history.
 
-    lr(t0, t1), if given, sets the lr of the step from global position t0 to t1 (see schedule.py).
-    on_step(position, rows) runs after every optimizer step, on_epoch(record) after every epoch.
-    `task` gives the loss and the units losses are reported in (default: regression, reported as trained).
+    lr(t0, t1), if given, sets the lr of the step from global position t0 to t1, in rounds (see schedule.py).
+    on_step(position, samples) runs after every optimizer step, on_round(record) after every round.
     """
-    task = task or Regression()
     parallel = parallel or OneProcess()
     trained = parallel.wrap(model)
-    n = len(train.y)
-    steps_per_epoch = math.ceil(n / batch_size)
-    while position.epoch <= last_epoch:
-        order = epoch_order(n, seed, position.epoch).to(train.y.device)
-        x, y = train.x[order], train.y[order]  # one gather per epoch; batches are then views
+    autocast = torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=settings.dtype == "bfloat16")
+    while position.epoch <= last_round:
         trained.train()
-        for start in range(position.batch * batch_size, n, batch_size):
-            rows = min(batch_size, n - start)
-            lo, hi = parallel.share(start, rows)
+        for x, y in batches.round(position.epoch, position.batch):
             if lr:
-                set_lr(optimizer, lr(*schedule.step_span(position.epoch, position.batch, steps_per_epoch)))
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss_sum = parallel.backward(trained, x[lo:hi], y[lo:hi], rows, task)
-            optimizer.step()
-            position.loss_sum += batch_loss_sum
+                set_lr(optimizer, lr(*schedule.step_span(position.epoch, position.batch, batches.steps)))
+            position.loss_sum += train_step(trained, optimizer, x, y, settings, task, parallel, autocast)
             position.batch += 1
+            position.step += 1
             if on_step:
-                on_step(position, hi - lo)
+                on_step(position, len(y))
         # Every process holds the same weights, so each computes the same val loss; none waits for another.
-        record = finish_epoch(model, optimizer, val, position, n, task)
-        if on_epoch:
-            on_epoch(record)
+        model.eval()
+        with torch.no_grad(), autocast:
+            val_loss = batches.val_loss(model, task)
+        record = finish_round(optimizer, position, batches.samples, val_loss, task)
+        if on_round:
+            on_round(record)
     return position.history
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               settings: TrainSettings, task: Task, parallel: OneProcess, autocast) -> torch.Tensor:
+    """One optimizer step on the global batch (x, y): this process's share, in grad_accum micro-batches."""
+    lo, hi = parallel.share(len(y))
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    for micro_x, micro_y in zip(x[lo:hi].tensor_split(settings.grad_accum), y[lo:hi].tensor_split(settings.grad_accum)):
+        if len(micro_y):
+            loss_sum += parallel.backward(model, micro_x, micro_y, len(y), task, autocast)
+    if settings.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    optimizer.step()
+    return loss_sum
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -106,18 +110,17 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, val: Split, position: Position,
-                 n: int, task: Task) -> dict:
-    """Close the epoch in progress: its mean training loss over `n` rows, its val loss; move to the next.
+def finish_round(optimizer: torch.optim.Optimizer, position: Position, samples: int, val_loss: float,
+                 task: Task) -> dict:
+    """Close the round in progress: its mean training loss over `samples`, its val loss; move to the next.
 
     Both are in the target's original units (a regression trains on the standardized target).
     """
-    train_loss = task.reported(position.loss_sum.item() / n)
+    train_loss = task.reported(position.loss_sum.item() / samples)
     if not math.isfinite(train_loss):
-        raise PipelineError(f"training loss is {train_loss} in epoch {position.epoch}: the run diverged"
+        raise PipelineError(f"training loss is {train_loss} at step {position.step}: the run diverged"
                             " (try a lower lr); no checkpoint was written")
-    val_loss = evaluate(model, val, task)[task.metrics[0]]
-    record = {"epoch": position.epoch, "train_loss": train_loss, "val_loss": val_loss,
+    record = {"epoch": position.epoch, "step": position.step, "train_loss": train_loss, "val_loss": val_loss,
               "lr": optimizer.param_groups[0]["lr"]}
     position.history.append(record)
     position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)

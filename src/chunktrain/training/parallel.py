@@ -1,6 +1,6 @@
 """Several processes for one chunk: starting them, the process group, and what the loop does differently under DDP.
 
-Every rank computes the same epoch_order and trains on its contiguous share of each global batch,
+Every rank draws the same global batches (batches.py) and trains on its contiguous share of each,
 so the global batch size stays train.batch_size. Rank 0 alone writes snapshots and the checkpoint.
 """
 
@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from chunktrain.core.config import TrainSettings
 from chunktrain.core.errors import PipelineError
 from chunktrain.core.tasks import Task
 from chunktrain.training.loop import OneProcess
@@ -47,12 +48,14 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
-def check_nproc(nproc: int, n_rows: int, batch_size: int, key: str) -> None:
-    """Every process needs at least one row of every global batch, the last (smallest) one included."""
-    smallest = n_rows % batch_size or min(batch_size, n_rows)
-    if nproc > smallest:
-        raise PipelineError(f"{key}: {nproc} processes is more than the {smallest} row(s) of the smallest global batch"
-                            f" ({n_rows} training rows in batches of {batch_size}); every process needs at least one")
+def check_nproc(nproc: int, n_rows: int, settings: TrainSettings, key: str) -> None:
+    """Every process needs at least one row of every micro-batch, in the last (smallest) global batch too."""
+    rows = settings.batch_size * settings.grad_accum
+    smallest = n_rows % rows or min(rows, n_rows)
+    if nproc * settings.grad_accum > smallest:
+        raise PipelineError(f"{key}: {nproc} processes x {settings.grad_accum} micro-batches is more than the"
+                            f" {smallest} row(s) of the smallest global batch ({n_rows} training rows in steps of"
+                            f" {rows}); every process needs at least one row of each micro-batch")
 
 
 def resolve_device(setting: str, local_rank: int) -> torch.device:
@@ -104,12 +107,14 @@ class DataParallel(OneProcess):
         return DistributedDataParallel(model, device_ids=[self.world.device.index] if self.world.device.type == "cuda"
                                        else None)
 
-    def share(self, start: int, rows: int) -> tuple[int, int]:
+    def share(self, rows: int) -> tuple[int, int]:
         rank, size = self.world.rank, self.world.size
-        return start + rows * rank // size, start + rows * (rank + 1) // size
+        return rows * rank // size, rows * (rank + 1) // size
 
-    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task) -> torch.Tensor:
-        loss_sum = task.loss(model(x), y, reduction="sum")
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task,
+                 autocast: contextlib.AbstractContextManager) -> torch.Tensor:
+        with autocast:
+            loss_sum = task.loss(model(x), y, reduction="sum")
         with _peer_failure(self.world.rank):
             # DDP averages the ranks' gradients; scaling each sum by size / rows makes that the batch mean.
             (loss_sum * (self.world.size / rows)).backward()

@@ -1,7 +1,8 @@
 """The learning rate of every optimizer step: a pure function of where training stands in its lineage.
 
-Training stands at position t: the global epochs completed, a fraction within an epoch. A step
-takes training from t0 to t1 = t0 + 1 / steps per epoch, and its lr depends on (t0, t1) and the
+Training stands at position t: the global epochs completed (a fraction within an epoch), or for a text the
+global optimizer steps. A step takes training from t0 to t1 (t0 + 1 / steps per epoch, or t0 + 1), and its lr
+depends on (t0, t1) and the
 settings alone (no scheduler state, no step counter carried between chunks), so chunk boundaries,
 resumed snapshots and branches cannot change it:
 - the warmup ramps on t1: no step is wasted at lr 0, and the warmup's last step is at the peak;
@@ -18,9 +19,9 @@ class Schedule:
     """train.schedule, with the chunk's peak lr and, for a cooldown chunk, where it starts and ends."""
 
     peak: float  # train.lr, or the chunk's own lr
-    warmup_epochs: float = 0.0  # linear warmup from 0 to the peak over t in [0, warmup_epochs]
-    decay: str = "none"  # none | cosine | linear, from the peak at warmup_epochs to min_lr at total_epochs
-    total_epochs: float | None = None
+    warmup: float = 0.0  # linear warmup from 0 to the peak over t in [0, warmup]
+    decay: str = "none"  # none | cosine | linear, from the peak at `warmup` to min_lr at `total`
+    total: float | None = None
     min_lr: float = 0.0
     cooldown: str | None = None  # linear | cosine: from lr(start) down to min_lr at end
     start: float = 0.0  # the cooldown chunk's first position (its parent's epochs)
@@ -35,11 +36,11 @@ class Schedule:
 
     def main_line(self, t0: float, t1: float) -> float:
         """The warmup, then the stable phase or the decay: what every chunk but a cooldown follows."""
-        if t0 < self.warmup_epochs:
-            return self.peak * min(t1 / self.warmup_epochs, 1.0)
+        if t0 < self.warmup:
+            return self.peak * min(t1 / self.warmup, 1.0)
         if self.decay == "none":
             return self.peak
-        progress = (t0 - self.warmup_epochs) / (self.total_epochs - self.warmup_epochs)
+        progress = (t0 - self.warmup) / (self.total - self.warmup)
         return self.min_lr + (self.peak - self.min_lr) * _fall(self.decay, progress)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.core.checkpoint import EPOCH, HISTORY, LINEAGE, CheckpointError, load_checkpoint, save_checkpoint
+from chunktrain.core.checkpoint import EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, CheckpointError, load_checkpoint, save_checkpoint
 from chunktrain.core.files import stale_temp_files
 from chunktrain.training.loop import Position
 
@@ -30,10 +30,11 @@ def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int) -
                                             "loss_sum": position.loss_sum, "step": step}}, path)
 
 
-def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, parent: dict, epochs: int,
-                  steps_per_epoch: int) -> dict | None:
+def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, parent: dict, rounds: int,
+                  steps_per_round: int) -> dict | None:
     """The snapshot at `path` if it is readable, was taken on the way to `lineage` and stands inside the chunk
-    that continues `parent` for `epochs` epochs; else None, and `log` says why."""
+    that continues `parent` for `rounds` rounds (epochs, or a text's eval_every steps); else None, and `log`
+    says why."""
     if not path.is_file():
         return None
     try:
@@ -48,35 +49,37 @@ def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, pare
         changed = [part for part in lineage if part != "id" and saved.get(part) != lineage[part]] or ["lineage id"]
         log(f"skipping snapshot {path}: it was taken with another {', '.join(changed)}")
         return None
-    problem = position_problem(snapshot, parent, epochs, steps_per_epoch)
+    problem = position_problem(snapshot, parent, rounds, steps_per_round)
     if problem:
         log(f"warning: skipping snapshot {path}: {problem}")
         return None
     return snapshot
 
 
-def position_problem(snapshot: dict, parent: dict, epochs: int, steps_per_epoch: int) -> str | None:
+def position_problem(snapshot: dict, parent: dict, rounds: int, steps_per_round: int) -> str | None:
     """What makes a snapshot's position impossible for the chunk it claims to continue, or None."""
     state, first = snapshot[RESUME], parent[EPOCH] + 1
     epoch, batch, step, loss_sum = (state.get(key) for key in ("epoch", "batch", "step", "loss_sum"))
     if not all(type(value) is int for value in (epoch, batch, step)):
-        return "its position is not a whole number of epochs, batches and steps"
-    if not first <= epoch <= parent[EPOCH] + epochs or not 0 <= batch <= steps_per_epoch:
-        return (f"its position (epoch {epoch}, batch {batch}) is outside the chunk (epochs {first}.."
-                f"{parent[EPOCH] + epochs}, {steps_per_epoch} batches each)")
-    if step != (epoch - first) * steps_per_epoch + batch or snapshot[EPOCH] != epoch - 1:
-        return f"its step {step} and epoch {snapshot[EPOCH]} disagree with its position (epoch {epoch}, batch {batch})"
+        return "its position is not a whole number of rounds, batches and steps"
+    if not first <= epoch <= parent[EPOCH] + rounds or not 0 <= batch <= steps_per_round:
+        return (f"its position (round {epoch}, batch {batch}) is outside the chunk (rounds {first}.."
+                f"{parent[EPOCH] + rounds}, {steps_per_round} batches each)")
+    if (step != (epoch - first) * steps_per_round + batch or snapshot[EPOCH] != epoch - 1
+            or snapshot[GLOBAL_STEP] != parent[GLOBAL_STEP] + step):
+        return f"its step {step} and round {snapshot[EPOCH]} disagree with its position (round {epoch}, batch {batch})"
     if len(snapshot[HISTORY]) != len(parent[HISTORY]) + epoch - first:
-        return f"its history has {len(snapshot[HISTORY])} epochs, not the {parent[EPOCH] + epoch - first} it should"
+        return f"its history has {len(snapshot[HISTORY])} rounds, not the {parent[EPOCH] + epoch - first} it should"
     if not isinstance(loss_sum, torch.Tensor) or loss_sum.shape != () or loss_sum.dtype != torch.float64:
         return "its running loss is not a float64 scalar"
     return None
 
 
 def resume_position(snapshot: dict, parent_history_length: int) -> Position:
-    """The position a snapshot was taken at, with the chunk's completed epochs."""
+    """The position a snapshot was taken at, with the chunk's completed rounds."""
     state = snapshot[RESUME]
-    return Position(epoch=state["epoch"], batch=state["batch"], loss_sum=state["loss_sum"].clone(),
+    return Position(epoch=state["epoch"], step=snapshot[GLOBAL_STEP], batch=state["batch"],
+                    loss_sum=state["loss_sum"].clone(),
                     history=snapshot[HISTORY][parent_history_length:])
 
 

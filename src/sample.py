@@ -1,0 +1,61 @@
+"""Print text from a language model's checkpoint: the prompt, then --tokens characters drawn from the model.
+
+Not a DVC stage: run it on any checkpoint of a text pipeline, e.g.
+python src/sample.py --checkpoint data/checkpoints/c4.pt --prompt "ROMEO:" --tokens 200 --temperature 0.8 --top_k 20
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, load_checkpoint
+from chunktrain.core.errors import PipelineError, brief, run_stage
+from chunktrain.core.gpt import sample
+from chunktrain.core.model import build_model
+from chunktrain.core.tasks import LanguageModel
+
+
+def encode(text: str, vocab: list[str]) -> torch.Tensor:
+    """The token ids of `text`, one per character; a character outside the vocabulary is the user's mistake."""
+    ids = {char: index for index, char in enumerate(vocab)}
+    unknown = sorted(set(text) - ids.keys())
+    if unknown:
+        raise PipelineError(f"--prompt: {brief(''.join(unknown))} not in the model's vocabulary"
+                            f" ({len(vocab)} characters)")
+    return torch.tensor([ids[char] for char in text], dtype=torch.int64)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="data/checkpoints/<chunk>.pt of a text pipeline")
+    parser.add_argument("--prompt", default="\n", help="text to continue; every character must be in the vocabulary")
+    parser.add_argument("--tokens", type=int, default=500, help="characters to generate after the prompt")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="below 1 sharpens the distribution, above 1 flattens it")
+    parser.add_argument("--top_k", type=int, help="draw only from the k most likely characters (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed and checkpoint print the same text")
+    args = parser.parse_args(argv)
+    if not args.prompt:
+        raise PipelineError("--prompt: give at least one character")
+    if args.tokens < 1:
+        raise PipelineError(f"--tokens {args.tokens}: give at least 1")
+    if not args.temperature > 0:
+        raise PipelineError(f"--temperature {args.temperature}: must be above 0")
+    if args.top_k is not None and args.top_k < 1:
+        raise PipelineError(f"--top_k {args.top_k}: give at least 1")
+    checkpoint = load_checkpoint(args.checkpoint)
+    transform, config = checkpoint[TRANSFORM], checkpoint[MODEL_CONFIG]
+    if transform.get("task") != LanguageModel.name:
+        raise PipelineError(f"{args.checkpoint} is a {transform.get('task')} model; sample.py needs a language model"
+                            " (use predict.py for tables)")
+    model = build_model(config)
+    model.load_state_dict(checkpoint[MODEL_STATE])
+    ids = sample(model.eval(), encode(args.prompt, transform["vocab"]), args.tokens, temperature=args.temperature,
+                 top_k=args.top_k, generator=torch.Generator().manual_seed(args.seed),
+                 block_size=config["args"]["block_size"])
+    print("".join(transform["vocab"][index] for index in ids.tolist()))
+
+
+if __name__ == "__main__":
+    run_stage(main)
