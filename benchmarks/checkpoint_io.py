@@ -13,15 +13,18 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from chunktrain.core.checkpoint import MODEL_CONFIG, load_checkpoint, make_checkpoint, save_checkpoint
-from chunktrain.core.model import build_model, build_optimizer, model_config
+from chunktrain.core.model import build_model, build_optimizer
 from chunktrain.training.chunk import restore
 
 # 16*10000 + 10000*10000 + 10000 weights and biases: 100.2M parameters, 1.2 GB with Adam's two moments.
-CONFIG = model_config(16, [10_000, 10_000], "adam")
+CONFIG = {"arch": "mlp", "args": {"hidden": [10_000, 10_000]}, "task": "regression", "inputs": 16, "outputs": 1,
+          "optimizer": "adam", "decay_params": "matrices"}
+SETTINGS = SimpleNamespace(lr=0.001, weight_decay=0.0, betas=[0.9, 0.999])  # what restore sets on the optimizer
 BLOCK = 64 * 2**20  # raw I/O in 64 MiB blocks, as a buffered copy would
 
 
@@ -80,8 +83,7 @@ def load(path: str) -> dict:
     reset_peak_rss()
     started = time.perf_counter()
     checkpoint = load_checkpoint(path, "rerun the benchmark")
-    model, optimizer = restore(checkpoint, checkpoint[MODEL_CONFIG], lr=0.001, weight_decay=0.0,
-                               device=torch.device("cpu"))
+    model, optimizer = restore(checkpoint, checkpoint[MODEL_CONFIG], SETTINGS, torch.device("cpu"))
     # The load is lazy (mmap); read every byte, as the first training step would.
     for parameter in model.parameters():
         parameter.sum(), optimizer.state[parameter]["exp_avg"].sum(), optimizer.state[parameter]["exp_avg_sq"].sum()
