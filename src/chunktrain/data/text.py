@@ -16,6 +16,11 @@ def make_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
     text = read_text(data.source)
     # Through UTF-32, every character is one uint32, so numpy encodes the whole text in a few vectorized passes.
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    n_train = int(len(codes) * (1 - data.val_fraction))
+    for name, size in (("train", n_train), ("val", len(codes) - n_train)):
+        if size < MIN_TOKENS:
+            raise PipelineError(f"data.source: {brief(data.source)} has {len(codes)} characters, too few for a"
+                                f" {name} split of at least {MIN_TOKENS} (data.val_fraction {data.val_fraction})")
     points = np.flatnonzero(np.bincount(codes))  # the distinct code points, sorted, in one linear pass
     if len(points) > np.iinfo(TOKEN).max + 1:
         raise PipelineError(f"data.source: {brief(data.source)} has {len(points)} distinct characters; a token file"
@@ -23,12 +28,7 @@ def make_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
     lookup = np.zeros(int(points[-1]) + 1, dtype=TOKEN)
     lookup[points] = np.arange(len(points), dtype=TOKEN)
     tokens = lookup[codes]
-    n_train = int(len(tokens) * (1 - data.val_fraction))
     splits = {"train": tokens[:n_train], "val": tokens[n_train:]}
-    for name, split in splits.items():
-        if len(split) < MIN_TOKENS:
-            raise PipelineError(f"data.source: {brief(data.source)} has {len(tokens)} characters, too few for a"
-                                f" {name} split of at least {MIN_TOKENS} (data.val_fraction {data.val_fraction})")
     return splits, {"task": "language_model", "vocab": [chr(point) for point in points]}
 
 

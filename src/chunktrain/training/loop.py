@@ -84,7 +84,9 @@ def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ba
         model.eval()
         with torch.no_grad(), autocast:
             val_loss = batches.val_loss(model, task)
-        record = finish_round(optimizer, position, batches.samples, val_loss, task)
+        # The lr of the round's last step, from the schedule: a round resumed after that step took none itself.
+        last_lr = lr(*schedule.step_span(position.epoch, batches.steps - 1, batches.steps)) if lr else None
+        record = finish_round(optimizer, position, batches.samples, val_loss, task, last_lr)
         if on_round:
             on_round(record)
     return position.history
@@ -111,7 +113,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def finish_round(optimizer: torch.optim.Optimizer, position: Position, samples: int, val_loss: float,
-                 task: Task) -> dict:
+                 task: Task, lr: float | None = None) -> dict:
     """Close the round in progress: its mean training loss over `samples`, its val loss; move to the next.
 
     Both are in the target's original units (a regression trains on the standardized target).
@@ -121,7 +123,7 @@ def finish_round(optimizer: torch.optim.Optimizer, position: Position, samples: 
         raise PipelineError(f"training loss is {train_loss} at step {position.step}: the run diverged"
                             " (try a lower lr); no checkpoint was written")
     record = {"epoch": position.epoch, "step": position.step, "train_loss": train_loss, "val_loss": val_loss,
-              "lr": optimizer.param_groups[0]["lr"]}
+              "lr": optimizer.param_groups[0]["lr"] if lr is None else lr}
     position.history.append(record)
     position.epoch, position.batch, position.loss_sum = position.epoch + 1, 0, torch.zeros_like(position.loss_sum)
     return record

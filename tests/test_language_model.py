@@ -1,0 +1,192 @@
+"""A text as data, chunks in steps, and the knobs of language-model training: exact across chunks and kills."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sample as sample_script
+from chunktrain.core.checkpoint import load_checkpoint
+from chunktrain.core.config import DataParams
+from chunktrain.core.errors import PipelineError
+from chunktrain.core.gpt import gpt
+from chunktrain.core.model import decay_groups
+from chunktrain.core.splits import read_dataset
+from chunktrain.core.tasks import LanguageModel
+from chunktrain.data.text import make_tokens
+from chunktrain.testing import (TINY_TEXT_PARAMS, Stages, assert_same_state, losses, new_project, ran, sha256,
+                                tiny_text, write_params)
+from chunktrain.training.batches import TextBatches
+
+
+@pytest.fixture
+def text_params() -> dict:
+    return copy.deepcopy(TINY_TEXT_PARAMS)
+
+
+@pytest.fixture
+def text_stages(tmp_path, text_params) -> Stages:
+    """Stages on a tiny text, its dataset generated."""
+    stages = Stages(tmp_path, text_params)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/text.txt").write_text(tiny_text())
+    stages.generate()
+    return stages
+
+
+def text_data(path, val_fraction: float) -> DataParams:
+    """data params for a text at an absolute path (which params.yaml refuses: a source is inside the repo)."""
+    return DataParams.model_construct(source=str(path), val_fraction=val_fraction)
+
+
+def test_a_text_becomes_a_character_vocabulary_and_train_then_val_tokens(tmp_path):
+    text = "hello, wörld\n" * 50
+    (tmp_path / "t.txt").write_text(text)
+    splits, transform = make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.2))
+    assert transform == {"task": "language_model", "vocab": sorted(set(text))}
+    assert [len(split) for split in splits.values()] == [520, 130]  # the last val_fraction is val
+    decoded = "".join(transform["vocab"][i] for split in splits.values() for i in split.tolist())
+    assert decoded == text and all(split.dtype == np.uint16 for split in splits.values())
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"caf\xe9\n", r"is not UTF-8 text \(byte 3: invalid continuation byte\)"),
+    (b"", "has 0 characters, too few for a train split"),
+    (b"abcdefghij", "has 10 characters, too few for a val split of at least 2"),
+])
+def test_a_bad_text_is_one_line(tmp_path, content, message):
+    (tmp_path / "t.txt").write_bytes(content)
+    with pytest.raises(PipelineError, match=message):
+        make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.1))
+
+
+def test_generate_writes_token_files_that_training_memory_maps(text_stages):
+    dataset = read_dataset(text_stages.dataset)
+    assert sorted(path.name for path in text_stages.dataset.iterdir()) == ["dataset.json", "train.bin", "val.bin"]
+    train = dataset.split("train")
+    assert isinstance(train, np.memmap) and train.size == 18_000 and dataset.is_text
+
+
+def test_a_steps_batch_is_a_function_of_seed_and_step_and_its_targets_are_the_next_tokens():
+    tokens = np.arange(1000, dtype=np.uint16)
+    batches = TextBatches(tokens, tokens, windows=4, block_size=8, steps=5, eval_batches=2, eval_windows=3,
+                          seed=0, device=torch.device("cpu"))
+    first = list(batches.round(epoch=2, first=0))
+    resumed = list(batches.round(epoch=2, first=3))  # a resumed round continues with the same batches
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first[3:], resumed)) and len(resumed) == 2
+    x, y = first[0]
+    assert x.shape == (4, 8) and torch.equal(y, x + 1)  # tokens 0..999 in order: the next token is one more
+    assert not torch.equal(first[0][0], first[1][0])
+
+
+def test_weight_decay_skips_biases_norms_and_embeddings_unless_all():
+    model = gpt(11, 11, n_layer=1, n_head=2, n_embd=8, block_size=4)
+    names = {id(p): name for name, p in model.named_parameters()}
+    decayed, kept = ([names[id(p)] for p in group["params"]] for group in decay_groups(model, "matrices"))
+    assert decayed == ["h.0.attn.c_attn.weight", "h.0.attn.c_proj.weight", "h.0.mlp.c_fc.weight",
+                       "h.0.mlp.c_proj.weight"]
+    assert {"wte.weight", "wpe.weight", "ln_f.weight", "h.0.attn.c_attn.bias"} <= set(kept)
+    assert len(decay_groups(model, "all")[0]["params"]) == len(names)
+
+
+def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_params):
+    """Two micro-batches of 4 windows give the gradient of the 8 windows at once, up to float rounding."""
+    from chunktrain.training.loop import OneProcess, train_step
+    from chunktrain.core.config import load_params
+    settings = load_params(text_stages.params_path).train.settings("c1")
+    torch.manual_seed(0)
+    model = gpt(20, 20, n_layer=1, n_head=2, n_embd=16, block_size=16)
+    x = torch.randint(20, (8, 16), generator=torch.Generator().manual_seed(1))
+    grads = []
+    for accum in (1, 2):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # no update: compare the gradients alone
+        train_step(model, optimizer, x, x, settings.model_copy(update={"grad_accum": accum, "grad_clip": None}),
+                   LanguageModel(), OneProcess(), torch.autocast("cpu", enabled=False))
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, dtype):
+    text_params["train"]["dtype"] = dtype
+    text_params["train"]["chunks"]["whole"] = {"from": "init", "steps": 40}
+    write_params(text_stages.params_path, text_params)
+    text_stages.init()
+    text_stages.train("c1")
+    chunked, whole = (load_checkpoint(text_stages.train(name)) for name in ("c2", "whole"))
+    assert_same_state(chunked, whole)
+    assert losses(chunked) == losses(whole)
+    assert [record["step"] for record in whole["history"]] == [10, 20, 30, 40]  # a val loss every eval_every
+
+
+def test_bfloat16_autocast_changes_the_numbers(text_stages, text_params):
+    text_stages.init()
+    float32 = losses(load_checkpoint(text_stages.train("c1")))
+    text_params["train"]["dtype"] = "bfloat16"
+    write_params(text_stages.params_path, text_params)
+    assert losses(load_checkpoint(text_stages.train("c1"))) != float32
+
+
+def test_sample_prints_the_same_text_for_the_same_seed(text_stages, capsys):
+    text_stages.init()
+    checkpoint = text_stages.train("c1")
+    capsys.readouterr()
+    outputs = []
+    for seed in (0, 0, 1):
+        sample_script.main(["--checkpoint", str(checkpoint), "--prompt", "To be", "--tokens", "40", "--seed", str(seed)])
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] != outputs[2] and outputs[0].startswith("To be") and len(outputs[0]) == 46
+
+
+def test_evaluate_chooses_the_best_chunk_on_the_val_loss_of_a_text(text_stages):
+    text_stages.init()
+    text_stages.train("c1")
+    text_stages.train("c2")
+    text_stages.evaluate()
+    best = json.loads((text_stages.root / "metrics/best.json").read_text())
+    assert best.keys() == {"chunk", "step", "train_loss", "val_loss", "checkpoint"}  # no test split, no epochs
+    assert best["chunk"] == "c2" and best["step"] == 40
+
+
+@pytest.mark.slow
+def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path):
+    """Under dvc repro: {c1: 40 steps, c2: 40 steps} equals {whole: 80 steps} (grad_accum, clip, warmup, cosine,
+    dropout), and a chunk killed mid-way resumes from its snapshot to the same bytes."""
+    params = copy.deepcopy(TINY_TEXT_PARAMS)
+    params["train"].update(snapshot_every_steps=10, chunks={"c1": {"from": "init", "steps": 40},
+                                                            "c2": {"from": "c1", "steps": 40},
+                                                            "whole": {"from": "init", "steps": 80}})
+    project = new_project(tmp_path / "repo", params)
+    (project.path / "data").mkdir(exist_ok=True)
+    (project.path / "data/text.txt").write_text(tiny_text())
+    project.commit("a text")
+    project.dvc("repro")
+    checkpoints = project.path / "data/checkpoints"
+    assert_same_state(load_checkpoint(checkpoints / "c2.pt"), load_checkpoint(checkpoints / "whole.pt"))
+    uninterrupted = sha256(checkpoints / "c2.pt")
+
+    killed = project.run("dvc", "repro", "-f", "-s", "train@c2", check=False, env={"CHUNKTRAIN_KILL_AT": "step:25"})
+    assert killed.returncode != 0 and not (checkpoints / "c2.pt").exists()
+    resumed = project.dvc("repro", "-f", "-s", "train@c2")
+    assert "resuming c2 from step 20 of the chunk" in resumed
+    assert sha256(checkpoints / "c2.pt") == uninterrupted
+
+
+@pytest.mark.slow
+def test_your_own_model_under_src_models_trains_and_an_edit_reruns_what_builds_it(tmp_path, params):
+    params["model"] = {"task": "regression", "arch": "models.tiny:build", "args": {"width": 8}}
+    project = new_project(tmp_path / "repo", params)
+    model = project.path / "src/models/tiny.py"
+    model.write_text("from torch import nn\n\n\ndef build(inputs, outputs, *, width):\n"
+                     "    return nn.Sequential(nn.Linear(inputs, width), nn.Tanh(), nn.Linear(width, outputs))\n")
+    project.commit("my model")
+    assert "train@c3" in ran(project.dvc("repro"))
+    model.write_text(model.read_text().replace("nn.Tanh()", "nn.ReLU()"))
+    assert ran(project.dvc("repro")) == {"init", "train@c1", "train@c2", "train@c3", "evaluate"}
+
+    params["model"]["args"] = {"depth": 2}
+    write_params(project.path / "params.yaml", params)
+    failed = project.run("dvc", "repro", check=False)
+    assert failed.returncode != 0 and "model.args: {'depth': 2} do not fit models.tiny:build" in failed.stdout
