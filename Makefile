@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench snapshots clear-snapshots exps predict clean-venv
+.PHONY: setup run test test-fast bench snapshots clear-snapshots exps predict sample clean-venv
 
 setup: $(VENV)/.installed
 
@@ -44,10 +44,19 @@ exps: setup
 bench: setup
 	python benchmarks/bench.py $(BENCH)
 
-# make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=data/checkpoints/c2.pt]; default: the best chunk.
+# The checkpoint predict and sample use: CHECKPOINT=data/checkpoints/c2.pt, or by default the best chunk's.
+BEST = $(if $(CHECKPOINT),$(CHECKPOINT),"$$(python -c 'import json; print(json.load(open("metrics/best.json"))["checkpoint"])')")
+
+# make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=...]
 predict: setup
-	python src/predict.py --input $(INPUT) --output $(OUTPUT) --checkpoint $(if $(CHECKPOINT),$(CHECKPOINT),\
-	  "$$(python -c 'import json; print(json.load(open("metrics/best.json"))["checkpoint"])')")
+	python src/predict.py --input $(INPUT) --output $(OUTPUT) --checkpoint $(BEST)
+
+# A language model's text: make sample [PROMPT="ROMEO:"] [TOKENS=500] [SEED=0] [CHECKPOINT=...]
+TOKENS ?= 500
+SEED ?= 0
+sample: setup
+	python src/sample.py --checkpoint $(BEST) $(if $(PROMPT),--prompt "$(PROMPT)") --tokens $(TOKENS) --temperature 0.8 \
+	  --top_k 20 --seed $(SEED)
 
 clean-venv:
 	rm -rf $(VENV)

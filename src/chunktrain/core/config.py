@@ -44,6 +44,10 @@ class SyntheticParams(_Section):
     noise: float = Field(ge=0)  # std of the Gaussian noise on the teacher's output
 
 
+# Written by stage synthesize whatever data.source says; a params.yaml for your own data may leave the section out.
+SYNTHETIC_DEFAULT = SyntheticParams(n_samples=200_000, n_features=16, noise=0.1)
+
+
 class DataParams(_Section):
     source: str  # the path of a CSV or parquet table, or a .txt text, inside the repo; dvc.yaml reads it too
     target: str = "y"  # the target column
@@ -221,7 +225,7 @@ class TrainParams(_Section):
 
 class Params(_Section):
     seed: int = Field(ge=0, lt=2**32)
-    synthetic: SyntheticParams
+    synthetic: SyntheticParams = SYNTHETIC_DEFAULT
     data: DataParams
     model: ModelParams
     train: TrainParams

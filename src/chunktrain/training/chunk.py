@@ -3,7 +3,6 @@
 run() is the whole story in order; each step is a small function or class below it.
 """
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from tqdm import tqdm
 from chunktrain.core.checkpoint import (EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, LOSS, MODEL_CONFIG, MODEL_STATE,
                                         OPTIMIZER_STATE, RNG_STATE, TRANSFORM, check_lineage, lineage,
                                         load_checkpoint, make_checkpoint, restore_rng_state, save_checkpoint)
-from chunktrain.core.config import INIT, ChunkSpec, SnapshotPolicy
+from chunktrain.core.config import INIT, ChunkSpec, SnapshotPolicy, TrainSettings
 from chunktrain.core.faults import crash_point
 from chunktrain.core.files import write_json
 from chunktrain.core.model import apply_settings, build_model, build_optimizer
@@ -142,7 +141,7 @@ def load_parent(path: Path, spec: ChunkSpec, dataset_id: str) -> dict:
     return parent
 
 
-def restore(start: dict, config: dict, settings, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def restore(start: dict, config: dict, settings: TrainSettings, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The model and optimizer of a checkpoint, set to this chunk's lr, weight decay and betas."""
     # Built on the meta device and given the checkpoint's tensors (memory-mapped, copied on write): no time
     # spent initialising weights that are replaced, and no second copy of them in memory.
