@@ -2,6 +2,7 @@
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,14 +10,14 @@ import torch
 
 import sample as sample_script
 from chunktrain.core.checkpoint import load_checkpoint
-from chunktrain.core.config import DataParams
+from chunktrain.core.config import DataParams, load_params
 from chunktrain.core.errors import PipelineError
 from chunktrain.core.gpt import gpt
 from chunktrain.core.model import decay_groups
 from chunktrain.core.splits import read_dataset
 from chunktrain.core.tasks import LanguageModel
 from chunktrain.data.text import make_tokens
-from chunktrain.testing import (TINY_TEXT_PARAMS, Stages, assert_same_state, losses, new_project, ran, sha256,
+from chunktrain.testing import (ROOT, TINY_TEXT_PARAMS, Stages, assert_same_state, losses, new_project, ran, sha256,
                                 tiny_text, write_params)
 from chunktrain.training.batches import TextBatches
 
@@ -39,6 +40,13 @@ def text_stages(tmp_path, text_params) -> Stages:
 def text_data(path, val_fraction: float) -> DataParams:
     """data params for a text at an absolute path (which params.yaml refuses: a source is inside the repo)."""
     return DataParams.model_construct(source=str(path), val_fraction=val_fraction)
+
+
+def test_the_shipped_gpt_recipe_is_nanogpts_in_four_chunks():
+    params = load_params(ROOT / "docs/params-gpt.yaml")
+    assert params.task == "language_model" and params.model.args["n_layer"] == 4
+    assert [chunk.steps for chunk in params.train.chunks.values()] == [500] * 4
+    assert params.train.schedule.total == 2000 and params.train.lineage("c4") == ["c1", "c2", "c3", "c4"]
 
 
 def test_a_text_becomes_a_character_vocabulary_and_train_then_val_tokens(tmp_path):
@@ -94,7 +102,6 @@ def test_weight_decay_skips_biases_norms_and_embeddings_unless_all():
 def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_params):
     """Two micro-batches of 4 windows give the gradient of the 8 windows at once, up to float rounding."""
     from chunktrain.training.loop import OneProcess, train_step
-    from chunktrain.core.config import load_params
     settings = load_params(text_stages.params_path).train.settings("c1")
     torch.manual_seed(0)
     model = gpt(20, 20, n_layer=1, n_head=2, n_embd=16, block_size=16)
@@ -166,6 +173,11 @@ def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path):
     checkpoints = project.path / "data/checkpoints"
     assert_same_state(load_checkpoint(checkpoints / "c2.pt"), load_checkpoint(checkpoints / "whole.pt"))
     uninterrupted = sha256(checkpoints / "c2.pt")
+
+    shutil.copy(ROOT / "Makefile", project.path / "Makefile")
+    make_sample = ["make", "--no-print-directory", "-o", ".venv/.installed", "sample", "PROMPT=To be", "TOKENS=30"]
+    samples = [project.run(*make_sample).stdout for _ in range(2)]
+    assert samples[0] == samples[1] and "To be" in samples[0]  # the best chunk's model, the same seed, the same text
 
     killed = project.run("dvc", "repro", "-f", "-s", "train@c2", check=False, env={"CHUNKTRAIN_KILL_AT": "step:25"})
     assert killed.returncode != 0 and not (checkpoints / "c2.pt").exists()
