@@ -10,10 +10,11 @@ from chunktrain.core import checkpoint as ckpt
 from chunktrain.core.checkpoint import (CheckpointError, check_lineage, code_id, lineage, load_checkpoint,
                                         save_checkpoint)
 from chunktrain.core.config import Params, plan
-from chunktrain.core.model import build_model, build_optimizer, model_config
+from chunktrain.core.model import build_model, build_optimizer
 from chunktrain.testing import TINY_PARAMS, assert_same_state, sha256
 
-CONFIG = model_config(n_features=3, hidden=[5], optimizer="adam")
+CONFIG = {"arch": "mlp", "args": {"hidden": [5]}, "task": "regression", "inputs": 3, "outputs": 1,
+          "optimizer": "adam", "decay_params": "matrices"}
 SPECS = plan(Params.model_validate(TINY_PARAMS))
 INIT, C1, C2 = SPECS["init.json"], SPECS["train/c1.json"], SPECS["train/c2.json"]
 PARENT, DATASET, CODE = "a" * 64, "d" * 64, "c" * 64
@@ -28,7 +29,8 @@ def make(seed: int = 0) -> dict:
     optimizer.step()
     return ckpt.make_checkpoint(model, optimizer, epoch=3, loss=0.5, model_config=CONFIG,
                                 lineage=lineage(C1, PARENT, DATASET, CODE), global_step=75,
-                                history=[{"epoch": 3, "train_loss": 0.5, "val_loss": 0.6, "lr": 0.001, "chunk": "c1"}],
+                                history=[{"epoch": 3, "step": 75, "train_loss": 0.5, "val_loss": 0.6, "lr": 0.001,
+                                          "chunk": "c1"}],
                                 transform={"task": "regression", "features": ["x0", "x1", "x2"]})
 
 
@@ -62,11 +64,11 @@ def test_same_checkpoint_gives_same_bytes_whatever_the_file_name(tmp_path):
 def test_bytes_do_not_depend_on_where_equal_values_came_from(tmp_path):
     """A resumed chunk mixes records loaded from a snapshot with fresh ones; its bytes must not change."""
     fresh = make()
-    fresh[ckpt.HISTORY] = [{"epoch": e, "train_loss": 0.5, "chunk": "c1"} for e in (1, 2)]
+    fresh[ckpt.HISTORY] = [{"epoch": e, "step": 25 * e, "train_loss": 0.5, "chunk": "c1"} for e in (1, 2)]
     save_checkpoint(fresh, tmp_path / "fresh.pt")
     mixed = make()
     mixed[ckpt.HISTORY] = load_checkpoint(tmp_path / "fresh.pt")[ckpt.HISTORY][:1] + [
-        {"epoch": 2, "train_loss": 0.5, "chunk": "c1"}]
+        {"epoch": 2, "step": 50, "train_loss": 0.5, "chunk": "c1"}]
     save_checkpoint(mixed, tmp_path / "mixed.pt")
     assert sha256(tmp_path / "mixed.pt") == sha256(tmp_path / "fresh.pt")
 
@@ -121,7 +123,7 @@ def _damage(path, how: str) -> None:
     (lambda path: (save_checkpoint(make(), path), _damage(path, "garbage")), r"is truncated or corrupt \(.+\)"),
     (lambda path: (save_checkpoint(make(), path), _damage(path, "empty")), r"is truncated or corrupt \(.+\)"),
     (lambda path: torch.save({"epoch": 1, "payload": print}, path), "is truncated or corrupt"),  # unsafe pickle
-    (lambda path: torch.save({"epoch": 1}, path), r"is not a format-3 checkpoint \(found None\)"),
+    (lambda path: torch.save({"epoch": 1}, path), r"is not a format-4 checkpoint \(found None\)"),
     (lambda path: torch.save({ckpt.VERSION: ckpt.FORMAT_VERSION, ckpt.EPOCH: 1}, path), r"lacks keys \['"),
 ])
 def test_a_bad_checkpoint_is_one_line_naming_the_file_and_the_fix(tmp_path, prepare, problem):
@@ -171,8 +173,10 @@ def _refusal(checkpoint, **check) -> str:
      "does not match params.yaml: settings.epochs is 2 in the file, 3 in params.yaml"),
     ({"spec": INIT.model_copy(update={"seed": 1})},
      "does not match params.yaml: init.seed is 0 in the file, 1 in params.yaml"),
-    ({"spec": INIT.model_copy(update={"model": INIT.model.model_copy(update={"hidden": [8]})})},
-     "does not match params.yaml: init.model.hidden is [16] in the file, [8] in params.yaml"),
+    ({"spec": INIT.model_copy(update={"model": INIT.model.model_copy(update={"args": {"hidden": [8]}})})},
+     "does not match params.yaml: init.model.args.hidden is [16] in the file, [8] in params.yaml"),
+    ({"spec": INIT.model_copy(update={"model": INIT.model.model_copy(update={"decay_params": "all"})})},
+     "does not match params.yaml: init.model.decay_params is 'matrices' in the file, 'all' in params.yaml"),
     ({"dataset_id": "e" * 64}, "was made from another dataset than data/dataset/ holds now"),
 ])
 def test_a_checkpoint_another_recipe_made_is_refused_naming_what_differs(check, problem):
@@ -201,13 +205,13 @@ def src(tmp_path):
     """A src/ folder with a script, a package and the file types found there."""
     for name, text in [("train.py", "import chunktrain"), ("chunktrain/__init__.py", ""),
                        ("chunktrain/core/config.py", "A = 1"), ("chunktrain/core/deep/model.py", "B = 2"),
-                       ("chunktrain/evaluation.py", "C = 3")]:
+                       ("chunktrain/evaluation.py", "C = 3"), ("models/__init__.py", "")]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     return tmp_path
 
 
-CODE_DEPS = ("train.py", "chunktrain/__init__.py", "chunktrain/core")
+CODE_DEPS = ("train.py", "chunktrain/__init__.py", "chunktrain/core", "models")
 
 
 @pytest.mark.parametrize("edit, changes", [
@@ -216,6 +220,7 @@ CODE_DEPS = ("train.py", "chunktrain/__init__.py", "chunktrain/core")
     (lambda src: (src / "chunktrain/core/new.py").write_text(""), True),
     (lambda src: (src / "chunktrain/core/config.py").rename(src / "chunktrain/core/settings.py"), True),
     (lambda src: (src / "train.py").write_text("import chunktrain  # why"), True),
+    (lambda src: (src / "models/my_net.py").write_text("def build(inputs, outputs): ..."), True),  # a user's builder
     (lambda src: (src / "chunktrain/evaluation.py").write_text("C = 4"), False),  # not a dep of this stage
     (lambda src: (src / "chunktrain/core/notes.txt").write_text("todo"), False),
     (lambda src: ((src / "chunktrain/core/__pycache__").mkdir(),

@@ -1,5 +1,6 @@
 """params.yaml's schema, read as DVC reads it, and the spec files stage plan writes from it."""
 
+import copy
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import yaml
 import plan
 from chunktrain.core.config import ChunkSpec, Params, load_params, read_yaml
 from chunktrain.core.errors import PipelineError, run_stage
-from chunktrain.testing import ROOT, project_env, write_params
+from chunktrain.testing import ROOT, TINY_TEXT_PARAMS, project_env, write_params
 
 
 def test_valid_params_load_with_chunk_overrides(tmp_path, params):
@@ -43,7 +44,7 @@ def _set(params, path, value):
     ("synthetic.noise", float("inf"), "synthetic.noise: Input should be a finite number, got inf"),
     ("synthetic.rows", 10, "synthetic.rows: unknown key"),
     ("data.source", "/etc/table.csv", "data.source: '/etc/table.csv' must be the relative path of a .csv or .parquet"
-                                      " file inside the repo"),
+                                      " table, or a .txt text, inside the repo"),
     ("data.source", "../outside.csv", "data.source: '../outside.csv' must be the relative path"),
     ("data.source", "data/raw/synthetic", "data.source: 'data/raw/synthetic' must be the relative path"),
     ("data.source", "table.xlsx", "data.source: 'table.xlsx' must be the relative path"),
@@ -52,11 +53,31 @@ def _set(params, path, value):
     ("data.val_fraction", 0.95, "data.val_fraction + data.test_fraction must be below 1"),
     ("data.features", ["x0", "y"], "data.features: ['x0', 'y'] must name distinct columns other than the target 'y'"),
     ("data.features", ["x0", "x0"], "data.features: ['x0', 'x0'] must name distinct columns"),
-    ("model.task", "ranking", "model.task: Input should be 'regression' or 'classification', got 'ranking'"),
-    ("model.arch", "my net", "model.arch: String should match pattern"),
-    ("model.hidden", [16, 0], "model.hidden.1: Input should be greater than 0, got 0"),
+    ("data.test_fraction", None, "data.test_fraction: missing key (a table needs a test split)"),
+    ("data.source", "data/text.txt", "data.test_fraction and data.features are for tables"),
+    ("model.task", "ranking",
+     "model.task: Input should be 'regression', 'classification' or 'language_model', got 'ranking'"),
+    ("model.task", "language_model",
+     "model.task: language_model does not fit data.source 'data/raw/synthetic.parquet'"),
+    ("model.arch", "my net", "model.arch: 'my net' must be a built-in name (mlp, gpt) or a builder under src/models/"
+                             " as models.<module>:<function>"),
+    ("model.arch", "models.x", "model.arch: 'models.x' must be a built-in name"),
+    ("model.arch", "models.x:build()", "model.arch: 'models.x:build()' must be a built-in name"),
+    ("model.args", [16], "model.args: Input should be a valid dictionary, got [16]"),
+    ("model.hidden", [16], "model.hidden: unknown key"),  # the key before model.args
     ("train.chunks.c2.epochs", 0, "train.chunks.c2.epochs: Input should be greater than 0, got 0"),
     ("train.chunks.c2.epochs", "3", "train.chunks.c2.epochs: Input should be a valid integer, got '3'"),
+    ("train.chunks.c2.steps", 10, "train.chunks.c2: give its length as epochs (not steps): the chunks of a table"
+                                  " count epochs"),
+    ("train.chunks.c2", {"from": "c1", "steps": 10}, "train.chunks.c2: give its length as epochs (not steps)"),
+    ("train.eval_every", 10, "train.eval_every: tables measure the val loss after every epoch; remove it"),
+    ("train.eval_batches", 0, "train.eval_batches: Input should be greater than 0, got 0"),
+    ("train.betas", [0.9, 0.99, 0.999], "train.betas: List should have at most 2 items after validation, not 3"),
+    ("train.betas", [0.9, 1.0], "train.betas.1: Input should be less than 1, got 1.0"),
+    ("train.grad_clip", 0, "train.grad_clip: Input should be greater than 0, got 0"),
+    ("train.grad_accum", 0, "train.grad_accum: Input should be greater than 0, got 0"),
+    ("train.dtype", "float16", "train.dtype: Input should be 'float32' or 'bfloat16', got 'float16'"),
+    ("train.decay_params", "none", "train.decay_params: Input should be 'matrices' or 'all', got 'none'"),
     ("train.lr", -0.1, "train.lr: Input should be greater than 0, got -0.1"),
     ("train.lr", float("nan"), "train.lr: Input should be a finite number, got nan"),
     ("train.chunks.c1.lr", 0, "train.chunks.c1.lr: Input should be greater than 0, got 0"),
@@ -77,19 +98,51 @@ def _set(params, path, value):
     ("train.chunks", {}, "train.chunks: Dictionary should have at least 1 item"),
     ("train.chunks.c2.cooldown", "linear", "train.chunks.c3.from: 'c2' is a cooldown chunk, which ends its branch"),
     ("train.chunks.c2.cooldown", "step", "train.chunks.c2.cooldown: Input should be 'linear' or 'cosine'"),
-    ("train.schedule.decay", "cosine", "train.schedule.total_epochs: decay cosine needs the global epoch"),
-    ("train.schedule.total_epochs", 4, "train.schedule.total_epochs: 4.0 is used only by decay cosine or linear"),
-    ("train.schedule", {"decay": "linear", "warmup_epochs": 3, "total_epochs": 2},
-     "train.schedule.total_epochs: 2.0 must be after the warmup's end (warmup_epochs 3.0)"),
-    ("train.schedule.warmup_epochs", -1, "train.schedule.warmup_epochs: Input should be greater than or equal to 0"),
+    ("train.schedule.decay", "cosine", "train.schedule.total: decay cosine needs the global position where it"
+                                       " reaches min_lr"),
+    ("train.schedule.total", 4, "train.schedule.total: 4.0 is used only by decay cosine or linear"),
+    ("train.schedule", {"decay": "linear", "warmup": 3, "total": 2},
+     "train.schedule.total: 2.0 must be after the warmup's end (warmup 3.0)"),
+    ("train.schedule.warmup", -1, "train.schedule.warmup: Input should be greater than or equal to 0"),
+    ("train.schedule.warmup_epochs", 1, "train.schedule.warmup_epochs: unknown key"),  # the key before warmup
     ("train.schedule.min_lr", 0.05, "train.schedule.min_lr: 0.05 must be below the lr of chunk c1 (0.01)"),
 ])
 def test_bad_params_name_the_key_and_the_value(tmp_path, params, key, value, message):
     _set(params, key, value)
+    assert message in _refusal(tmp_path, params)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.chunks.c1.epochs", 2, "train.chunks.c1: give its length as steps (not epochs): the chunks of a text"
+                                  " count steps"),
+    ("train.chunks.c2", {"from": "c1", "epochs": 2}, "train.chunks.c2: give its length as steps (not epochs)"),
+    ("train.chunks.c2.steps", 15, "train.chunks.c2.steps: 15 must be a multiple of train.eval_every (10)"),
+    ("train.eval_every", None, "train.eval_every: missing key (a text's chunks count steps"),
+    ("data.test_fraction", 0.1, "data.test_fraction and data.features are for tables"),
+    ("data.features", ["a"], "data.test_fraction and data.features are for tables"),
+    ("model.task", "regression", "model.task: regression does not fit data.source 'data/text.txt'"),
+    ("model.args.block_size", 0, "model.args.block_size: a language model needs the length of the token windows"),
+    ("model.args", {"n_layer": 1, "n_head": 2, "n_embd": 16}, "model.args.block_size: a language model needs"),
+])
+def test_bad_text_params_name_the_key_and_the_value(tmp_path, key, value, message):
+    params = copy.deepcopy(TINY_TEXT_PARAMS)
+    _set(params, key, value)
+    assert message in _refusal(tmp_path, params)
+
+
+def _refusal(tmp_path, params: dict) -> str:
+    """The one-line error that loading `params` gives; it names the file first."""
     with pytest.raises(PipelineError) as raised:
         load_params(write_params(tmp_path / "params.yaml", params))
     assert str(raised.value).startswith(f"{tmp_path / 'params.yaml'}: ")
-    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert "\n" not in str(raised.value)
+    return str(raised.value)
+
+
+def test_text_params_count_steps_in_rounds_of_eval_every(tmp_path):
+    loaded = load_params(write_params(tmp_path / "params.yaml", copy.deepcopy(TINY_TEXT_PARAMS)))
+    settings = loaded.train.settings("c2")
+    assert (loaded.task, settings.epochs, settings.steps, settings.rounds) == ("language_model", None, 20, 2)
 
 
 @pytest.mark.parametrize("write, message", [
@@ -117,14 +170,14 @@ def test_a_chunk_name_that_could_reach_a_shell_or_a_path_is_refused(tmp_path, pa
 def test_a_yaml_bomb_is_refused_quickly_with_a_short_message(tmp_path, params):
     lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]  # 9**9 integers as a tree
-    text = "\n".join(lines) + "\n" + _params_text(params, **{"hidden:\n  - 16\n": "hidden: *a8\n"})
+    text = "\n".join(lines) + "\n" + _params_text(params, **{"features: null\n": "features: *a8\n"})
     (tmp_path / "params.yaml").write_text(text)
     started = time.perf_counter()
     with pytest.raises(PipelineError) as raised:
         load_params(tmp_path / "params.yaml")
     assert time.perf_counter() - started < 5
     message = str(raised.value)
-    assert message.startswith(f"{tmp_path / 'params.yaml'}: model.hidden.0: Input should be a valid integer, got [")
+    assert message.startswith(f"{tmp_path / 'params.yaml'}: data.features.0: Input should be a valid string, got [")
     assert message.endswith(" more") and len(message) < 600 and "\n" not in message
 
 
@@ -199,7 +252,7 @@ def test_the_shipped_params_survive_dvc_exp_run_set_param(tmp_path, overrides, e
     expected = load_params(ROOT / "params.yaml").model_dump(by_alias=True)
     edit(expected)
     assert load_params(path) == Params.model_validate(expected)
-    for line in ("# hidden layer widths", "# null: no step-based snapshots", "# one stage train@<name> each"):
+    for line in ("# mlp: hidden layer widths", "# null: no step-based snapshots", "# one stage train@<name> each"):
         assert line in path.read_text()  # the comments that give the keys their meaning stay
 
 
@@ -253,10 +306,13 @@ def specs_in(out) -> dict[str, bytes]:
     (lambda p: p.update(seed=1), {"synthetic.json", "data.json", "init.json", "evaluate.json", *CHUNKS}),
     (lambda p: p["synthetic"].update(noise=0.2), {"synthetic.json"}),
     (lambda p: p["data"].update(val_fraction=0.2), {"data.json"}),
-    (lambda p: p["model"].update(hidden=[8]), {"init.json", "evaluate.json", *CHUNKS}),
+    (lambda p: p["model"]["args"].update(hidden=[8]), {"init.json", "evaluate.json", *CHUNKS}),
+    (lambda p: p["train"].update(decay_params="all"), {"init.json", "evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(optimizer="sgd"), {"init.json", "evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(lr=0.02), {"evaluate.json", *CHUNKS}),
-    (lambda p: p["train"]["schedule"].update(warmup_epochs=0.5), {"evaluate.json", *CHUNKS}),
+    (lambda p: p["train"]["schedule"].update(warmup=0.5), {"evaluate.json", *CHUNKS}),
+    (lambda p: p["train"].update(grad_clip=1.0), {"evaluate.json", *CHUNKS}),
+    (lambda p: p["train"].update(betas=[0.8, 0.99]), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}), {"train/c4.json", "evaluate.json"}),
     (lambda p: p["train"]["chunks"].pop("c3"), {"train/c3.json", "evaluate.json"}),
 ])
@@ -285,7 +341,7 @@ def test_a_spec_reads_back_as_the_settings_params_yaml_gives(tmp_path, params):
     spec = ChunkSpec.read(tmp_path / "plan/train/c2.json")
     assert (spec.name, spec.parent, spec.nproc) == ("c2", "c1", 2)
     assert (spec.settings.lr, spec.settings.batch_size) == (0.002, 64)
-    assert (spec.init.seed, spec.init.model.hidden, spec.init.model.optimizer) == (0, [16], "adam")
+    assert (spec.init.seed, spec.init.model.args, spec.init.model.optimizer) == (0, {"hidden": [16]}, "adam")
 
 
 def test_bad_params_stop_plan_before_it_touches_the_previous_specs(tmp_path, params):

@@ -11,7 +11,7 @@ import pyarrow.parquet
 import pytest
 
 from chunktrain.core.errors import PipelineError
-from chunktrain.core.splits import count_rows, read_dataset, read_split
+from chunktrain.core.splits import INFO, count_rows, read_dataset, read_split
 from chunktrain.testing import ROOT, TINY_PARAMS, Stages, project_env, sha256
 
 
@@ -23,8 +23,12 @@ def generated(tmp_path_factory) -> Stages:
     return stages
 
 
+SPLITS = ("train", "val", "test")
+
+
 def dataset_files(stages: Stages) -> dict[str, str]:
-    paths = {**stages.split, "dataset": stages.dataset, "synthetic": stages.root / "data/raw/synthetic.parquet"}
+    paths = {**{name: stages.dataset / f"{name}.parquet" for name in SPLITS}, "dataset": stages.dataset / INFO,
+             "synthetic": stages.root / "data/raw/synthetic.parquet"}
     return {name: sha256(path) for name, path in paths.items()}
 
 
@@ -49,12 +53,15 @@ def test_the_dataset_id_is_the_hash_generate_computed_of_what_it_wrote(generated
 
 
 def test_splits_have_the_named_columns_sizes_and_the_train_splits_statistics(generated):
-    sizes = {name: count_rows(path) for name, path in generated.split.items()}
+    assert sorted(path.name for path in generated.dataset.iterdir()) == [INFO, "test.parquet", "train.parquet",
+                                                                         "val.parquet"]
+    sizes = {name: count_rows(generated.dataset / f"{name}.parquet") for name in SPLITS}
     assert sizes == {"train": 1600, "val": 200, "test": 200}
-    train = read_split(generated.split["train"])
+    assert {name: read_dataset(generated.dataset).size(name) for name in SPLITS} == sizes
+    train = read_split(generated.dataset / "train.parquet")
     assert train.x.shape == (1600, 4) and train.y.shape == (1600, 1)
     assert train.x.mean(dim=0).abs().max() < 1e-5 and (train.x.std(dim=0, correction=0) - 1).abs().max() < 1e-4
-    transform = json.loads(generated.dataset.read_text())["transform"]
+    transform = json.loads((generated.dataset / INFO).read_text())["transform"]
     assert transform["features"] == ["x0", "x1", "x2", "x3"] and transform["task"] == "regression"
 
 
@@ -67,7 +74,7 @@ def test_a_missing_or_malformed_dataset_json_is_one_line(tmp_path, content, mess
     if content is not None:
         (tmp_path / "dataset.json").write_text(content)
     with pytest.raises(PipelineError, match=message):
-        read_dataset(tmp_path / "dataset.json")
+        read_dataset(tmp_path)
 
 
 def test_an_unreadable_split_names_the_file(tmp_path):
@@ -89,7 +96,7 @@ def rewrite_column(path, name: str, values) -> None:
     ("x2", "oops", "column x2 has type string; expected floats only"),
 ])
 def test_bad_values_in_a_split_are_one_line_naming_file_and_column(generated, tmp_path, column, value, message):
-    path = shutil.copy(generated.split["test"], tmp_path / "test.parquet")
+    path = shutil.copy(generated.dataset / "test.parquet", tmp_path / "test.parquet")
     values = [0.5] * 200
     values[7] = value
     rewrite_column(path, column, [str(v) for v in values] if value == "oops" else values)
@@ -100,8 +107,8 @@ def test_bad_values_in_a_split_are_one_line_naming_file_and_column(generated, tm
 
 def test_the_training_stage_reads_its_data_without_importing_pandas(generated):
     """pandas costs every training stage about half a second of start-up (see benchmarks/)."""
-    code = (f"import sys; import train; from chunktrain.core.splits import read_split;"
-            f" read_split({str(generated.split['train'])!r});"
+    code = (f"import sys; import train; from chunktrain.core.splits import read_dataset;"
+            f" read_dataset({str(generated.dataset)!r}).split('train');"
             " assert 'pandas' not in sys.modules, 'pandas was imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT / "src", check=True)
 
@@ -111,8 +118,8 @@ def test_the_generate_stage_does_not_import_torch(generated, tmp_path):
     """torch costs a process about 1.7 s to import, and generating the data needs none of it."""
     code = ("import sys, generate; generate.main(sys.argv[1:]);"
             " assert 'torch' not in sys.modules, 'torch was imported'")
-    splits = [f"--{name}={tmp_path / name}.parquet" for name in generated.split]
-    args = ["--spec", str(generated.spec("data.json")), *splits, "--dataset", str(tmp_path / "dataset.json")]
+    args = ["--spec", str(generated.spec("data.json")), "--out", str(tmp_path / "dataset")]
     subprocess.run([sys.executable, "-c", code, *args], cwd=generated.root, check=True,
                    env={**project_env(), "PYTHONPATH": str(ROOT / "src")})
-    assert sha256(tmp_path / "dataset.json") == sha256(generated.dataset)
+    assert {path.name: sha256(path) for path in (tmp_path / "dataset").iterdir()} == {
+        path.name: sha256(path) for path in generated.dataset.iterdir()}

@@ -7,6 +7,7 @@ import torch
 
 from chunktrain.core import checkpoint as ckpt
 from chunktrain.core.checkpoint import load_checkpoint
+from chunktrain.core.config import Params
 from chunktrain.core.errors import PipelineError
 from chunktrain.core.model import build_model
 from chunktrain.training.parallel import check_nproc
@@ -17,22 +18,27 @@ LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-4
 
 
-@pytest.mark.parametrize("n_rows, batch_size, nproc, smallest", [
-    (1600, 64, 65, 64),
-    (1600, 60, 41, 40),  # the last batch holds 1600 % 60 = 40 rows
-    (10, 64, 11, 10),  # a single batch smaller than batch_size
+@pytest.mark.parametrize("n_rows, batch_size, grad_accum, nproc, smallest", [
+    (1600, 64, 1, 65, 64),
+    (1600, 60, 1, 41, 40),  # the last batch holds 1600 % 60 = 40 rows
+    (10, 64, 1, 11, 10),  # a single batch smaller than batch_size
+    (1600, 64, 2, 33, 64),  # global batches of 128 rows, the last of 64: 32 processes x 2 micro-batches of 1 row
 ])
-def test_more_processes_than_rows_in_a_batch_are_refused(n_rows, batch_size, nproc, smallest):
-    check_nproc(smallest, n_rows, batch_size, "train.nproc")
-    with pytest.raises(PipelineError, match=rf"^train.nproc: {nproc} processes is more than the {smallest} row"):
-        check_nproc(nproc, n_rows, batch_size, "train.nproc")
+def test_more_processes_than_rows_in_a_batch_are_refused(n_rows, batch_size, grad_accum, nproc, smallest):
+    settings = Params.model_validate(TINY_PARAMS).train.settings("c1").model_copy(
+        update={"batch_size": batch_size, "grad_accum": grad_accum})
+    check_nproc(smallest // grad_accum, n_rows, settings, "train.nproc")
+    with pytest.raises(PipelineError, match=rf"^train.nproc: {nproc} processes x {grad_accum} micro-batches is more"
+                                            rf" than the {smallest} row"):
+        check_nproc(nproc, n_rows, settings, "train.nproc")
 
 
 def test_too_many_processes_fail_the_stage_before_torchrun_starts(stages, params):
     params["train"]["chunks"]["c1"]["nproc"] = 65
     write_params(stages.params_path, params)
-    with pytest.raises(PipelineError, match=r"^train@c1: nproc: 65 processes is more than the 64 row\(s\) of the"
-                                            r" smallest global batch \(1600 training rows in batches of 64\)"):
+    with pytest.raises(PipelineError, match=r"^train@c1: nproc: 65 processes x 1 micro-batches is more than the 64"
+                                            r" row\(s\) of the smallest global batch \(1600 training rows in steps"
+                                            r" of 64\)"):
         stages.train("c1")
     assert not stages.checkpoint("c1").exists()
 
@@ -88,5 +94,5 @@ def test_a_rank_that_dies_fails_the_stage_and_a_rerun_resumes_bit_identical(ddp,
     assert not checkpoint.exists() and not list(checkpoint.parent.glob(".*.tmp"))
     capfd.readouterr()
     ddp.train("d2")
-    assert "resuming d2 from step 30 (epoch 4)" in capfd.readouterr().out  # rank 0's last snapshot before the kill
+    assert "resuming d2 from step 30 of the chunk" in capfd.readouterr().out  # rank 0's last snapshot before the kill
     assert sha256(checkpoint) == uninterrupted  # the same 2 processes give the same bytes

@@ -42,14 +42,16 @@ def test_evaluate_writes_every_chunks_scores_the_best_chunk_and_each_branchs_cur
     chunks = json.loads((trained.root / "metrics/chunks.json").read_text())
     assert list(chunks) == ["c1", "c2", "c3"]
     history = ckpt.load_checkpoint(trained.checkpoint("c2"))[ckpt.HISTORY]
-    assert chunks["c2"]["epoch"] == 4 and chunks["c2"]["val_loss"] == history[-1]["val_loss"]
-    assert set(chunks["c2"]) == {"epoch", "train_loss", "val_loss", "test_mse", "test_mae", "checkpoint"}
+    assert (chunks["c2"]["epoch"], chunks["c2"]["step"]) == (4, 100)  # 25 steps an epoch
+    assert chunks["c2"]["val_loss"] == history[-1]["val_loss"]
+    assert set(chunks["c2"]) == {"epoch", "step", "train_loss", "val_loss", "test_mse", "test_mae", "checkpoint"}
     best = json.loads((trained.root / "metrics/best.json").read_text())
     assert best == {"chunk": best_chunk(chunks), **chunks[best_chunk(chunks)]}
     with open(trained.root / "metrics/curves.csv") as file:
         rows = list(csv.DictReader(file))
     lineage = [("c1", "1"), ("c1", "2"), ("c2", "3"), ("c2", "4"), ("c3", "5"), ("c3", "6")]
     assert [(row["branch"], row["chunk"], row["epoch"]) for row in rows] == [("c3", *epoch) for epoch in lineage]
+    assert [row["step"] for row in rows] == [str(25 * epoch) for epoch in range(1, 7)]
 
 
 @pytest.mark.parametrize("edit, refused", [
@@ -94,7 +96,7 @@ def test_a_checkpoint_with_non_finite_weights_is_not_scored(trained):
 
 
 def test_a_nan_in_the_test_split_is_one_line_and_nothing_is_written(trained):
-    path = trained.split["test"]
+    path = trained.dataset / "test.parquet"
     table = pa.parquet.read_table(path)
     pa.parquet.write_table(table.set_column(0, "x0", pa.array([math.nan] * table.num_rows, pa.float32())), path)
     with pytest.raises(PipelineError) as raised:
@@ -105,33 +107,35 @@ def test_a_nan_in_the_test_split_is_one_line_and_nothing_is_written(trained):
 
 
 def scores(**val_losses) -> dict[str, dict]:
-    return {name: {"epoch": epoch, "val_loss": val, "test_mse": 1.0 - val} for name, (epoch, val) in val_losses.items()}
+    return {name: {"step": step, "val_loss": val, "test_mse": 1.0 - val} for name, (step, val) in val_losses.items()}
 
 
 @pytest.mark.parametrize("val_losses, best", [
-    ({"c1": (2, 0.3), "c2": (4, 0.1), "c3": (6, 0.2)}, "c2"),  # the last chunk is not always the best
-    ({"c1": (2, 0.1), "c2": (4, 0.1)}, "c1"),  # a tie goes to fewer epochs
+    ({"c1": (50, 0.3), "c2": (100, 0.1), "c3": (150, 0.2)}, "c2"),  # the last chunk is not always the best
+    ({"c1": (50, 0.1), "c2": (100, 0.1)}, "c1"),  # a tie goes to fewer steps
+    ({"c2": (100, 0.1), "c1": (50, 0.1)}, "c1"),  # whatever the order of the chunks
 ])
 def test_best_chunk_has_the_lowest_val_loss(val_losses, best):
     assert best_chunk(scores(**val_losses)) == best
 
 
 def test_best_chunk_ignores_the_test_split():
-    chosen = scores(c1=(2, 0.2), c2=(4, 0.3))
+    chosen = scores(c1=(50, 0.2), c2=(100, 0.3))
     chosen["c2"]["test_mse"] = 0.0  # best on test, worse on val
     assert best_chunk(chosen) == "c1"
 
 
 def test_tree_curves_hold_each_branchs_whole_lineage():
     def record(epoch, chunk, lr):
-        return {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 2.0 / epoch, "lr": lr, "chunk": chunk}
+        return {"epoch": epoch, "step": 25 * epoch, "train_loss": 1.0 / epoch, "val_loss": 2.0 / epoch, "lr": lr,
+                "chunk": chunk}
 
     c1 = [record(1, "c1", 0.01)]
     histories = {"c1": c1, "c2": c1 + [record(2, "c2", 0.01)], "c2_slow": c1 + [record(2, "c2_slow", 0.001)]}
     rows = tree_curves(["c2", "c2_slow"], histories)
-    assert [(row["branch"], row["chunk"], row["epoch"], row["lr"]) for row in rows] == [
-        ("c2", "c1", 1, 0.01), ("c2", "c2", 2, 0.01), ("c2_slow", "c1", 1, 0.01), ("c2_slow", "c2_slow", 2, 0.001)]
-    assert list(rows[0]) == ["branch", "chunk", "epoch", "train_loss", "val_loss", "lr"]
+    assert [(row["branch"], row["chunk"], row["step"], row["lr"]) for row in rows] == [
+        ("c2", "c1", 25, 0.01), ("c2", "c2", 50, 0.01), ("c2_slow", "c1", 25, 0.01), ("c2_slow", "c2_slow", 50, 0.001)]
+    assert list(rows[0]) == ["branch", "chunk", "step", "epoch", "train_loss", "val_loss", "lr"]
 
 
 def test_a_metrics_file_is_replaced_whole_and_leaves_no_temp_file(tmp_path):

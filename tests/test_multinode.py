@@ -8,17 +8,20 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
-from chunktrain.testing import Project, project_env, ran, sha256
+from chunktrain.testing import ROOT, Project, project_env, ran, sha256
 from servers import free_port
 
 pytestmark = pytest.mark.slow
 
-CHUNK_ARGS = ["--spec", "data/plan/train/d2.json", "--parent", "data/checkpoints/c1.pt",
-              "--train", "data/dataset/train.parquet", "--val", "data/dataset/val.parquet",
-              "--dataset", "data/dataset/dataset.json", "--out", "data/checkpoints/d2.pt",
-              "--metrics", "metrics/train/d2.json", "--snapshot", ".resume/d2/snapshot.pt",
-              "--snapshot-policy", "data/plan/snapshots.json"]  # as dvc.yaml has them
+
+def chunk_args(chunk: str, parent: str) -> list[str]:
+    """The arguments of src/train.py in stage train@<chunk>, as dvc.yaml has them."""
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["cmd"]
+    words = cmd.replace("${key}", chunk).replace("${item.from}", parent).split()
+    assert words[:2] == ["python", "src/train.py"], cmd
+    return words[2:]
 
 
 def node0_env(port: int, join_timeout: int = 60) -> dict:
@@ -30,7 +33,7 @@ def node0_env(port: int, join_timeout: int = 60) -> dict:
 def node1_command(port: int) -> list[str]:
     """The other node's plain shell line, as the README gives it."""
     return ["torchrun", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "d2", "src/train.py", *CHUNK_ARGS]
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "d2", "src/train.py", *chunk_args("d2", "c1")]
 
 
 @pytest.fixture(scope="module")

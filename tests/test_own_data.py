@@ -15,6 +15,7 @@ import yaml
 import predict
 from chunktrain.core import checkpoint as ckpt
 from chunktrain.core.checkpoint import load_checkpoint
+from chunktrain.core.splits import read_dataset
 from chunktrain.prediction import load_model
 from chunktrain.testing import TINY_PARAMS, Stages, project_env
 from tables import CLASSES, FEATURES, TARGET, own_params, write_table
@@ -65,11 +66,11 @@ def hand_prediction(checkpoint_path, frame: pd.DataFrame) -> np.ndarray:
     assert config["arch"] == "mlp"
     x = (frame[transform["features"]].to_numpy(np.float64) - transform["feature_mean"]) / transform["feature_std"]
     h = torch.tensor(x, dtype=torch.float32)
-    n_layers = len(config["hidden"]) + 1
+    n_layers = len(config["args"]["hidden"]) + 1
     for i in range(n_layers):
         h = h @ state[f"{2 * i}.weight"].T + state[f"{2 * i}.bias"]
         h = torch.relu(h) if i < n_layers - 1 else h
-    assert h.shape[1] == config["n_outputs"]
+    assert h.shape[1] == config["outputs"]
     if transform["labels"] is None:
         return h[:, 0].double().numpy() * transform["target_std"] + transform["target_mean"]
     return torch.softmax(h.double(), dim=1).numpy()
@@ -155,9 +156,10 @@ def test_splits_are_deterministic_from_the_seed_and_standardized_on_train(traine
     write_table(tmp_path / params["data"]["source"], task, frame)
     again = Stages(tmp_path, params)
     again.generate()
-    assert all(again.split[name].read_bytes() == stages.split[name].read_bytes() for name in stages.split)
-    train = pd.read_parquet(stages.split["train"])
+    assert {path.name: path.read_bytes() for path in again.dataset.iterdir()} == {
+        path.name: path.read_bytes() for path in stages.dataset.iterdir()}
+    train = pd.read_parquet(stages.dataset / "train.parquet")
     np.testing.assert_allclose(train.drop(columns="y").mean().to_numpy(), 0, atol=1e-5)
-    transform = json.loads(stages.dataset.read_text())["transform"]
+    transform = read_dataset(stages.dataset).transform
     assert transform["feature_mean"][0] != pytest.approx(frame[FEATURES[task][0]].mean())  # train rows only
-    assert len(train) == 540 and len(pd.read_parquet(stages.split["test"])) == 180
+    assert len(train) == 540 and len(pd.read_parquet(stages.dataset / "test.parquet")) == 180

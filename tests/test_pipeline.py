@@ -48,6 +48,7 @@ def test_loss_keeps_falling_across_chunk_boundaries(reproduced):
     curve = pd.read_csv(project.path / "metrics/curves.csv")
     assert curve["branch"].unique().tolist() == ["c3"]
     assert curve["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert curve["step"].tolist() == [25, 50, 75, 100, 125, 150]  # 1600 rows in batches of 64
     assert curve["chunk"].tolist() == ["c1", "c1", "c2", "c2", "c3", "c3"]
     last_of_chunk = curve.groupby("chunk")["train_loss"].last()
     assert last_of_chunk["c1"] > last_of_chunk["c2"] > last_of_chunk["c3"]
@@ -77,12 +78,15 @@ CHUNKS = {"train@c1", "train@c2", "train@c3"}
     pytest.param(edit_params(lambda p: p["train"].update(snapshot_every_seconds=5)), {"plan"},
                  id="snapshot_every_seconds"),
     pytest.param(edit_params(lambda p: p.update(seed=1)), ALL_STAGES, id="seed"),
-    pytest.param(edit_params(lambda p: p["model"].update(hidden=[8])), {"plan", "init", *CHUNKS, "evaluate"},
-                 id="model.hidden"),
+    pytest.param(edit_params(lambda p: p["model"]["args"].update(hidden=[8])), {"plan", "init", *CHUNKS, "evaluate"},
+                 id="model.args"),
+    pytest.param(edit_params(lambda p: p["train"].update(grad_clip=1.0)), {"plan", *CHUNKS, "evaluate"},
+                 id="train.grad_clip"),
     pytest.param(append_to("params.yaml", "# a comment\n"), set(), id="a comment in params.yaml"),
     # and evaluate once the checkpoints change: their lineage carries the code's id
     pytest.param(append_to("src/chunktrain/training/loop.py"), CHUNKS, id="training code"),
     pytest.param(append_to("src/predict.py"), set(), id="src/predict.py"),
+    pytest.param(append_to("src/models/__init__.py"), {"init", *CHUNKS, "evaluate"}, id="the user's model builders"),
     pytest.param(append_to("src/chunktrain/evaluation.py"), {"evaluate"}, id="evaluation code"),
     pytest.param(write_bytecode, set(), id="a __pycache__ file"),
     pytest.param(edit_params(lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1})),
@@ -193,11 +197,13 @@ def test_plots_show_one_loss_chart_and_one_lr_chart_of_every_branch(branched):
     rows = {plot_id: [row for plot in plots for row in plot["content"]["data"]["values"]]
             for plot_id, plots in shown.items()}
     assert sorted(rows) == ["loss", "lr"]
-    chunks = {(row["branch"], int(row["epoch"])): row["chunk"] for row in rows["loss"]}
+    for plots in shown.values():  # both charts plot over the global step
+        assert all("toNumber(datum['step'])" in json.dumps(plot["content"]) for plot in plots)
+    chunks = {(row["branch"], int(row["step"])): row["chunk"] for row in rows["loss"]}
     lineages = {"c3": ["c1", "c1", "c2", "c2", "c3", "c3"], "c2_slow": ["c1", "c1", "c2_slow", "c2_slow"]}
-    assert chunks == {(branch, epoch): chunk for branch, lineage in lineages.items()
+    assert chunks == {(branch, 25 * epoch): chunk for branch, lineage in lineages.items()  # 25 steps an epoch
                       for epoch, chunk in enumerate(lineage, 1)}
     assert {row["field"] for row in rows["loss"]} == {"train_loss", "val_loss"}
-    lrs = {(row["branch"], int(row["epoch"])): float(row["lr"]) for row in rows["lr"]}
-    assert [lrs[("c2_slow", epoch)] for epoch in range(1, 5)] == [0.01, 0.01, 0.001, 0.001]
-    assert [lrs[("c3", epoch)] for epoch in range(1, 7)] == [0.01] * 6
+    lrs = {(row["branch"], int(row["step"])): float(row["lr"]) for row in rows["lr"]}
+    assert [lrs[("c2_slow", 25 * epoch)] for epoch in range(1, 5)] == [0.01, 0.01, 0.001, 0.001]
+    assert [lrs[("c3", 25 * epoch)] for epoch in range(1, 7)] == [0.01] * 6

@@ -57,7 +57,7 @@ def test_kill_9_mid_chunk_then_repro_resumes_and_ends_bit_identical(interrupted)
     project, uninterrupted = interrupted
     assert not (project.path / C2).exists() and (project.path / SNAPSHOT).is_file()
     resumed = rerun_c2(project)
-    assert resumed.returncode == 0 and "resuming c2 from step 30 (epoch 4)" in resumed.stdout
+    assert resumed.returncode == 0 and "resuming c2 from step 30 of the chunk" in resumed.stdout
     assert sha256(project.path / C2) == uninterrupted
     assert not (project.path / ".resume/c2").exists()
     assert project.status() == {}  # c3 and evaluate see the same c2
@@ -75,17 +75,17 @@ def test_a_corrupt_snapshot_is_skipped_with_a_warning(interrupted):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("edit, problem", [
-    ({"epoch": 99}, "its position (epoch 99, batch 5) is outside the chunk (epochs 3..4, 25 batches each)"),
-    ({"batch": 26}, "its position (epoch 4, batch 26) is outside the chunk"),
-    ({"step": 3}, "its step 3 and epoch 3 disagree with its position (epoch 4, batch 5)"),
+    ({"epoch": 99}, "its position (round 99, batch 5) is outside the chunk (rounds 3..4, 25 batches each)"),
+    ({"batch": 26}, "its position (round 4, batch 26) is outside the chunk"),
+    ({"step": 3}, "its step 3 and round 3 disagree with its position (round 4, batch 5)"),
 ])
 def test_a_snapshot_whose_position_cannot_belong_to_the_chunk_is_refused(killed, edit, problem):
     project, _ = killed
     snapshot = load_checkpoint(project.path / SNAPSHOT)
     parent = load_checkpoint(project.path / "data/checkpoints/c1.pt")
-    assert position_problem(snapshot, parent, epochs=2, steps_per_epoch=25) is None
+    assert position_problem(snapshot, parent, rounds=2, steps_per_round=25) is None
     snapshot[RESUME] = {**snapshot[RESUME], **edit}
-    assert position_problem(snapshot, parent, epochs=2, steps_per_epoch=25).startswith(problem)
+    assert position_problem(snapshot, parent, rounds=2, steps_per_round=25).startswith(problem)
 
 
 @pytest.mark.slow

@@ -10,14 +10,14 @@ from chunktrain.core import checkpoint as ckpt
 from chunktrain.core.checkpoint import CheckpointError, load_checkpoint
 from chunktrain.core.errors import PipelineError
 from chunktrain.training import chunk
-from chunktrain.training.loop import epoch_order
+from chunktrain.training.batches import epoch_order
 from chunktrain.testing import Stages, assert_same_state, chunked_and_whole, losses, sha256, write_params
 from tables import classification_table, own_params, write_table
 
 SCHEDULES = {
-    "none": {"warmup_epochs": 0.0, "decay": "none", "total_epochs": None, "min_lr": 0.0},
-    "cosine": {"warmup_epochs": 0.5, "decay": "cosine", "total_epochs": 3, "min_lr": 0.0005},
-    "cooldown": {"warmup_epochs": 0.5, "decay": "none", "total_epochs": None, "min_lr": 0.0001},
+    "none": {"warmup": 0.0, "decay": "none", "total": None, "min_lr": 0.0},
+    "cosine": {"warmup": 0.5, "decay": "cosine", "total": 3, "min_lr": 0.0005},
+    "cooldown": {"warmup": 0.5, "decay": "none", "total": None, "min_lr": 0.0001},
 }
 # The fast tier covers each optimizer, schedule and task once; the other combinations run with the slow tests.
 FAST = {("adam", "none", "regression"), ("sgd", "cosine", "classification"), ("adamw", "cooldown", "regression")}
@@ -39,7 +39,7 @@ def small_dataset(root, params: dict, task: str) -> Stages:
 
 def assert_same_result(a: dict, b: dict) -> None:
     assert_same_state(a, b)
-    assert losses(a) == losses(b)  # epoch, train and val loss, lr
+    assert losses(a) == losses(b)  # epoch, step, train and val loss, lr
     assert (a[ckpt.EPOCH], a[ckpt.GLOBAL_STEP], a[ckpt.LOSS]) == (b[ckpt.EPOCH], b[ckpt.GLOBAL_STEP], b[ckpt.LOSS])
 
 
@@ -83,7 +83,7 @@ def test_a_diverging_chunk_fails_and_writes_no_checkpoint(stages, params):
     params["train"].update(optimizer="sgd", lr=1e6)
     write_params(stages.params_path, params)
     stages.init()
-    with pytest.raises(PipelineError, match=r"training loss is (nan|inf) in epoch 1: the run diverged"):
+    with pytest.raises(PipelineError, match=r"training loss is (nan|inf) at step 25: the run diverged"):
         stages.train("c1")
     assert list(stages.checkpoint("c1").parent.iterdir()) == [stages.checkpoint("init")]
     assert not (stages.root / "metrics/c1.json").exists()
@@ -95,8 +95,8 @@ def test_a_missing_parent_says_which_stage_rebuilds_it(stages):
 
 
 @pytest.mark.parametrize("edit, problem", [
-    (lambda p: p["model"].update(hidden=[8, 8]), r"does not match params.yaml: model.hidden is \[16\] in the file,"
-                                                 r" \[8, 8\] in params.yaml"),
+    (lambda p: p["model"]["args"].update(hidden=[8, 8]),
+     r"does not match params.yaml: model.args.hidden is \[16\] in the file, \[8, 8\] in params.yaml"),
     (lambda p: p.update(seed=1), r"does not match params.yaml: seed is 0 in the file, 1 in params.yaml"),
     (lambda p: p["data"].update(val_fraction=0.2), r"was made from another dataset than data/dataset/ holds now"),
 ])
@@ -111,16 +111,16 @@ def test_a_parent_of_another_seed_model_or_dataset_is_refused(stages, params, ed
 
 def test_a_chunks_metrics_file_is_rewritten_after_every_epoch(stages, monkeypatch):
     seen = []
-    epoch = chunk.Progress.epoch
+    after_round = chunk.Progress.round
 
-    def read_after_epoch(progress, record):
-        epoch(progress, record)
+    def read_after_round(progress, record):
+        after_round(progress, record)
         seen.append(json.loads(progress.metrics.read_text()))  # what `dvc metrics show` shows mid-chunk
 
-    monkeypatch.setattr(chunk.Progress, "epoch", read_after_epoch)
+    monkeypatch.setattr(chunk.Progress, "round", read_after_round)
     stages.train("c1")
-    assert [metrics["epoch"] for metrics in seen] == [1, 2]
-    assert set(seen[0]) == {"epoch", "train_loss", "val_loss"}
+    assert [(metrics["epoch"], metrics["step"]) for metrics in seen] == [(1, 25), (2, 50)]  # 25 steps an epoch
+    assert set(seen[0]) == {"epoch", "step", "train_loss", "val_loss"}
     assert json.loads((stages.root / "metrics/c1.json").read_text()) == seen[-1]
 
 
@@ -159,7 +159,7 @@ def test_an_interrupted_chunk_resumes_from_its_snapshot_to_the_same_bytes(snapsh
     assert snapshot.exists() and not snapshotting.checkpoint("c1").exists()
     capsys.readouterr()
     assert sha256(snapshotting.train("c1")) == uninterrupted
-    assert "resuming c1 from step 30 (epoch 2)" in capsys.readouterr().out
+    assert "resuming c1 from step 30 of the chunk" in capsys.readouterr().out
     assert not snapshot.parent.exists()  # cleared once the checkpoint is written
 
 
