@@ -39,24 +39,28 @@ exps: setup
 	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
 	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
 
-# Ratios to plain baselines measured in the same run; about 10 minutes. Writes metrics/bench.json.
-# make bench BENCH="--full --before 7ad9a00": the issue's workload, and that revision measured in turn (~20 min).
+# Ratios to plain baselines measured in the same run; about 25 minutes. Writes metrics/bench_gpt.json (nanoGPT's
+# recipe, on ../shared/data/tinyshakespeare.txt) and metrics/bench.json. GPT="--steps 200": the recipe scaled down;
+# GPT="--corpus PATH": the text elsewhere. BENCH="--full --before 7ad9a00": the pipeline at issue 18's workload (~20 min).
 bench: setup
+	python benchmarks/gpt.py $(GPT)
 	python benchmarks/bench.py $(BENCH)
 
 # The checkpoint predict and sample use: CHECKPOINT=data/checkpoints/c2.pt, or by default the best chunk's.
-BEST = $(if $(CHECKPOINT),$(CHECKPOINT),"$$(python -c 'import json; print(json.load(open("metrics/best.json"))["checkpoint"])')")
+BEST = $(if $(CHECKPOINT),echo $(CHECKPOINT),python -c 'import json, pathlib, sys; best = pathlib.Path("metrics/best.json");\
+  print(json.loads(best.read_text())["checkpoint"]) if best.is_file() else sys.exit("error: no metrics/best.json yet:\
+  run make run, or give CHECKPOINT=data/checkpoints/<chunk>.pt")')
 
 # make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=...]
 predict: setup
-	python src/predict.py --input $(INPUT) --output $(OUTPUT) --checkpoint $(BEST)
+	@checkpoint="$$($(BEST))" && python src/predict.py --input $(INPUT) --output $(OUTPUT) --checkpoint "$$checkpoint"
 
 # A language model's text: make sample [PROMPT="ROMEO:"] [TOKENS=500] [SEED=0] [CHECKPOINT=...]
 TOKENS ?= 500
 SEED ?= 0
 sample: setup
-	python src/sample.py --checkpoint $(BEST) $(if $(PROMPT),--prompt "$(PROMPT)") --tokens $(TOKENS) --temperature 0.8 \
-	  --top_k 20 --seed $(SEED)
+	@checkpoint="$$($(BEST))" && python src/sample.py --checkpoint "$$checkpoint" $(if $(PROMPT),--prompt "$(PROMPT)") \
+	  --tokens $(TOKENS) --temperature 0.8 --top_k 20 --seed $(SEED)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -27,9 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     spec, policy = ChunkSpec.read(args.spec), SnapshotPolicy.read(args.snapshot_policy)
     name = f"train@{spec.name}"
-    dataset = read_dataset(args.dataset)
-    if not dataset.is_text:
-        parallel.check_nproc(spec.nproc, dataset.size("train"), spec.settings, f"{name}: nproc")
+    settings, dataset = spec.settings, read_dataset(args.dataset)
+    # A text's every step has the same batch_size x grad_accum windows; a table's last step of an epoch fewer rows.
+    rows = settings.batch_size * settings.grad_accum if dataset.is_text else dataset.size("train")
+    parallel.check_nproc(spec.nproc, rows, settings, f"{name}: nproc")
     if spec.nproc > 1 and not parallel.under_torchrun():
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.
         return parallel.launch(spec.nproc, Path(__file__), sys.argv[1:] if argv is None else argv,

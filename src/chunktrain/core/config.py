@@ -32,6 +32,7 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 Task = Literal["regression", "classification", "language_model"]
 TABLE_SUFFIXES = (".csv", ".parquet")
 TEXT_SUFFIX = ".txt"  # a UTF-8 text: the language_model task, chunks counted in steps
+BUILT_IN_MODELS = ("mlp", "gpt")  # core/model.py's ARCHITECTURES
 # A user's own model: a function in a module under src/models/, which the model stages depend on (dvc.yaml).
 OWN_MODEL = re.compile(r"models(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
 
@@ -97,9 +98,9 @@ class ModelParams(_Section):
 
     @model_validator(mode="after")
     def _arch_is_a_name(self) -> "ModelParams":
-        if not (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", self.arch) or OWN_MODEL.fullmatch(self.arch)):
-            raise ValueError(f"model.arch: {brief(self.arch)} must be a built-in name (mlp, gpt) or a builder under"
-                             " src/models/ as models.<module>:<function>")
+        if not (self.arch in BUILT_IN_MODELS or OWN_MODEL.fullmatch(self.arch)):
+            raise ValueError(f"model.arch: {brief(self.arch)} must be a built-in model ({', '.join(BUILT_IN_MODELS)})"
+                             " or a builder under src/models/ as models.<module>:<function>")
         return self
 
 
@@ -151,8 +152,8 @@ class TrainSettings(_Section):
     grad_clip: float | None
     grad_accum: int
     dtype: Dtype
-    eval_every: int | None
-    eval_batches: int
+    eval_every: int | None  # a text's; None for a table
+    eval_batches: int | None
     schedule: ScheduleParams
     cooldown: Literal["linear", "cosine"] | None
 
@@ -386,7 +387,10 @@ def plan(params: Params) -> dict[str, _Spec]:
     init = InitSpec(seed=params.seed, model=ModelSpec(task=params.task, arch=model.arch, args=model.args,
                                                       optimizer=params.train.optimizer,
                                                       decay_params=params.train.decay_params))
-    chunks = {name: ChunkSpec(name=name, parent=chunk.parent, init=init, settings=params.train.settings(name),
+    # A table measures its val loss on the whole val split after every epoch: eval_batches does not reach it.
+    text_only = {} if params.data.is_text else {"eval_batches": None}
+    chunks = {name: ChunkSpec(name=name, parent=chunk.parent, init=init,
+                              settings=params.train.settings(name).model_copy(update=text_only),
                               nproc=params.train.nproc if chunk.nproc is None else chunk.nproc,
                               device=params.train.device)
               for name, chunk in params.train.chunks.items()}

@@ -33,7 +33,7 @@ def mlp(inputs: int, outputs: int, *, hidden: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "gpt": gpt}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "gpt": gpt}  # config.BUILT_IN_MODELS names them
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
