@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import plan
-from chunktrain.core.config import ChunkSpec, Params, load_params, read_yaml
+from chunktrain.core.config import BUILT_IN_MODELS, ChunkSpec, Params, load_params, read_yaml
 from chunktrain.core.errors import PipelineError, run_stage
 from chunktrain.testing import ROOT, TINY_TEXT_PARAMS, project_env, write_params
 
@@ -59,10 +59,11 @@ def _set(params, path, value):
      "model.task: Input should be 'regression', 'classification' or 'language_model', got 'ranking'"),
     ("model.task", "language_model",
      "model.task: language_model does not fit data.source 'data/raw/synthetic.parquet'"),
-    ("model.arch", "my net", "model.arch: 'my net' must be a built-in name (mlp, gpt) or a builder under src/models/"
+    ("model.arch", "my net", "model.arch: 'my net' must be a built-in model (mlp, gpt) or a builder under src/models/"
                              " as models.<module>:<function>"),
-    ("model.arch", "models.x", "model.arch: 'models.x' must be a built-in name"),
-    ("model.arch", "models.x:build()", "model.arch: 'models.x:build()' must be a built-in name"),
+    ("model.arch", "resnet", "model.arch: 'resnet' must be a built-in model (mlp, gpt)"),
+    ("model.arch", "models.x", "model.arch: 'models.x' must be a built-in model"),
+    ("model.arch", "models.x:build()", "model.arch: 'models.x:build()' must be a built-in model"),
     ("model.args", [16], "model.args: Input should be a valid dictionary, got [16]"),
     ("model.hidden", [16], "model.hidden: unknown key"),  # the key before model.args
     ("train.chunks.c2.epochs", 0, "train.chunks.c2.epochs: Input should be greater than 0, got 0"),
@@ -137,6 +138,13 @@ def _refusal(tmp_path, params: dict) -> str:
     assert str(raised.value).startswith(f"{tmp_path / 'params.yaml'}: ")
     assert "\n" not in str(raised.value)
     return str(raised.value)
+
+
+def test_the_built_in_model_names_plan_accepts_are_the_builders_init_has():
+    """Stage plan checks model.arch without importing torch, so config.py names the builders model.py holds."""
+    from chunktrain.core.model import ARCHITECTURES
+
+    assert list(BUILT_IN_MODELS) == list(ARCHITECTURES)
 
 
 def test_text_params_count_steps_in_rounds_of_eval_every(tmp_path):
@@ -313,6 +321,7 @@ def specs_in(out) -> dict[str, bytes]:
     (lambda p: p["train"]["schedule"].update(warmup=0.5), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(grad_clip=1.0), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(betas=[0.8, 0.99]), {"evaluate.json", *CHUNKS}),
+    (lambda p: p["train"].update(eval_batches=5), set()),  # a table's val loss is on the whole val split
     (lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}), {"train/c4.json", "evaluate.json"}),
     (lambda p: p["train"]["chunks"].pop("c3"), {"train/c3.json", "evaluate.json"}),
 ])
