@@ -40,7 +40,7 @@ MODEL = {**TINY_PARAMS["model"], "args": {"hidden": [128, 128]}}
 # with every key a chunk's spec reads written out, as the per-key layout lists them all (DVC refuses a missing one).
 TRAIN = {**{key: value for key, value in TINY_PARAMS["train"].items() if key != "chunks"}, "lr": 0.001,
          "batch_size": 128, "decay_params": "matrices", "betas": [0.9, 0.999], "grad_clip": None, "grad_accum": 1,
-         "dtype": "float32", "eval_every": None, "eval_batches": 20}
+         "dtype": "float32"}
 
 
 def pipeline_params(n_samples: int, chunks: int, epochs: int) -> dict:
@@ -58,8 +58,7 @@ def chain(chunks: int, epochs: int) -> dict:
 # convention) instead of on the spec file. Its commands still read the specs, which plan still writes.
 CHUNK_PARAMS = ["seed", "model", "train.optimizer", "train.decay_params", "train.lr", "train.batch_size",
                 "train.weight_decay", "train.betas", "train.grad_clip", "train.grad_accum", "train.dtype",
-                "train.eval_every", "train.eval_batches", "train.nproc", "train.device", "train.schedule",
-                "train.chunks.${key}"]
+                "train.nproc", "train.device", "train.schedule", "train.chunks.${key}"]  # a table's: no eval_*
 
 
 def per_key_dvc_yaml(text: str) -> str:
@@ -196,7 +195,8 @@ def train_command(stages: Stages, name: str) -> list[str]:
     """src/train.py as dvc.yaml runs it, on the Stages' temp paths."""
     spec = ChunkSpec.read(stages.spec(f"train/{name}.json"))
     return [PYTHON, str(ROOT / "src/train.py"), "--spec", str(stages.spec(f"train/{name}.json")),
-            "--parent", str(stages.checkpoint(spec.parent)), "--dataset", str(stages.dataset), "--out", str(stages.checkpoint(name)),
+            "--parent", str(stages.checkpoint(spec.parent)), "--dataset", str(stages.dataset),
+            "--out", str(stages.checkpoint(name)),
             "--metrics", str(stages.root / f"metrics/{name}.json"),
             "--snapshot", str(stages.root / f".resume/{name}/snapshot.pt"),
             "--snapshot-policy", str(stages.spec("snapshots.json"))]

@@ -1,22 +1,96 @@
 """The benchmarks are not run by the suite (they take minutes); these hold what their figures rest on."""
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from chunktrain.core.config import Params
-from chunktrain.testing import ROOT, project_env, ran
+from chunktrain.core.model import decay_groups
+from chunktrain.testing import ROOT, project_env, ran, tiny_text
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
+import gpt  # noqa: E402
+import plain_gpt  # noqa: E402
 
 
 def test_the_benchmark_pipelines_have_valid_params():
     params = Params.model_validate(bench.pipeline_params(n_samples=30_000, chunks=5, epochs=2))
     assert list(params.train.chunks) == ["c1", "c2", "c3", "c4", "c5"]
     assert params.train.lineage("c5") == ["c1", "c2", "c3", "c4", "c5"]
+
+
+@pytest.mark.parametrize("steps", [16, 2000])
+def test_the_gpt_recipe_has_valid_params_scaled_to_its_length(steps):
+    params = Params.model_validate(gpt.recipe_params(steps))
+    assert params.train.lineage("c4") == ["c1", "c2", "c3", "c4"]
+    assert [params.train.chunks[name].steps for name in ("c1", "whole")] == [steps // 4, steps]
+    assert params.train.schedule.total == steps
+
+
+def test_the_shipped_gpt_recipe_is_the_one_the_plain_loop_runs():
+    """gpt.py trains docs/params-gpt.yaml, plain_gpt.py nanoGPT's numbers (RECIPE): the same recipe, or no baseline."""
+    params = yaml.safe_load((ROOT / "docs/params-gpt.yaml").read_text())
+    train, recipe = params["train"], plain_gpt.RECIPE
+    assert params["model"]["args"] == {name: recipe[name] for name in plain_gpt.MODEL_ARGS}
+    same = ("lr", "batch_size", "weight_decay", "betas", "grad_clip", "eval_every", "eval_batches")
+    assert {key: train[key] for key in same} == {key: recipe[key] for key in same}
+    assert train["schedule"] == {"warmup": recipe["warmup"], "decay": "cosine", "total": recipe["total"],
+                                 "min_lr": recipe["min_lr"]}
+    assert (train["optimizer"], train["grad_accum"], train["dtype"], train.get("decay_params", "matrices")) == (
+        "adamw", 1, "float32", "matrices")
+
+
+def test_the_plain_gpt_loop_decays_the_parameters_chunktrain_decays():
+    """The baseline's AdamW groups are chunktrain's (decay_params: matrices), so both do the same work per step."""
+    model = plain_gpt.gpt(30, 30, **{name: plain_gpt.RECIPE[name] for name in plain_gpt.MODEL_ARGS})
+    plain = plain_gpt.param_groups(model, 0.1)
+    ours = decay_groups(model, "matrices")
+    for group, our_group in zip(plain, ours, strict=True):
+        assert [id(p) for p in group["params"]] == [id(p) for p in our_group["params"]]
+    assert plain[1]["weight_decay"] == 0.0 and any(p is model.wte.weight for p in plain[1]["params"])
+
+
+def test_the_gpt_benchmark_names_the_option_for_a_missing_corpus(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpt.py"), "--corpus", str(tmp_path / "none.txt")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"no corpus at {tmp_path / 'none.txt'}" in result.stderr and "--corpus" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_gpt_benchmark_reports_its_figures_and_four_chunks_equal_one(tmp_path):
+    """A smoke run of `make bench`'s GPT recipe, 16 steps on a made-up text: every figure is there, and the
+    checkpoint of c1..c4 holds what one 16-step chunk's does, bit for bit."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(tiny_text(20_000))
+    result = gpt.recipe(tmp_path / "work", corpus, steps=16, threads=1)
+    assert result["difference"] is None
+    assert result["val_loss"] == result["whole_val_loss"]
+    rows = gpt.recipe_figures(result)
+    assert [row["figure"] for row in rows] == ["GPT val loss at step 16", "GPT chunk stage throughput",
+                                               "4 chunks of 4 steps vs 1 of 16"]
+    assert all(math.isfinite(row["value"]) and row["value"] > 0 and row["baseline"] > 0 for row in rows)
+    assert rows[2]["met"]
+    assert all(run["in_loop"] for run in result["stage"] + result["plain"])  # the stage's progress lines parsed
+
+
+@pytest.mark.slow
+def test_the_memory_benchmark_measures_generate_and_a_chunk_on_each_corpus(tmp_path):
+    result = gpt.memory(tmp_path, threads=1, sizes=(1, 2))
+    assert sorted(result) == [1, 2]
+    rows = gpt.memory_figures(result)
+    assert [row["figure"] for row in rows] == ["peak RSS of a chunk stage, 2 MB corpus",
+                                               "peak RSS of generate, 2 MB corpus"]
+    # in MB: a stage that imported torch holds over 100 MB, generate (numpy, pyarrow) over 10; in KB, ru_maxrss's
+    # unit, or in pages, the figures would be far off
+    train, generate = rows
+    assert train["value"] > 100 and train["baseline"] > 100 and 10 < generate["baseline"] < 2000
+    assert not list(tmp_path.iterdir())  # each corpus's folder is removed once measured
 
 
 @pytest.mark.slow

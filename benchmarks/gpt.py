@@ -1,0 +1,275 @@
+"""nanoGPT's CPU recipe for character-level Shakespeare as 4 chunks of 500 steps, against what nanoGPT reports and
+against a plain loop timed in the same run; and the training stage's peak memory against the corpus's size.
+
+The recipe: the val loss after 2000 steps (nanoGPT: 1.88); the tokens/s of each chunk stage, a `python
+src/train.py` process from start to end, against plain_gpt.py's process doing the same steps, in turn; the wall
+time of the 4 chunks against one 2000-step chunk, whose checkpoint must hold the same weights bit for bit.
+Memory: the peak RSS of a 50-step chunk on a 1 MB corpus and on a 200 MB one, both made up (testing.tiny_text).
+Writes metrics/bench_gpt.json after a run of the whole recipe; a shorter run (--steps) only prints.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from bench import PYTHON, ROOT, figure, machine, print_table, quiet_stages, train_command  # puts src/ on sys.path
+from plain_gpt import RECIPE
+
+from chunktrain.core import checkpoint as ckpt  # noqa: E402
+from chunktrain.core.model import build_model  # noqa: E402
+from chunktrain.core.splits import read_dataset  # noqa: E402
+from chunktrain.core.tasks import make_task  # noqa: E402
+from chunktrain.training.batches import TextBatches  # noqa: E402
+from chunktrain.testing import Stages, assert_same_state, losses, project_env, tiny_text  # noqa: E402
+
+CORPUS = ROOT.parent / "shared/data/tinyshakespeare.txt"
+SHIPPED = ROOT / "docs/params-gpt.yaml"  # the recipe as a user copies it over params.yaml
+NANOGPT_VAL_LOSS = 1.88  # nanoGPT's README, after the recipe's 2000 iterations
+STEADY_BATCHES = 200  # nanoGPT's default eval_iters: the recipe's 20 batches give a noisier estimate
+CHUNKS = 4
+MEMORY_STEPS = 50
+MEMORY_SIZES = (1, 200)  # MB of text
+RSS_TARGET = 50  # MB: what the big corpus may add to the small one's peak
+
+
+def recipe_params(steps: int) -> dict:
+    """docs/params-gpt.yaml (nanoGPT's recipe as a user copies it) scaled to `steps` (2000: as shipped), on the CPU,
+    on data/text.txt, with a chunk `whole` that does all c1..c4 do at once."""
+    params = yaml.safe_load(SHIPPED.read_text())
+    train = params["train"]
+    chunks = train["chunks"]
+    assert list(chunks) == [f"c{i}" for i in range(1, CHUNKS + 1)], f"{SHIPPED}: expected {CHUNKS} chunks c1.."
+    assert sum(chunk["steps"] for chunk in chunks.values()) == train["schedule"]["total"] == RECIPE["total"]
+    scale = steps / RECIPE["total"]
+    params["data"]["source"] = "data/text.txt"
+    params["synthetic"] = {"n_samples": 10, "n_features": 1, "noise": 0.1}  # Stages.generate runs synthesize too
+    train["device"] = "cpu"  # as the plain loop
+    train["eval_every"] = int(train["eval_every"] * scale)
+    train["schedule"] = {**train["schedule"], "warmup": int(train["schedule"]["warmup"] * scale), "total": steps}
+    train["chunks"] = {**{name: {**chunk, "steps": int(chunk["steps"] * scale)} for name, chunk in chunks.items()},
+                       "whole": {"from": "init", "steps": steps}}
+    return params
+
+
+def text_stages(root: Path, corpus: Path, params: dict) -> Stages:
+    """The dataset of `corpus` (linked in as data/text.txt) and the init checkpoint, on temp paths."""
+    (root / "data").mkdir(parents=True)
+    (root / "data/text.txt").symlink_to(corpus.resolve())
+    return quiet_stages(root, params)
+
+
+# wait4's peak RSS of a child is at least its parent's RSS at the fork (Linux carries the high-water mark through fork
+# and exec), and this process holds torch and more: each child runs under a bare python, which holds about 10 MB.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak_rss {usage.ru_maxrss * 1024}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def timed(command: list[str], env: dict, cwd: Path = ROOT) -> tuple[float, int, str]:
+    """Seconds a process takes from start to end, its peak RSS in bytes, and its output; fails loudly."""
+    started = time.perf_counter()
+    result = subprocess.run([PYTHON, "-c", LAUNCHER, *command], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    output, _, peak = result.stdout.rpartition("peak_rss ")
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{output}")
+    return seconds, int(peak), output
+
+
+def stage_env(threads: int | None) -> dict:
+    env = dict(project_env(), PYTHONPATH=str(ROOT / "src"))
+    return {**env, "OMP_NUM_THREADS": str(threads)} if threads else env
+
+
+def recipe(work: Path, corpus: Path, steps: int, threads: int | None = None) -> dict:
+    """c1..c4 as stage processes, each beside plain_gpt.py doing the same steps (which goes first alternates),
+    then `whole`; the raw results."""
+    params = recipe_params(steps)
+    stages = text_stages(work / "recipe", corpus, params)
+    env, chunk = stage_env(threads), steps // CHUNKS
+    train = params["train"]
+    tokens = chunk * train["batch_size"] * RECIPE["block_size"]  # trained on by each process
+    stage, plain = [], []
+
+    def run_stage(index: int) -> None:
+        seconds, _, output = timed(train_command(stages, f"c{index + 1}"), env)
+        stage.append({"seconds": seconds, "tokens_per_s": tokens / seconds, "in_loop": in_loop_rates(output)})
+
+    def run_plain(index: int) -> None:
+        seconds, _, output = timed([PYTHON, str(ROOT / "benchmarks/plain_gpt.py"), "--dataset", str(stages.dataset),
+                                    "--first", str(index * chunk), "--steps", str(chunk),
+                                    "--warmup", str(train["schedule"]["warmup"]), "--total", str(steps),
+                                    "--eval-every", str(train["eval_every"])], env)
+        result = json.loads(output.splitlines()[-1])
+        plain.append({"seconds": seconds, "tokens_per_s": tokens / seconds, "in_loop": result["tokens_per_s"],
+                      "val_loss": result["val_losses"][-1]})
+
+    for index in range(CHUNKS):
+        for run in (run_stage, run_plain) if index % 2 == 0 else (run_plain, run_stage):
+            run(index)
+    whole_seconds = timed(train_command(stages, "whole"), env)[0]
+    chunked, whole = (ckpt.load_checkpoint(stages.checkpoint(name)) for name in (f"c{CHUNKS}", "whole"))
+    first = ckpt.load_checkpoint(stages.checkpoint("c1"))[ckpt.HISTORY][-1]["val_loss"]
+    return {"steps": steps, "tokens": tokens, "stage": stage, "plain": plain, "whole_seconds": whole_seconds,
+            "val_loss": chunked[ckpt.HISTORY][-1]["val_loss"], "whole_val_loss": whole[ckpt.HISTORY][-1]["val_loss"],
+            "steadier_val_loss": steadier_val_loss(chunked, stages.dataset), "first_val_loss": first,
+            "difference": difference(chunked, whole), "eval_every": train["eval_every"], "threads": threads}
+
+
+def steadier_val_loss(checkpoint: dict, dataset: Path) -> float:
+    """The val loss on STEADY_BATCHES seeded batches (the first eval_batches of them are the chunks' own)."""
+    model = build_model(checkpoint[ckpt.MODEL_CONFIG])
+    model.load_state_dict(checkpoint[ckpt.MODEL_STATE])
+    model.eval()
+    data = read_dataset(dataset)
+    batches = TextBatches(data.split("train"), data.split("val"), windows=RECIPE["batch_size"],
+                          block_size=RECIPE["block_size"], steps=1, eval_batches=STEADY_BATCHES,
+                          eval_windows=RECIPE["batch_size"], seed=0, device=torch.device("cpu"))
+    with torch.no_grad():
+        return batches.val_loss(model, make_task(checkpoint[ckpt.TRANSFORM]))
+
+
+def in_loop_rates(output: str) -> list[float]:
+    """tokens/s of each round, from the stage's progress lines ("train@c1 step 250: ... 1,234 windows/s")."""
+    rates = re.findall(r"^train@\S+ step \d+: .* ([\d,]+) windows/s$", output, re.MULTILINE)
+    return [float(rate.replace(",", "")) * RECIPE["block_size"] for rate in rates]
+
+
+def difference(a: dict, b: dict) -> str | None:
+    """What differs between two checkpoints' weights, optimizer and RNG states and loss histories; None: nothing."""
+    try:
+        assert_same_state(a, b)
+    except AssertionError as error:
+        return f"state {error}"
+    return None if losses(a) == losses(b) else "loss history"
+
+
+def recipe_figures(result: dict) -> list[dict]:
+    steps, stage, plain = result["steps"], result["stage"], result["plain"]
+    chunk = steps // CHUNKS
+    stage_rate, plain_rate = (statistics.median(run["tokens_per_s"] for run in runs) for runs in (stage, plain))
+    # A plain process's first round pays torch's one-off import of torch._dynamo (at its first optimizer step; the
+    # stage pays it before its loop, as it builds the model), so the rounds after each process's first are compared.
+    loop_stage, loop_plain = (statistics.median(rate for run in runs for rate in run["in_loop"][1:] or run["in_loop"])
+                              for runs in (stage, plain))
+    pairs = ", ".join(f"{a['tokens_per_s'] / b['tokens_per_s']:.3f}" for a, b in zip(stage, plain))
+    chunked = sum(run["seconds"] for run in stage)
+    same = result["difference"] is None
+    length = "" if steps == RECIPE["total"] else f" (the recipe is {RECIPE['total']} steps)"
+    threads = f"; OMP_NUM_THREADS={result['threads']}" if result["threads"] else ""
+    return [
+        figure(f"GPT val loss at step {steps}", result["val_loss"], NANOGPT_VAL_LOSS, "nats", "<= 1.88",
+               result["val_loss"] <= NANOGPT_VAL_LOSS,
+               f"c{CHUNKS}'s last val loss, {RECIPE['eval_batches']} batches ({STEADY_BATCHES} batches:"
+               f" {result['steadier_val_loss']:.4f}); baseline: nanoGPT's README{length};"
+               f" after {chunk} steps from the same init weights: c1 {result['first_val_loss']:.4f}, the plain loop"
+               f" {plain[0]['val_loss']:.4f}"),
+        figure("GPT chunk stage throughput", stage_rate, plain_rate, "tokens/s", ">= 0.95",
+               stage_rate / plain_rate >= 0.95,
+               f"{chunk} steps x {result['tokens'] // chunk:,} tokens per process, from start to end: `python"
+               f" src/train.py` (load the parent, train in rounds of {result['eval_every']} steps each ended by a val"
+               f" loss, save) against plain_gpt.py (build, train, the same val losses); median of {CHUNKS} each, in"
+               f" turn (each chunk's ratio to its plain run: {pairs}). In the loop, median of the rounds after each"
+               f" process's first: stage {loop_stage:,.0f}, plain {loop_plain:,.0f} tokens/s"
+               f" ({loop_stage / loop_plain:.3f}){threads}"),
+        figure(f"{CHUNKS} chunks of {chunk} steps vs 1 of {steps}", chunked, result["whole_seconds"], "s",
+               "same weights", same,
+               f"wall time of the {CHUNKS} stage processes in all against `whole`'s; checkpoints c{CHUNKS} and whole:"
+               + (" model, AdamW state, RNG state and loss history bit-identical" if same else
+                  f" DIFFER ({result['difference']})")
+               + f"; val loss {result['val_loss']:.6f} and {result['whole_val_loss']:.6f}"),
+    ]
+
+
+def memory(work: Path, threads: int | None = None, sizes: tuple[int, ...] = MEMORY_SIZES) -> dict:
+    """Per corpus size in MB (tiny_text's 1 MB repeated): generate's and a 50-step chunk's seconds and peak RSS."""
+    params = recipe_params(RECIPE["total"])
+    params["train"] = {**params["train"], "eval_every": MEMORY_STEPS,
+                       "chunks": {"c1": {"from": "init", "steps": MEMORY_STEPS}}}
+    megabyte, env, result = tiny_text(1_000_000), stage_env(threads), {}
+    for size in sizes:
+        stages = Stages(work / f"memory-{size}", params)
+        (stages.root / "data").mkdir()
+        with open(stages.root / "data/text.txt", "w") as text:
+            for _ in range(size):
+                text.write(megabyte)
+        stages.plan()
+        # data.source is relative to the repo, here the stages' root
+        generate = timed([PYTHON, str(ROOT / "src/generate.py"), "--spec", str(stages.spec("data.json")),
+                          "--out", str(stages.dataset)], env, cwd=stages.root)
+        with contextlib.redirect_stdout(io.StringIO()):
+            stages.init()
+        train = timed(train_command(stages, "c1"), env)
+        result[size] = {"generate_seconds": generate[0], "generate_rss": generate[1], "train_seconds": train[0],
+                        "train_rss": train[1]}
+        shutil.rmtree(stages.root)  # 600 MB at 200 MB of text
+    return result
+
+
+def memory_figures(result: dict) -> list[dict]:
+    small, big = sorted(result)
+    mb = {size: {key: value / 1e6 if key.endswith("rss") else value for key, value in run.items()}
+          for size, run in result.items()}
+    grown = mb[big]["train_rss"] - mb[small]["train_rss"]
+    return [
+        figure(f"peak RSS of a chunk stage, {big} MB corpus", mb[big]["train_rss"], mb[small]["train_rss"], "MB",
+               f"<= +{RSS_TARGET} MB", grown <= RSS_TARGET,
+               f"{MEMORY_STEPS} steps of the recipe's GPT and a val loss, `python src/train.py` (peak RSS from"
+               f" wait4); baseline: the same on {small} MB; {grown:+.1f} MB; {mb[big]['train_seconds']:.1f} s and"
+               f" {mb[small]['train_seconds']:.1f} s"),
+        figure(f"peak RSS of generate, {big} MB corpus", mb[big]["generate_rss"], mb[small]["generate_rss"], "MB",
+               "-", True,
+               f"`python src/generate.py` on the same texts: {mb[big]['generate_seconds']:.1f} s and"
+               f" {mb[small]['generate_seconds']:.1f} s; the text is tiny_text's 1 MB repeated"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=CORPUS,
+                        help="tiny Shakespeare, 1.1 MB (default: ../shared/data/tinyshakespeare.txt beside the repo)")
+    parser.add_argument("--steps", type=int, default=RECIPE["total"],
+                        help="the recipe's length; chunks, warmup, decay and eval_every scale with it (a multiple of"
+                             f" {2 * CHUNKS})")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every timed process (default: torch's own)")
+    parser.add_argument("--no-memory", action="store_true", help="leave out the memory figures (600 MB of temp files)")
+    parser.add_argument("--out", type=Path, default=ROOT / "metrics/bench_gpt.json")
+    args = parser.parse_args()
+    if not args.corpus.is_file():
+        parser.error(f"no corpus at {args.corpus}: the recipe trains on tiny Shakespeare (1.1 MB, public domain,"
+                     " nanoGPT's data/shakespeare_char); give its path with --corpus (make bench GPT='--corpus PATH')")
+    if args.steps <= 0 or args.steps % (2 * CHUNKS):
+        parser.error(f"--steps {args.steps}: must be a positive multiple of {2 * CHUNKS} ({CHUNKS} chunks of 2 rounds)")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="chunktrain-gpt-") as work:
+        rows = recipe_figures(recipe(Path(work), args.corpus, args.steps, args.threads))
+        print(f"recipe: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        if not args.no_memory:
+            rows += memory_figures(memory(Path(work), args.threads))
+    print_table(rows)
+    if args.steps != RECIPE["total"] or args.no_memory:  # metrics/bench_gpt.json keeps the last whole run
+        return
+    command = " ".join(["python benchmarks/gpt.py", *sys.argv[1:]])
+    args.out.write_text(json.dumps({"command": command, "machine": machine(), "minutes":
+                                    round((time.perf_counter() - started) / 60, 1), "figures": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
