@@ -17,7 +17,8 @@ CODE = ("init.py", "chunktrain/__init__.py", "chunktrain/core", "models")  # und
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", type=Path, required=True, help="data/plan/init.json")
-    parser.add_argument("--dataset", type=Path, required=True, help="the dataset folder generate wrote (only its dataset.json is read)")
+    parser.add_argument("--dataset", type=Path, required=True,
+                        help="the dataset folder generate wrote (only its dataset.json is read)")
     parser.add_argument("--out", required=True, help="checkpoint to write")
     args = parser.parse_args(argv)
     spec, dataset = InitSpec.read(args.spec), read_dataset(args.dataset)

@@ -1,8 +1,9 @@
 """Stage `plan`: validate params.yaml and write the spec each stage reads (data/plan/), before any other stage runs.
 
 Every other stage depends on its spec, so a bad params.yaml stops `dvc repro` here, with one line, before any
-other stage's command runs and before DVC deletes any other stage's output. Chunk names reach shell commands and file paths through
-dvc.yaml's `${key}`; this is where a name that could do harm is refused. Without --out, it only checks.
+other stage's command runs and before DVC deletes any other stage's output. Chunk names reach shell commands and
+file paths through dvc.yaml's `${key}`; this is where a name that could do harm is refused. Without --out, it only
+checks.
 """
 
 import argparse

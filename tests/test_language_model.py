@@ -142,7 +142,8 @@ def test_sample_prints_the_same_text_for_the_same_seed(text_stages, capsys):
     capsys.readouterr()
     outputs = []
     for seed in (0, 0, 1):
-        sample_script.main(["--checkpoint", str(checkpoint), "--prompt", "To be", "--tokens", "40", "--seed", str(seed)])
+        sample_script.main(["--checkpoint", str(checkpoint), "--prompt", "To be", "--tokens", "40",
+                            "--seed", str(seed)])
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] != outputs[2] and outputs[0].startswith("To be") and len(outputs[0]) == 46
 
@@ -203,3 +204,25 @@ def test_your_own_model_under_src_models_trains_and_an_edit_reruns_what_builds_i
     write_params(project.path / "params.yaml", params)
     failed = project.run("dvc", "repro", check=False)
     assert failed.returncode != 0 and "model.args: {'depth': 2} do not fit models.tiny:build" in failed.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"hidden": [16, 0]}, r"model.args: mlp cannot build from .*hidden: \[16, 0\] must be a list of layer widths"),
+    ({"hidden": [-1]}, "each a positive integer"),
+    ({"hidden": [16], "depth": 2}, "do not fit mlp: got an unexpected keyword argument 'depth'"),
+])
+def test_init_refuses_args_the_builder_cannot_use_in_one_line(tmp_path, params, args, message):
+    params["model"]["args"] = args
+    stages = Stages(tmp_path, params)
+    stages.generate()
+    with pytest.raises(PipelineError, match=message):
+        stages.init()
+
+
+def test_model_args_are_few_plain_json_values(tmp_path, params):
+    params["model"]["args"] = {"hidden": [[1] * 100] * 101}
+    with pytest.raises(PipelineError, match="model.args: more than 10000 values"):
+        load_params(write_params(tmp_path / "params.yaml", params))
+    params["model"]["args"] = {"when": "2026-11-30", "at": float("inf")}
+    with pytest.raises(PipelineError, match="model.args.at: inf is not a JSON value"):
+        load_params(write_params(tmp_path / "params.yaml", params))

@@ -237,7 +237,8 @@ class Stages:
         assert parent in (None, spec["parent"]), (parent, spec["parent"])
         with _own_environment():  # a stage under torchrun sets variables for its processes, in its own process
             train.main(["--spec", str(self.spec(f"train/{chunk}.json")),
-                        "--parent", str(self.checkpoint(spec["parent"])), "--dataset", str(self.dataset), "--out", str(self.checkpoint(chunk)),
+                        "--parent", str(self.checkpoint(spec["parent"])), "--dataset", str(self.dataset),
+                        "--out", str(self.checkpoint(chunk)),
                         "--metrics", str(self.root / f"metrics/{chunk}.json"),
                         "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt"),
                         "--snapshot-policy", str(self.spec("snapshots.json"))])

@@ -1,10 +1,11 @@
 """params.yaml: one typed schema, validated once by stage plan; and the spec each stage reads, resolved from it."""
 
+import math
 import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chunktrain.core.errors import PipelineError, brief
 
@@ -32,7 +33,8 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 Task = Literal["regression", "classification", "language_model"]
 TABLE_SUFFIXES = (".csv", ".parquet")
 TEXT_SUFFIX = ".txt"  # a UTF-8 text: the language_model task, chunks counted in steps
-BUILT_IN_MODELS = ("mlp", "gpt")  # core/model.py's ARCHITECTURES
+BUILT_IN_MODELS = ("mlp", "gpt")
+MAX_ARGS_VALUES = 10_000  # core/model.py's ARCHITECTURES
 # A user's own model: a function in a module under src/models/, which the model stages depend on (dvc.yaml).
 OWN_MODEL = re.compile(r"models(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
 
@@ -95,6 +97,28 @@ class ModelParams(_Section):
     # a name in ARCHITECTURES (core/model.py), or your own builder under src/models/, e.g. models.my_net:build
     arch: str = "mlp"
     args: dict[str, Any] = {}  # passed to the builder by keyword; stored in every checkpoint
+
+    @field_validator("args")
+    @classmethod
+    def _args_are_json(cls, args: dict) -> dict:
+        """Plain JSON values, and few: a YAML alias bomb here would otherwise expand as plan writes the specs."""
+        budget, pending = MAX_ARGS_VALUES, list(args.items())
+        while pending:
+            key, value = pending.pop()
+            budget -= 1
+            if budget < 0:
+                raise ValueError(f"model.args: more than {MAX_ARGS_VALUES} values; a builder's arguments are few")
+            if not isinstance(key, str):
+                raise ValueError(f"model.args: key {brief(key)} must be a string")
+            if isinstance(value, dict):
+                pending += value.items()
+            elif isinstance(value, list):
+                pending += ((key, item) for item in value)
+            elif not (value is None or isinstance(value, (str, bool, int)) or isinstance(value, float)
+                      and math.isfinite(value)):
+                raise ValueError(f"model.args.{key}: {brief(value)} is not a JSON value (a string, number, boolean,"
+                                 " null, list or mapping)")
+        return args
 
     @model_validator(mode="after")
     def _arch_is_a_name(self) -> "ModelParams":

@@ -26,6 +26,8 @@ from chunktrain.core.tasks import output_width
 
 def mlp(inputs: int, outputs: int, *, hidden: list[int]) -> nn.Sequential:
     """Linear layers of the given widths with ReLU between them; no hidden layers is a linear model."""
+    if not all(type(width) is int and width > 0 for width in hidden):
+        raise ValueError(f"hidden: {hidden} must be a list of layer widths, each a positive integer")
     widths = [inputs, *hidden, outputs]
     layers: list[nn.Module] = []
     for n_in, n_out in zip(widths, widths[1:]):
@@ -48,7 +50,8 @@ def builder(arch: str) -> Callable[..., nn.Module]:
     try:
         found = getattr(importlib.import_module(module), function)
     except ImportError as error:
-        raise PipelineError(f"model.arch: cannot import {module} (src/{module.replace('.', '/')}.py): {error}") from None
+        file = f"src/{module.replace('.', '/')}.py"
+        raise PipelineError(f"model.arch: cannot import {module} ({file}): {error}") from None
     except AttributeError:
         raise PipelineError(f"model.arch: src/{module.replace('.', '/')}.py has no function {function!r}") from None
     if not callable(found):

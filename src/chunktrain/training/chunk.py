@@ -141,7 +141,8 @@ def load_parent(path: Path, spec: ChunkSpec, dataset_id: str) -> dict:
     return parent
 
 
-def restore(start: dict, config: dict, settings: TrainSettings, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def restore(start: dict, config: dict, settings: TrainSettings,
+            device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The model and optimizer of a checkpoint, set to this chunk's lr, weight decay and betas."""
     # Built on the meta device and given the checkpoint's tensors (memory-mapped, copied on write): no time
     # spent initialising weights that are replaced, and no second copy of them in memory.

@@ -118,7 +118,8 @@ class DataParallel(OneProcess):
         with _peer_failure(self.world.rank):
             # DDP averages the ranks' gradients; scaling each sum by size / rows makes that the batch mean.
             (loss_sum * (self.world.size / rows)).backward()
-            # One small all-reduce a micro-batch: the global loss (a snapshot holds it) and whether a rank was signalled.
+            # One small all-reduce a micro-batch: the global loss (a snapshot holds it), and whether a rank was
+            # signalled.
             self.sync[0], self.sync[1] = loss_sum.detach(), self.stop_requested() or 0
             dist.all_reduce(self.sync)
         if self.sync[1]:

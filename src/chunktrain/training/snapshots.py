@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.core.checkpoint import EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, CheckpointError, load_checkpoint, save_checkpoint
+from chunktrain.core.checkpoint import (EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, CheckpointError, load_checkpoint,
+                                        save_checkpoint)
 from chunktrain.core.files import stale_temp_files
 from chunktrain.training.loop import Position
 
