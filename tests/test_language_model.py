@@ -14,7 +14,7 @@ from chunktrain.core.config import DataParams, load_params
 from chunktrain.core.errors import PipelineError
 from chunktrain.core.gpt import gpt
 from chunktrain.core.model import decay_groups
-from chunktrain.core.splits import read_dataset
+from chunktrain.core.splits import Tokens, read_dataset
 from chunktrain.core.tasks import LanguageModel
 from chunktrain.data.text import make_tokens
 from chunktrain.testing import (ROOT, TINY_TEXT_PARAMS, Stages, assert_same_state, losses, new_project, ran, sha256,
@@ -70,15 +70,18 @@ def test_a_bad_text_is_one_line(tmp_path, content, message):
         make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.1))
 
 
-def test_generate_writes_token_files_that_training_memory_maps(text_stages):
+def test_generate_writes_token_files_that_training_reads_window_by_window(text_stages):
     dataset = read_dataset(text_stages.dataset)
     assert sorted(path.name for path in text_stages.dataset.iterdir()) == ["dataset.json", "train.bin", "val.bin"]
     train = dataset.split("train")
-    assert isinstance(train, np.memmap) and train.size == 18_000 and dataset.is_text
+    ids = np.fromfile(text_stages.dataset / "train.bin", dtype=np.uint16)
+    assert len(train) == len(ids) == 18_000 and dataset.is_text
+    assert np.array_equal(train.windows(np.array([0, 17_990]), 10), np.stack([ids[:10], ids[17_990:]]))
 
 
-def test_a_steps_batch_is_a_function_of_seed_and_step_and_its_targets_are_the_next_tokens():
-    tokens = np.arange(1000, dtype=np.uint16)
+def test_a_steps_batch_is_a_function_of_seed_and_step_and_its_targets_are_the_next_tokens(tmp_path):
+    np.arange(1000, dtype=np.uint16).tofile(tmp_path / "tokens.bin")
+    tokens = Tokens(tmp_path / "tokens.bin")
     batches = TextBatches(tokens, tokens, windows=4, block_size=8, steps=5, eval_batches=2, eval_windows=3,
                           seed=0, device=torch.device("cpu"))
     first = list(batches.round(epoch=2, first=0))

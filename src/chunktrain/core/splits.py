@@ -1,10 +1,11 @@
 """The dataset folder as generate writes it and the other stages read it: dataset.json and one file per split.
 
 A table's splits are parquet files of columns x0.. and y; a text's are flat uint16 token files, which training
-memory-maps and reads window by window, never whole.
+reads window by window, never whole.
 """
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,8 @@ class Dataset:
     def is_text(self) -> bool:
         return "vocab" in self.transform
 
-    def split(self, name: str) -> "Split | np.ndarray":
-        """A table's split in memory, or a text's tokens memory-mapped."""
+    def split(self, name: str) -> "Split | Tokens":
+        """A table's split in memory, or a text's token file, open to read windows from."""
         if self.is_text:
             return read_tokens(self.folder / f"{name}.bin")
         return read_split(self.folder / f"{name}.parquet")
@@ -66,12 +67,36 @@ def read_dataset(folder: str | Path) -> Dataset:
         raise PipelineError(f"cannot read {path} ({error}); run `dvc repro generate`") from None
 
 
-def read_tokens(path: str | Path) -> np.ndarray:
-    """A text split's token ids, memory-mapped read-only."""
-    try:
-        return np.memmap(path, dtype=TOKEN, mode="r")
-    except (OSError, ValueError) as error:
-        raise PipelineError(f"cannot read token file {path} ({error}); run `dvc repro generate`") from None
+class Tokens:
+    """A text split's token file, read a window at a time with pread: never loaded whole, and not memory-mapped,
+    because a mapped file's pages count in the process's memory (RSS) as random windows touch them all."""
+
+    def __init__(self, path: str | Path):
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+            size = os.fstat(self.fd).st_size
+        except OSError as error:
+            raise PipelineError(f"cannot read token file {path} ({error.strerror}); run `dvc repro generate`") from None
+        if size % TOKEN().itemsize:
+            raise PipelineError(f"token file {path} has an odd size, {size} bytes; run `dvc repro generate`")
+        self.size = size // TOKEN().itemsize
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __del__(self) -> None:
+        if hasattr(self, "fd"):
+            os.close(self.fd)
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """The `length` token ids from each of `starts`, (len(starts), length)."""
+        width = length * TOKEN().itemsize
+        return np.frombuffer(b"".join(os.pread(self.fd, width, int(start) * TOKEN().itemsize) for start in starts),
+                             dtype=TOKEN).reshape(len(starts), length)
+
+
+def read_tokens(path: str | Path) -> Tokens:
+    return Tokens(path)
 
 
 def count_rows(path: str | Path) -> int:

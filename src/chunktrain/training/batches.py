@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from chunktrain.core.errors import PipelineError
-from chunktrain.core.splits import Split
+from chunktrain.core.splits import Split, Tokens
 from chunktrain.core.tasks import Task, evaluate
 
 TRAIN, VAL = 0, 1  # the streams of a text's window positions
@@ -53,7 +53,7 @@ class TextBatches:
     """A text's rounds are eval_every steps; a step's batch is `windows` random windows of block_size + 1 tokens,
     their positions drawn from (seed, global step). The val loss is the mean over eval_batches fixed windows."""
 
-    def __init__(self, train: np.ndarray, val: np.ndarray, *, windows: int, block_size: int, steps: int,
+    def __init__(self, train: Tokens, val: Tokens, *, windows: int, block_size: int, steps: int,
                  eval_batches: int, eval_windows: int, seed: int, device: torch.device):
         for name, tokens in (("train", train), ("val", val)):
             if len(tokens) <= block_size:
@@ -68,11 +68,10 @@ class TextBatches:
         for batch in range(first, self.steps):
             yield self.draw(self.train, self.windows, generator(self.seed, TRAIN, (epoch - 1) * self.steps + batch))
 
-    def draw(self, tokens: np.ndarray, count: int, random: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, tokens: Tokens, count: int, random: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` windows at random positions: inputs and next-token targets, (count, block_size) each."""
         starts = torch.randint(len(tokens) - self.block_size, (count,), generator=random).numpy()
-        # Fancy indexing reads only the windows' pages of the memory-mapped file.
-        block = torch.from_numpy(tokens[starts[:, None] + np.arange(self.block_size + 1)].astype(np.int64))
+        block = torch.from_numpy(tokens.windows(starts, self.block_size + 1).astype(np.int64))
         block = block.to(self.device)
         return block[:, :-1], block[:, 1:]
 
