@@ -78,7 +78,7 @@ def _set(params, path, value):
     ("train.grad_clip", 0, "train.grad_clip: Input should be greater than 0, got 0"),
     ("train.grad_accum", 0, "train.grad_accum: Input should be greater than 0, got 0"),
     ("train.dtype", "float16", "train.dtype: Input should be 'float32' or 'bfloat16', got 'float16'"),
-    ("train.decay_params", "none", "train.decay_params: Input should be 'matrices' or 'all', got 'none'"),
+    ("train.decay_params", "none", "train.decay_params: Input should be 'matrices', 'matrices_and_embeddings' or 'all', got 'none'"),
     ("train.lr", -0.1, "train.lr: Input should be greater than 0, got -0.1"),
     ("train.lr", float("nan"), "train.lr: Input should be a finite number, got nan"),
     ("train.chunks.c1.lr", 0, "train.chunks.c1.lr: Input should be greater than 0, got 0"),

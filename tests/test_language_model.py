@@ -92,13 +92,15 @@ def test_a_steps_batch_is_a_function_of_seed_and_step_and_its_targets_are_the_ne
     assert not torch.equal(first[0][0], first[1][0])
 
 
-def test_weight_decay_skips_biases_norms_and_embeddings_unless_all():
+def test_weight_decay_skips_biases_norms_and_embeddings_as_chosen():
     model = gpt(11, 11, n_layer=1, n_head=2, n_embd=8, block_size=4)
     names = {id(p): name for name, p in model.named_parameters()}
     decayed, kept = ([names[id(p)] for p in group["params"]] for group in decay_groups(model, "matrices"))
     assert decayed == ["h.0.attn.c_attn.weight", "h.0.attn.c_proj.weight", "h.0.mlp.c_fc.weight",
                        "h.0.mlp.c_proj.weight"]
     assert {"wte.weight", "wpe.weight", "ln_f.weight", "h.0.attn.c_attn.bias"} <= set(kept)
+    nanogpt = [names[id(p)] for p in decay_groups(model, "matrices_and_embeddings")[0]["params"]]
+    assert nanogpt == ["wte.weight", "wpe.weight", *decayed]
     assert len(decay_groups(model, "all")[0]["params"]) == len(names)
 
 

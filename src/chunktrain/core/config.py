@@ -162,6 +162,9 @@ class ChunkParams(_Section):
 
 
 Dtype = Literal["float32", "bfloat16"]
+# What weight decay applies to: matrices (not biases, norms or embeddings), matrices_and_embeddings (nanoGPT's
+# choice: every parameter of two or more dimensions), all.
+DecayParams = Literal["matrices", "matrices_and_embeddings", "all"]
 
 
 class TrainSettings(_Section):
@@ -192,7 +195,7 @@ class TrainParams(_Section):
     lr: float = Field(gt=0)
     batch_size: int = Field(gt=0)
     weight_decay: float = Field(ge=0)
-    decay_params: Literal["matrices", "all"] = "matrices"  # matrices: no decay on biases, norms and embeddings
+    decay_params: DecayParams = "matrices"  # see core/model.py decay_groups
     betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(default=[0.9, 0.999], min_length=2, max_length=2)
     grad_clip: float | None = Field(default=None, gt=0)  # max norm of the gradient; None: no clipping
     grad_accum: int = Field(default=1, gt=0)  # micro-batches of batch_size per optimizer step
@@ -361,7 +364,7 @@ class ModelSpec(_Spec):
     arch: str
     args: dict[str, Any]
     optimizer: Literal["sgd", "adam", "adamw"]
-    decay_params: Literal["matrices", "all"]
+    decay_params: DecayParams
 
 
 class InitSpec(_Spec):

@@ -82,12 +82,13 @@ def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
 
 
 def decay_groups(model: nn.Module, decay_params: str) -> list[dict]:
-    """Parameters that weight decay applies to, then those it does not: with `matrices`, biases, norms and
-    embeddings (every parameter of under two dimensions, and every nn.Embedding's) are left undecayed."""
+    """Parameters that weight decay applies to, then those it does not. `matrices` decays the weights of two or
+    more dimensions except embeddings (nn.Embedding's), `matrices_and_embeddings` those too (nanoGPT's choice),
+    `all` every parameter; biases and norms are decayed by `all` alone."""
     embeddings = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
     decayed, kept = [], []
     for parameter in model.parameters():
-        matrix = parameter.dim() >= 2 and id(parameter) not in embeddings
+        matrix = parameter.dim() >= 2 and (decay_params != "matrices" or id(parameter) not in embeddings)
         (decayed if decay_params == "all" or matrix else kept).append(parameter)
     return [{"params": decayed}, {"params": kept, "weight_decay": 0.0}]
 
