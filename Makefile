@@ -39,7 +39,7 @@ exps: setup
 	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
 	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
 
-# Ratios to plain baselines measured in the same run; about 25 minutes. Writes metrics/bench_gpt.json (nanoGPT's
+# Ratios to plain baselines measured in the same run; about 20 minutes. Writes metrics/bench_gpt.json (nanoGPT's
 # recipe, on ../shared/data/tinyshakespeare.txt) and metrics/bench.json. GPT="--steps 200": the recipe scaled down;
 # GPT="--corpus PATH": the text elsewhere. BENCH="--full --before 7ad9a00": the pipeline at issue 18's workload (~20 min).
 bench: setup

@@ -1,9 +1,10 @@
 """nanoGPT's CPU recipe for character-level Shakespeare as 4 chunks of 500 steps, against what nanoGPT reports and
 against a plain loop timed in the same run; and the training stage's peak memory against the corpus's size.
 
-The recipe: the val loss after 2000 steps (nanoGPT: 1.88); the tokens/s of each chunk stage, a `python
-src/train.py` process from start to end, against plain_gpt.py's process doing the same steps, in turn; the wall
-time of the 4 chunks against one 2000-step chunk, whose checkpoint must hold the same weights bit for bit.
+The recipe: the val loss after 2000 steps, against nanoGPT's 1.88 and plain_gpt.py's after the same steps; the
+tokens/s of each chunk stage, a `python src/train.py` process from start to end, against plain_gpt.py's process
+doing the same steps, in turn; the wall time of the 4 chunks against one 2000-step chunk, whose checkpoint must
+hold the same weights bit for bit.
 Memory: the peak RSS of a 50-step chunk on a 1 MB corpus and on a 200 MB one, both made up (testing.tiny_text).
 Writes metrics/bench_gpt.json after a run of the whole recipe; a shorter run (--steps) only prints.
 """
@@ -36,7 +37,7 @@ from chunktrain.testing import Stages, assert_same_state, losses, project_env, t
 CORPUS = ROOT.parent / "shared/data/tinyshakespeare.txt"
 SHIPPED = ROOT / "docs/params-gpt.yaml"  # the recipe as a user copies it over params.yaml
 NANOGPT_VAL_LOSS = 1.88  # nanoGPT's README, after the recipe's 2000 iterations
-STEADY_BATCHES = 200  # nanoGPT's default eval_iters: the recipe's 20 batches give a noisier estimate
+STEADY_BATCHES = 200  # nanoGPT's default eval_iters: a steadier estimate than the recipe's 20 batches
 CHUNKS = 4
 MEMORY_STEPS = 50
 MEMORY_SIZES = (1, 200)  # MB of text
@@ -100,48 +101,56 @@ def stage_env(threads: int | None) -> dict:
 
 def recipe(work: Path, corpus: Path, steps: int, threads: int | None = None) -> dict:
     """c1..c4 as stage processes, each beside plain_gpt.py doing the same steps (which goes first alternates),
-    then `whole`; the raw results."""
+    then `whole` and plain_gpt.py doing all the steps; the raw results."""
     params = recipe_params(steps)
     stages = text_stages(work / "recipe", corpus, params)
     env, chunk = stage_env(threads), steps // CHUNKS
     train = params["train"]
     tokens = chunk * train["batch_size"] * RECIPE["block_size"]  # trained on by each process
-    stage, plain = [], []
+    stage, plain = [], []  # one run per chunk each
 
-    def run_stage(index: int) -> None:
+    def run_stage(index: int) -> dict:
         seconds, _, output = timed(train_command(stages, f"c{index + 1}"), env)
-        stage.append({"seconds": seconds, "tokens_per_s": tokens / seconds, "in_loop": in_loop_rates(output)})
+        return {"seconds": seconds, "tokens_per_s": tokens / seconds, "in_loop": in_loop_rates(output)}
 
-    def run_plain(index: int) -> None:
+    def run_plain(index: int, length: int = chunk, weights: Path | None = None) -> dict:
         seconds, _, output = timed([PYTHON, str(ROOT / "benchmarks/plain_gpt.py"), "--dataset", str(stages.dataset),
-                                    "--first", str(index * chunk), "--steps", str(chunk),
+                                    "--first", str(index * chunk), "--steps", str(length),
                                     "--warmup", str(train["schedule"]["warmup"]), "--total", str(steps),
-                                    "--eval-every", str(train["eval_every"])], env)
+                                    "--eval-every", str(train["eval_every"]),
+                                    *(["--weights", str(weights)] if weights else [])], env)
         result = json.loads(output.splitlines()[-1])
-        plain.append({"seconds": seconds, "tokens_per_s": tokens / seconds, "in_loop": result["tokens_per_s"],
-                      "val_loss": result["val_losses"][-1]})
+        return {"seconds": seconds, "tokens_per_s": tokens * length / chunk / seconds,
+                "in_loop": result["tokens_per_s"], "val_loss": result["val_losses"][-1]}
 
     for index in range(CHUNKS):
-        for run in (run_stage, run_plain) if index % 2 == 0 else (run_plain, run_stage):
-            run(index)
+        pair = [lambda: stage.append(run_stage(index)), lambda: plain.append(run_plain(index))]
+        for run in pair if index % 2 == 0 else pair[::-1]:
+            run()
     whole_seconds = timed(train_command(stages, "whole"), env)[0]
+    # The recipe written plainly, all at once: its val loss, measured as a chunk's is, sets the bar beside nanoGPT's.
+    plain_whole = run_plain(0, steps, work / "plain.pt")
     chunked, whole = (ckpt.load_checkpoint(stages.checkpoint(name)) for name in (f"c{CHUNKS}", "whole"))
     first = ckpt.load_checkpoint(stages.checkpoint("c1"))[ckpt.HISTORY][-1]["val_loss"]
+    plain_state = torch.load(work / "plain.pt", weights_only=True)
     return {"steps": steps, "tokens": tokens, "stage": stage, "plain": plain, "whole_seconds": whole_seconds,
+            "plain_whole_seconds": plain_whole["seconds"], "first_val_loss": first,
             "val_loss": chunked[ckpt.HISTORY][-1]["val_loss"], "whole_val_loss": whole[ckpt.HISTORY][-1]["val_loss"],
-            "steadier_val_loss": steadier_val_loss(chunked, stages.dataset), "first_val_loss": first,
+            "val_losses": {name: {count: seeded_val_loss(chunked, state, stages.dataset, count, params["seed"])
+                                  for count in (train["eval_batches"], STEADY_BATCHES)}
+                           for name, state in (("chunks", chunked[ckpt.MODEL_STATE]), ("plain", plain_state))},
             "difference": difference(chunked, whole), "eval_every": train["eval_every"], "threads": threads}
 
 
-def steadier_val_loss(checkpoint: dict, dataset: Path) -> float:
-    """The val loss on STEADY_BATCHES seeded batches (the first eval_batches of them are the chunks' own)."""
+def seeded_val_loss(checkpoint: dict, state: dict, dataset: Path, count: int, seed: int) -> float:
+    """The val loss of the weights `state` (of checkpoint's model) on the chunks' first `count` seeded val batches."""
     model = build_model(checkpoint[ckpt.MODEL_CONFIG])
-    model.load_state_dict(checkpoint[ckpt.MODEL_STATE])
+    model.load_state_dict(state)
     model.eval()
     data = read_dataset(dataset)
     batches = TextBatches(data.split("train"), data.split("val"), windows=RECIPE["batch_size"],
-                          block_size=RECIPE["block_size"], steps=1, eval_batches=STEADY_BATCHES,
-                          eval_windows=RECIPE["batch_size"], seed=0, device=torch.device("cpu"))
+                          block_size=RECIPE["block_size"], steps=1, eval_batches=count,
+                          eval_windows=RECIPE["batch_size"], seed=seed, device=torch.device("cpu"))
     with torch.no_grad():
         return batches.val_loss(model, make_task(checkpoint[ckpt.TRANSFORM]))
 
@@ -170,6 +179,10 @@ def recipe_figures(result: dict) -> list[dict]:
     loop_stage, loop_plain = (statistics.median(rate for run in runs for rate in run["in_loop"][1:] or run["in_loop"])
                               for runs in (stage, plain))
     pairs = ", ".join(f"{a['tokens_per_s'] / b['tokens_per_s']:.3f}" for a, b in zip(stage, plain))
+    whole_rate, plain_whole_rate = (result["tokens"] * CHUNKS / result[key]
+                                    for key in ("whole_seconds", "plain_whole_seconds"))
+    (few, chunks_few), (many, chunks_many) = result["val_losses"]["chunks"].items()
+    plain_few, plain_many = result["val_losses"]["plain"].values()
     chunked = sum(run["seconds"] for run in stage)
     same = result["difference"] is None
     length = "" if steps == RECIPE["total"] else f" (the recipe is {RECIPE['total']} steps)"
@@ -177,9 +190,13 @@ def recipe_figures(result: dict) -> list[dict]:
     return [
         figure(f"GPT val loss at step {steps}", result["val_loss"], NANOGPT_VAL_LOSS, "nats", "<= 1.88",
                result["val_loss"] <= NANOGPT_VAL_LOSS,
-               f"c{CHUNKS}'s last val loss, {RECIPE['eval_batches']} batches ({STEADY_BATCHES} batches:"
-               f" {result['steadier_val_loss']:.4f}); baseline: nanoGPT's README{length};"
-               f" after {chunk} steps from the same init weights: c1 {result['first_val_loss']:.4f}, the plain loop"
+               f"c{CHUNKS}'s last val loss, on {few} seeded val batches of {RECIPE['batch_size']} windows;"
+               f" baseline: nanoGPT's README{length}"),
+        figure(f"GPT val loss at step {steps} vs plain", chunks_many, plain_many, "nats", "-", True,
+               f"on {many} seeded val batches (the first {few} are c{CHUNKS}'s own); baseline: plain_gpt.py's weights"
+               f" after the {steps} steps in one process, its own random windows and nanoGPT's warmup; on the {few}"
+               f" batches: {chunks_few:.4f} and {plain_few:.4f}. After {chunk} steps from the same init weights, on"
+               f" {few} batches (the plain loop's random ones): c1 {result['first_val_loss']:.4f}, the plain loop"
                f" {plain[0]['val_loss']:.4f}"),
         figure("GPT chunk stage throughput", stage_rate, plain_rate, "tokens/s", ">= 0.95",
                stage_rate / plain_rate >= 0.95,
@@ -188,7 +205,9 @@ def recipe_figures(result: dict) -> list[dict]:
                f" loss, save) against plain_gpt.py (build, train, the same val losses); median of {CHUNKS} each, in"
                f" turn (each chunk's ratio to its plain run: {pairs}). In the loop, median of the rounds after each"
                f" process's first: stage {loop_stage:,.0f}, plain {loop_plain:,.0f} tokens/s"
-               f" ({loop_stage / loop_plain:.3f}){threads}"),
+               f" ({loop_stage / loop_plain:.3f}). All {steps} steps in one process: the chunk `whole`"
+               f" {whole_rate:,.0f}, plain_gpt.py {plain_whole_rate:,.0f} tokens/s"
+               f" ({whole_rate / plain_whole_rate:.3f}){threads}"),
         figure(f"{CHUNKS} chunks of {chunk} steps vs 1 of {steps}", chunked, result["whole_seconds"], "s",
                "same weights", same,
                f"wall time of the {CHUNKS} stage processes in all against `whole`'s; checkpoints c{CHUNKS} and whole:"
@@ -210,7 +229,8 @@ def memory(work: Path, threads: int | None = None, sizes: tuple[int, ...] = MEMO
         with open(stages.root / "data/text.txt", "w") as text:
             for _ in range(size):
                 text.write(megabyte)
-        stages.plan()
+        with contextlib.redirect_stdout(io.StringIO()):
+            stages.plan()
         # data.source is relative to the repo, here the stages' root
         generate = timed([PYTHON, str(ROOT / "src/generate.py"), "--spec", str(stages.spec("data.json")),
                           "--out", str(stages.dataset)], env, cwd=stages.root)

@@ -38,11 +38,10 @@ def windows(tokens: np.ndarray, batch_size: int, block_size: int) -> tuple[torch
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay on the matrices of the linear layers only: chunktrain's default groups (decay_params: matrices)."""
-    embeddings = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
-    decayed = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in embeddings]
-    kept = [p for p in model.parameters() if p.dim() < 2 or id(p) in embeddings]
-    return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
+    """nanoGPT's configure_optimizers: decay on every weight of two or more dimensions (decay_params:
+    matrices_and_embeddings), none on biases and norms."""
+    return [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
 
 
 def lr_at(step: int, recipe: dict) -> float:
@@ -65,8 +64,9 @@ def val_loss(model: nn.Module, val: np.ndarray, recipe: dict) -> float:
     return sum(losses) / len(losses)
 
 
-def train(dataset: Path, first: int, steps: int, recipe: dict) -> dict:
-    """Steps first .. first + steps - 1 of the recipe from fresh weights; val losses and tokens/s per round."""
+def train(dataset: Path, first: int, steps: int, recipe: dict, weights: Path | None = None) -> dict:
+    """Steps first .. first + steps - 1 of the recipe from fresh weights; val losses and tokens/s per round. The
+    trained weights go to `weights`, if given, so that a caller can measure them as it measures a chunk's."""
     vocab = len(json.loads((dataset / "dataset.json").read_text())["transform"]["vocab"])
     train_tokens = np.memmap(dataset / "train.bin", dtype=np.uint16, mode="r")
     val_tokens = np.memmap(dataset / "val.bin", dtype=np.uint16, mode="r")
@@ -91,6 +91,8 @@ def train(dataset: Path, first: int, steps: int, recipe: dict) -> dict:
             tokens = recipe["eval_every"] * recipe["batch_size"] * recipe["block_size"]
             rates.append(tokens / (time.perf_counter() - started))
             started = time.perf_counter()
+    if weights:
+        torch.save(model.state_dict(), weights)
     return {"val_losses": losses, "tokens_per_s": rates}
 
 
@@ -102,9 +104,10 @@ def main() -> None:
                         help="the recipe's step to start at (for its lr); the weights start fresh")
     for name in ("warmup", "total", "eval_every"):  # what gpt.py scales for a shorter run
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=RECIPE[name])
+    parser.add_argument("--weights", type=Path, help="file to save the trained state_dict to")
     args = parser.parse_args()
     recipe = {**RECIPE, "warmup": args.warmup, "total": args.total, "eval_every": args.eval_every}
-    print(json.dumps(train(args.dataset, args.first, args.steps, recipe)))
+    print(json.dumps(train(args.dataset, args.first, args.steps, recipe, args.weights)))
 
 
 if __name__ == "__main__":

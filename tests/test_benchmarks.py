@@ -41,18 +41,18 @@ def test_the_shipped_gpt_recipe_is_the_one_the_plain_loop_runs():
     assert {key: train[key] for key in same} == {key: recipe[key] for key in same}
     assert train["schedule"] == {"warmup": recipe["warmup"], "decay": "cosine", "total": recipe["total"],
                                  "min_lr": recipe["min_lr"]}
-    assert (train["optimizer"], train["grad_accum"], train["dtype"], train.get("decay_params", "matrices")) == (
-        "adamw", 1, "float32", "matrices")
+    assert (train["optimizer"], train["grad_accum"], train["dtype"], train["decay_params"]) == (
+        "adamw", 1, "float32", "matrices_and_embeddings")
 
 
 def test_the_plain_gpt_loop_decays_the_parameters_chunktrain_decays():
-    """The baseline's AdamW groups are chunktrain's (decay_params: matrices), so both do the same work per step."""
+    """The baseline's AdamW groups (nanoGPT's) are the recipe's, so both do the same work per step."""
     model = plain_gpt.gpt(30, 30, **{name: plain_gpt.RECIPE[name] for name in plain_gpt.MODEL_ARGS})
     plain = plain_gpt.param_groups(model, 0.1)
-    ours = decay_groups(model, "matrices")
+    ours = decay_groups(model, "matrices_and_embeddings")
     for group, our_group in zip(plain, ours, strict=True):
         assert [id(p) for p in group["params"]] == [id(p) for p in our_group["params"]]
-    assert plain[1]["weight_decay"] == 0.0 and any(p is model.wte.weight for p in plain[1]["params"])
+    assert plain[0]["weight_decay"] == 0.1 and any(p is model.wte.weight for p in plain[0]["params"])
 
 
 def test_the_gpt_benchmark_names_the_option_for_a_missing_corpus(tmp_path):
@@ -71,11 +71,13 @@ def test_the_gpt_benchmark_reports_its_figures_and_four_chunks_equal_one(tmp_pat
     result = gpt.recipe(tmp_path / "work", corpus, steps=16, threads=1)
     assert result["difference"] is None
     assert result["val_loss"] == result["whole_val_loss"]
+    # the benchmark's own val loss of c4's weights is the one the chunk measured, on the same seeded batches
+    assert result["val_losses"]["chunks"][20] == pytest.approx(result["val_loss"], abs=1e-6)
     rows = gpt.recipe_figures(result)
-    assert [row["figure"] for row in rows] == ["GPT val loss at step 16", "GPT chunk stage throughput",
-                                               "4 chunks of 4 steps vs 1 of 16"]
+    assert [row["figure"] for row in rows] == ["GPT val loss at step 16", "GPT val loss at step 16 vs plain",
+                                               "GPT chunk stage throughput", "4 chunks of 4 steps vs 1 of 16"]
     assert all(math.isfinite(row["value"]) and row["value"] > 0 and row["baseline"] > 0 for row in rows)
-    assert rows[2]["met"]
+    assert rows[3]["met"]
     assert all(run["in_loop"] for run in result["stage"] + result["plain"])  # the stage's progress lines parsed
 
 
