@@ -33,8 +33,8 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 Task = Literal["regression", "classification", "language_model"]
 TABLE_SUFFIXES = (".csv", ".parquet")
 TEXT_SUFFIX = ".txt"  # a UTF-8 text: the language_model task, chunks counted in steps
-BUILT_IN_MODELS = ("mlp", "gpt")
-MAX_ARGS_VALUES = 10_000  # core/model.py's ARCHITECTURES
+BUILT_IN_MODELS = ("mlp", "gpt")  # core/model.py's ARCHITECTURES
+MAX_ARGS_VALUES = 10_000  # in model.args, counting every item of its lists and mappings
 # A user's own model: a function in a module under src/models/, which the model stages depend on (dvc.yaml).
 OWN_MODEL = re.compile(r"models(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
 

@@ -47,13 +47,13 @@ class Dataset:
     def split(self, name: str) -> "Split | Tokens":
         """A table's split in memory, or a text's token file, open to read windows from."""
         if self.is_text:
-            return read_tokens(self.folder / f"{name}.bin")
+            return Tokens(self.folder / f"{name}.bin")
         return read_split(self.folder / f"{name}.parquet")
 
     def size(self, name: str) -> int:
         """The rows of a table's split, or the tokens of a text's, without reading them."""
         if self.is_text:
-            return read_tokens(self.folder / f"{name}.bin").size
+            return len(Tokens(self.folder / f"{name}.bin"))
         return count_rows(self.folder / f"{name}.parquet")
 
 
@@ -93,10 +93,6 @@ class Tokens:
         width = length * TOKEN().itemsize
         return np.frombuffer(b"".join(os.pread(self.fd, width, int(start) * TOKEN().itemsize) for start in starts),
                              dtype=TOKEN).reshape(len(starts), length)
-
-
-def read_tokens(path: str | Path) -> Tokens:
-    return Tokens(path)
 
 
 def count_rows(path: str | Path) -> int:
