@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import plan
+from chunktrain.core import config
 from chunktrain.core.config import BUILT_IN_MODELS, ChunkSpec, Params, load_params, read_yaml
 from chunktrain.core.errors import PipelineError, run_stage
 from chunktrain.testing import ROOT, TINY_TEXT_PARAMS, project_env, write_params
@@ -307,7 +308,10 @@ def specs_in(out) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("edit, changed", [
-    (lambda p: p["train"]["chunks"]["c2"].update(lr=0.002), {"train/c2.json", "evaluate.json"}),
+    # c3 sets no lr of its own: it takes c2's
+    (lambda p: p["train"]["chunks"]["c2"].update(lr=0.002), {"train/c2.json", "train/c3.json", "evaluate.json"}),
+    (lambda p: p["train"]["chunks"]["c3"].update(lr=0.01) or p["train"]["chunks"]["c2"].update(lr=0.002),
+     {"train/c2.json", "evaluate.json"}),
     (lambda p: p["train"]["chunks"]["c1"].update(epochs=3), {"train/c1.json", "evaluate.json"}),
     (lambda p: p["train"].update(snapshot_every_seconds=5), {"snapshots.json"}),
     (lambda p: p["train"].update(snapshot_every_steps=10), {"snapshots.json"}),
@@ -377,3 +381,16 @@ def test_a_missing_or_malformed_spec_is_one_line(tmp_path, text, message):
         (tmp_path / "c1.json").write_text(text)
     with pytest.raises(PipelineError, match=message):
         ChunkSpec.read(tmp_path / "c1.json")
+
+
+def test_a_chunks_unset_settings_follow_its_lineage(params):
+    """lr, batch size, weight decay and processes come from the chunk continued, then from the train defaults;
+    so a cooldown from a lower-lr chunk starts at that chunk's lr, not at train.lr."""
+    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 1, "batch_size": 32},
+                                 "c2": {"from": "c1", "epochs": 1, "lr": 0.0003, "nproc": 2},
+                                 "c2_cool": {"from": "c2", "epochs": 1, "cooldown": "linear"},
+                                 "d2": {"from": "c1", "epochs": 1, "weight_decay": 0.1}}
+    specs = config.plan(Params.model_validate(params))
+    cool, d2 = specs["train/c2_cool.json"], specs["train/d2.json"]
+    assert (cool.settings.lr, cool.settings.batch_size, cool.nproc) == (0.0003, 32, 2)
+    assert (d2.settings.lr, d2.settings.batch_size, d2.settings.weight_decay, d2.nproc) == (0.01, 32, 0.1, 1)

@@ -76,6 +76,7 @@ def test_evaluate_alone_after_a_params_edit_refuses_the_checkpoint_it_no_longer_
 
 def test_evaluate_refuses_a_checkpoint_trained_from_an_older_parent(trained, params):
     params["train"]["chunks"]["c1"]["lr"] = 0.005
+    params["train"]["chunks"]["c2"]["lr"] = params["train"]["lr"]  # c2 kept its lr, so its spec is unchanged
     write_params(trained.params_path, params)
     trained.train("c1")  # c2 and c3 are now stale, though their own specs are unchanged
     with pytest.raises(CheckpointError, match=r"c2.pt is stale: it was not trained from the current c1.pt;"

@@ -235,15 +235,22 @@ class TrainParams(_Section):
             chain.append(parent)
         return chain[::-1]
 
+    def inherited(self, name: str, key: str):
+        """A chunk's own value of `key`, else that of the chunk it continues, and so on up, else the train default."""
+        for link in reversed(self.lineage(name)):
+            if (value := getattr(self.chunks[link], key)) is not None:
+                return value
+        return getattr(self, key)
+
     def settings(self, name: str) -> TrainSettings:
-        """The effective knobs of chunk `name`."""
+        """The effective knobs of chunk `name`: lr, batch size and weight decay follow its lineage."""
         chunk = self.chunks[name]
         return TrainSettings(
             epochs=chunk.epochs,
             steps=chunk.steps,
-            lr=self.lr if chunk.lr is None else chunk.lr,
-            batch_size=self.batch_size if chunk.batch_size is None else chunk.batch_size,
-            weight_decay=self.weight_decay if chunk.weight_decay is None else chunk.weight_decay,
+            lr=self.inherited(name, "lr"),
+            batch_size=self.inherited(name, "batch_size"),
+            weight_decay=self.inherited(name, "weight_decay"),
             betas=self.betas, grad_clip=self.grad_clip, grad_accum=self.grad_accum, dtype=self.dtype,
             eval_every=self.eval_every, eval_batches=self.eval_batches,
             schedule=self.schedule,
@@ -418,7 +425,7 @@ def plan(params: Params) -> dict[str, _Spec]:
     text_only = {} if params.data.is_text else {"eval_batches": None}
     chunks = {name: ChunkSpec(name=name, parent=chunk.parent, init=init,
                               settings=params.train.settings(name).model_copy(update=text_only),
-                              nproc=params.train.nproc if chunk.nproc is None else chunk.nproc,
+                              nproc=params.train.inherited(name, "nproc"),
                               device=params.train.device)
               for name, chunk in params.train.chunks.items()}
     return {
