@@ -7,6 +7,7 @@ import pytest
 
 import predict
 from chunktrain.core.errors import PipelineError
+from chunktrain.core.splits import read_dataset
 from chunktrain.testing import TINY_PARAMS, Stages
 from tables import classification_table, own_params, regression_table, write_table
 
@@ -41,6 +42,12 @@ BAD = [
     ("regression", _regression(lambda f: f.__setitem__("rooms", 3)), {},
      r"column 'rooms' is constant in the train split \(every value 3\)"),
     ("regression", _regression(lambda f: f.__setitem__("price", 1.5)), {}, r"target column 'price' is constant"),
+    ("regression", _regression(lambda f: (f.__setitem__("rooms", 3), f.__setitem__("slope", 0.0))), {},
+     r"2 columns are constant in the train split; .* leave them out with data.exclude: \[slope, rooms\]$"),
+    ("regression", _regression(lambda f: f), {"target": "Price"},
+     r"no target column 'Price' \(of 1 missing\), did you mean 'price'\?; it has"),
+    ("regression", _regression(lambda f: f), {"features": None, "exclude": ["slop"]},
+     r"no excluded column 'slop' \(of 1 missing\), did you mean 'slope'\?"),
     ("regression", lambda: regression_table(rows=4), {},
      r"has 4 rows, too few for the splits .*\{'train': 4, 'val': 0, 'test': 0\}"),
     ("classification", lambda: classification_table(rows=60).assign(species="cat"), {},
@@ -87,3 +94,12 @@ def test_bad_prediction_input_is_one_line_and_writes_nothing(checkpoint, tmp_pat
         predict.main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "new.csv"),
                       "--output", str(tmp_path / "out.csv")])
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_data_exclude_leaves_columns_out_of_every_column_but_the_target(tmp_path, params):
+    write_table(tmp_path / "tables/t.csv", "regression", regression_table(rows=100).assign(batch=1))
+    params = own_params(params, "regression", "tables/t.csv")
+    params["data"].update(features=None, exclude=["id", "batch"])
+    stages = Stages(tmp_path, params)
+    stages.generate()
+    assert read_dataset(stages.dataset).transform["features"] == ["area", "slope", "rooms"]

@@ -55,6 +55,7 @@ class DataParams(_Section):
     source: str  # the path of a CSV or parquet table, or a .txt text, inside the repo; dvc.yaml reads it too
     target: str = "y"  # the target column
     features: list[str] | None = Field(default=None, min_length=1)  # None: every column but the target
+    exclude: list[str] = []  # columns left out of the features, e.g. constant ones
     val_fraction: Fraction
     test_fraction: Fraction | None = None  # tables only: a text's val split is its last val_fraction
 
@@ -69,9 +70,9 @@ class DataParams(_Section):
             raise ValueError(f"data.source: {brief(self.source)} must be the relative path of a .csv or .parquet"
                              " table, or a .txt text, inside the repo")
         if self.is_text:
-            if self.test_fraction is not None or self.features is not None:
-                raise ValueError("data.test_fraction and data.features are for tables; a text is split into train"
-                                 " and its last val_fraction as val: remove them")
+            if self.test_fraction is not None or self.features is not None or self.exclude:
+                raise ValueError("data.test_fraction, data.features and data.exclude are for tables; a text is"
+                                 " split into train and its last val_fraction as val: remove them")
             return self
         if self.test_fraction is None:
             raise ValueError("data.test_fraction: missing key (a table needs a test split)")
@@ -80,6 +81,8 @@ class DataParams(_Section):
                 f"data.val_fraction + data.test_fraction must be below 1 to leave rows to train on,"
                 f" got {self.val_fraction} + {self.test_fraction}"
             )
+        if self.target in self.exclude:
+            raise ValueError(f"data.exclude: {brief(self.exclude)} leaves out the target {self.target!r}")
         if self.features is not None and (self.target in self.features or len(set(self.features)) < len(self.features)):
             raise ValueError(f"data.features: {brief(self.features)} must name distinct columns other than the target"
                              f" {self.target!r}")

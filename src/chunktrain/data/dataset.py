@@ -27,6 +27,8 @@ def make_splits(data: DataParams, task: str, seed: int) -> tuple[dict, dict]:
     frame, where = tables.read_table(data.source, "data.source"), data.source
     features = data.features or [str(c) for c in frame.columns if c != data.target]
     tables.require_columns(frame, [data.target], where, "target")
+    tables.require_columns(frame, data.exclude, where, "excluded")
+    features = [name for name in features if name not in data.exclude]
     tables.require_columns(frame, features, where, "feature")
     if not features:
         raise PipelineError(f"{where}: no feature columns besides the target {brief(data.target)}")

@@ -14,10 +14,15 @@ from chunktrain.core.errors import PipelineError, brief
 def fit_transform(x: np.ndarray, y: np.ndarray, features: list[str], target: str, task: str, where) -> dict:
     """The statistics and labels of the train split (x float64 (rows, features), y the raw target)."""
     mean, std = x.mean(axis=0), x.std(axis=0)
-    for name, value, spread in zip(features, x[0], std):
-        if not spread > 0:
-            raise PipelineError(f"{where}: column {brief(name)} is constant in the train split (every value"
-                                f" {value:g}); it cannot be standardized: leave it out of data.features")
+    constant = [(name, value) for name, value, spread in zip(features, x[0], std) if not spread > 0]
+    if len(constant) == 1:
+        (name, value), = constant
+        raise PipelineError(f"{where}: column {brief(name)} is constant in the train split (every value {value:g});"
+                            f" it cannot be standardized: leave it out with data.exclude: [{name}]")
+    if constant:  # all of them at once, so that one run tells the user the whole list
+        names = [name for name, _ in constant]
+        raise PipelineError(f"{where}: {len(names)} columns are constant in the train split; they cannot be"
+                            f" standardized: leave them out with data.exclude: [{', '.join(names)}]")
     transform = {"task": task, "features": list(features), "feature_mean": mean.tolist(),
                  "feature_std": std.tolist(), "target": target, "target_mean": None, "target_std": None,
                  "labels": None}
