@@ -394,3 +394,16 @@ def test_a_chunks_unset_settings_follow_its_lineage(params):
     cool, d2 = specs["train/c2_cool.json"], specs["train/d2.json"]
     assert (cool.settings.lr, cool.settings.batch_size, cool.nproc) == (0.0003, 32, 2)
     assert (d2.settings.lr, d2.settings.batch_size, d2.settings.weight_decay, d2.nproc) == (0.01, 32, 0.1, 1)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["train"].update(lrr=0.1), "train.lrr: unknown key, did you mean 'lr'?"),
+    (lambda p: p["train"]["chunks"]["c2"].update(epoch=3),
+     "train.chunks.c2.epoch: unknown key, did you mean 'epochs'?"),
+    (lambda p: p["train"]["schedule"].update(warmup_epochs=1), "unknown key, did you mean 'warmup'?"),
+    (lambda p: p["train"]["chunks"]["c2"].update(zzz=3), "train.chunks.c2.zzz: unknown key$"),
+])
+def test_an_unknown_key_suggests_the_nearest_known_one(tmp_path, params, edit, message):
+    edit(params)
+    with pytest.raises(PipelineError, match=message):
+        load_params(write_params(tmp_path / "params.yaml", params))

@@ -2,6 +2,7 @@
 
 import math
 import re
+import typing
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -319,19 +320,38 @@ def _validated(model: type[BaseModel], value, where, json: bool = False):
     except ValidationError as error:
         errors = error.errors(include_url=False)
         more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
-        raise PipelineError(f"{where}: " + "; ".join(_describe(e) for e in errors[:3]) + more) from None
+        raise PipelineError(f"{where}: " + "; ".join(_describe(e, model) for e in errors[:3]) + more) from None
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, model: type[BaseModel]) -> str:
     key = ".".join(str(part)[:64] for part in error["loc"]) or "top level"
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
+        return f"{key}: unknown key{_near_key(model, error['loc'])}"
     if error["type"] == "missing":
         return f"{key}: missing key"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "value_error":  # our own validators name the key and value themselves
         return message
     return f"{key}: {message}, got {brief(error['input'])}"
+
+
+def _near_key(model, loc: tuple) -> str:
+    """", did you mean 'x'?" for the known key of the section at loc[:-1] nearest to loc[-1], or nothing."""
+    import difflib
+
+    for part in loc[:-1]:  # down the sections; a mapping of sections (the chunks) by its values' type
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+            model = field.annotation if field else None
+        else:
+            model = typing.get_args(model)[-1] if typing.get_args(model) else None
+        while typing.get_args(model) and type(None) in typing.get_args(model):  # X | None
+            model = typing.get_args(model)[0]
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    known = [field.alias or name for name, field in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f", did you mean {close[0]!r}?" if close else ""
 
 
 # What each stage reads: one spec per stage, resolved from params.yaml by stage plan. A stage reads its spec
