@@ -408,3 +408,14 @@ def test_an_unknown_key_suggests_the_nearest_known_one(tmp_path, params, edit, m
     edit(params)
     with pytest.raises(PipelineError, match=message):
         load_params(write_params(tmp_path / "params.yaml", params))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["train"]["chunks"]["c2"].update({"from": "c11"}),
+     r"names no chunk \(nor 'init'\), did you mean 'c1'\?"),
+    (lambda p: p["model"].update(arch="gtp"), r"models.<module>:<function>, did you mean 'gpt'\?"),
+])
+def test_a_misspelt_parent_or_architecture_suggests_the_nearest(tmp_path, params, edit, message):
+    edit(params)
+    with pytest.raises(PipelineError, match=message):
+        load_params(write_params(tmp_path / "params.yaml", params))

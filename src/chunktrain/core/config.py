@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chunktrain.core.errors import PipelineError, brief
+from chunktrain.core.errors import PipelineError, brief, did_you_mean
 
 INIT = "init"  # the `from` of a chunk that starts from the init stage's checkpoint
 # A chunk name becomes a stage name, a shell word and a file stem: letters, digits, _ and - only, no path parts.
@@ -128,7 +128,8 @@ class ModelParams(_Section):
     def _arch_is_a_name(self) -> "ModelParams":
         if not (self.arch in BUILT_IN_MODELS or OWN_MODEL.fullmatch(self.arch)):
             raise ValueError(f"model.arch: {brief(self.arch)} must be a built-in model ({', '.join(BUILT_IN_MODELS)})"
-                             " or a builder under src/models/ as models.<module>:<function>")
+                             " or a builder under src/models/ as models.<module>:<function>"
+                             + did_you_mean(self.arch, BUILT_IN_MODELS))
         return self
 
 
@@ -220,7 +221,8 @@ class TrainParams(_Section):
                 raise ValueError(f"train.chunks: name {brief(name)} must match {CHUNK_NAME.pattern}"
                                  f" and not be {INIT!r}")
             if chunk.parent != INIT and chunk.parent not in self.chunks:
-                raise ValueError(f"train.chunks.{name}.from: {brief(chunk.parent)} names no chunk (nor {INIT!r})")
+                raise ValueError(f"train.chunks.{name}.from: {brief(chunk.parent)} names no chunk (nor {INIT!r})"
+                                 + did_you_mean(chunk.parent, [INIT, *self.chunks]))
             self.lineage(name)  # raises on a cycle
             if chunk.parent != INIT and self.chunks[chunk.parent].cooldown:
                 raise ValueError(f"train.chunks.{name}.from: {chunk.parent!r} is a cooldown chunk, which ends its"
@@ -337,8 +339,6 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
 
 def _near_key(model, loc: tuple) -> str:
     """", did you mean 'x'?" for the known key of the section at loc[:-1] nearest to loc[-1], or nothing."""
-    import difflib
-
     for part in loc[:-1]:  # down the sections; a mapping of sections (the chunks) by its values' type
         if isinstance(model, type) and issubclass(model, BaseModel):
             field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
@@ -349,9 +349,7 @@ def _near_key(model, loc: tuple) -> str:
             model = typing.get_args(model)[0]
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""
-    known = [field.alias or name for name, field in model.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-    return f", did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(loc[-1], [field.alias or name for name, field in model.model_fields.items()])
 
 
 # What each stage reads: one spec per stage, resolved from params.yaml by stage plan. A stage reads its spec

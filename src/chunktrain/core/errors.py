@@ -19,6 +19,15 @@ def brief(value) -> str:
     return text if len(text) <= 80 else text[:76] + "...'"
 
 
+def did_you_mean(name, names, cutoff: float = 0.6) -> str:
+    """", did you mean 'x'?" for the one of `names` nearest to `name` (case aside), or nothing when none is close."""
+    import difflib
+
+    by_lower = {str(candidate).lower(): str(candidate) for candidate in names}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=cutoff)
+    return f", did you mean {by_lower[close[0]]!r}?" if close else ""
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a PipelineError becomes one line on stderr and its exit code (default 2)."""
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chunktrain.core.errors import PipelineError, brief
+from chunktrain.core.errors import PipelineError, brief, did_you_mean
 
 READERS = {".csv": "read_csv", ".parquet": "read_parquet"}
 
@@ -49,17 +49,9 @@ def require_columns(frame, columns: list[str], path, what: str) -> None:
     missing = [name for name in columns if name not in frame.columns]
     if missing:
         raise PipelineError(f"{path}: no {what} column {brief(missing[0])} (of {len(missing)} missing)"
-                            f"{near_miss(missing[0], [str(c) for c in frame.columns])}; it has"
+                            f"{did_you_mean(missing[0], frame.columns, cutoff=0.75)}; it has"
                             f" {brief([str(c) for c in frame.columns])}")
 
-
-def near_miss(name, names: list[str]) -> str:
-    """", did you mean 'x'?" for the name closest to `name` (case aside), or nothing when none is close."""
-    import difflib
-
-    by_lower = {candidate.lower(): candidate for candidate in names}
-    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.75)
-    return f", did you mean {by_lower[close[0]]!r}?" if close else ""
 
 
 def numeric_columns(frame, columns: list[str], path) -> np.ndarray:
