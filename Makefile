@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench snapshots clear-snapshots exps predict sample clean-venv
+.PHONY: setup run test test-fast bench snapshots clear-snapshots exps plots predict sample clean-venv
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ exps: setup
 bench: setup
 	python benchmarks/gpt.py $(GPT)
 	python benchmarks/bench.py $(BENCH)
+
+# The loss and lr charts of dvc plots show, drawn offline: metrics/plots/{loss,lr}.{png,svg} and index.html.
+plots: setup
+	python src/plots.py --out metrics/plots
 
 # The checkpoint predict and sample use: CHECKPOINT=data/checkpoints/c2.pt, or by default the best chunk's.
 BEST = $(if $(CHECKPOINT),echo $(CHECKPOINT),python -c 'import json, pathlib, sys; best = pathlib.Path("metrics/best.json");\

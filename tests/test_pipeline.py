@@ -1,6 +1,7 @@
 """End to end: real `dvc` in a temp git repo; what reruns after each edit, read from dvc.lock and `dvc status`."""
 
 import json
+import zlib
 
 import pandas as pd
 import pytest
@@ -209,3 +210,27 @@ def test_plots_show_one_loss_chart_and_one_lr_chart_of_every_branch(branched):
     lrs = {(row["branch"], int(row["step"])): float(row["lr"]) for row in rows["lr"]}
     assert [lrs[("c2_slow", 25 * epoch)] for epoch in range(1, 5)] == [0.01, 0.01, 0.001, 0.001]
     assert [lrs[("c3", 25 * epoch)] for epoch in range(1, 7)] == [0.01] * 6
+
+
+def png_pixels(path) -> bytes:
+    """A PNG's decompressed scanlines (enough to tell a drawn chart from a blank image)."""
+    data, pixels, at = path.read_bytes(), b"", 8
+    while at < len(data):
+        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        pixels += data[at + 8:at + 8 + length] if kind == b"IDAT" else b""
+        at += 12 + length
+    return zlib.decompress(pixels)
+
+
+def test_make_plots_draws_every_chart_offline_as_png_svg_and_one_page(branched, tmp_path):
+    """src/plots.py (make plots) renders what dvc plots show would, with no network: no script is fetched."""
+    project = branched[0].copy(tmp_path / "repo")
+    project.run("python", "src/plots.py")
+    out = project.path / "metrics/plots"
+    assert sorted(path.name for path in out.iterdir()) == ["index.html", "loss.png", "loss.svg", "lr.png", "lr.svg"]
+    for name in ("loss", "lr"):
+        assert len(set(png_pixels(out / f"{name}.png"))) > 50  # drawn: lines, labels, legend, not one colour
+        svg = (out / f"{name}.svg").read_text()
+        assert svg.count("<path") > 10 and all(f">{chunk}<" in svg for chunk in ("c1", "c2", "c3", "c2_slow"))
+    page = (out / "index.html").read_text()
+    assert "<script src" not in page and page.count("vegaEmbed") >= 2  # Vega inlined, both charts embedded
