@@ -12,12 +12,6 @@ from pathlib import Path
 
 from chunktrain.core.errors import PipelineError, run_stage
 
-PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>chunktrain plots</title></head>
-<body>{charts}</body></html>
-"""
-
-
 def chart_specs() -> dict[str, dict]:
     """Each plot of dvc.yaml by name, as the Vega-Lite spec `dvc plots show` renders."""
     result = subprocess.run(["dvc", "plots", "show", "--json"], capture_output=True, text=True)
@@ -44,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, spec in specs.items():
         (args.out / f"{name}.png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
         (args.out / f"{name}.svg").write_text(vl_convert.vegalite_to_svg(spec))
-    # One page of every chart, each a self-contained HTML fragment with Vega's JavaScript inlined.
-    charts = "\n".join(vl_convert.vegalite_to_html(spec, bundle=True) for spec in specs.values())
-    (args.out / "index.html").write_text(PAGE.format(charts=charts))
+    # One page, one chart of the charts one above the other: separate embeds would share one element id.
+    stacked = {"vconcat": [{key: value for key, value in spec.items() if key != "$schema"} for spec in specs.values()]}
+    (args.out / "index.html").write_text(vl_convert.vegalite_to_html(stacked, bundle=True))
     print(f"plots: {', '.join(specs)} written to {args.out}/ (PNG, SVG and index.html, which draws offline)")
 
 
