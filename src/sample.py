@@ -13,7 +13,7 @@ from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, loa
 from chunktrain.core.errors import PipelineError, brief, run_stage
 from chunktrain.core.gpt import sample
 from chunktrain.core.model import build_model
-from chunktrain.core.tasks import LanguageModel
+from chunktrain.core.splits import is_text
 
 
 def encode(text: str, vocab: list[str]) -> torch.Tensor:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"--top_k {args.top_k}: give at least 1")
     checkpoint = load_checkpoint(args.checkpoint)
     transform, config = checkpoint[TRANSFORM], checkpoint[MODEL_CONFIG]
-    if transform.get("task") != LanguageModel.name:
+    if not is_text(transform):
         raise PipelineError(f"{args.checkpoint} is a {transform.get('task')} model; sample.py needs a language model"
                             " (use predict.py for tables)")
     model = build_model(config)

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"train@{spec.name}"
     settings, dataset = spec.settings, read_dataset(args.dataset)
     # A text's every step has the same batch_size x grad_accum windows; a table's last step of an epoch fewer rows.
-    rows = settings.batch_size * settings.grad_accum if dataset.is_text else dataset.size("train")
+    rows = settings.batch_size * settings.grad_accum if dataset.is_text else dataset.rows("train")
     parallel.check_nproc(spec.nproc, rows, settings, f"{name}: nproc")
     if spec.nproc > 1 and not parallel.under_torchrun():
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.

@@ -57,7 +57,7 @@ def test_splits_have_the_named_columns_sizes_and_the_train_splits_statistics(gen
                                                                          "val.parquet"]
     sizes = {name: count_rows(generated.dataset / f"{name}.parquet") for name in SPLITS}
     assert sizes == {"train": 1600, "val": 200, "test": 200}
-    assert {name: read_dataset(generated.dataset).size(name) for name in SPLITS} == sizes
+    assert {name: read_dataset(generated.dataset).rows(name) for name in SPLITS} == sizes
     train = read_split(generated.dataset / "train.parquet")
     assert train.x.shape == (1600, 4) and train.y.shape == (1600, 1)
     assert train.x.mean(dim=0).abs().max() < 1e-5 and (train.x.std(dim=0, correction=0) - 1).abs().max() < 1e-4

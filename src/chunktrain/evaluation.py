@@ -1,6 +1,7 @@
 """What evaluate reports over the whole chunk tree: each chunk's scores, the best chunk, one curve table."""
 
 from chunktrain.core.checkpoint import EPOCH, GLOBAL_STEP, HISTORY, TRANSFORM
+from chunktrain.core.splits import is_text
 
 
 def chunk_scores(checkpoint: dict, losses: dict[str, float], path) -> dict:
@@ -10,7 +11,7 @@ def chunk_scores(checkpoint: dict, losses: dict[str, float], path) -> dict:
     for a text, which has no test split).
     """
     last = checkpoint[HISTORY][-1]  # the round that produced this checkpoint's weights
-    epoch = {} if "vocab" in checkpoint[TRANSFORM] else {"epoch": checkpoint[EPOCH]}  # a text counts steps alone
+    epoch = {} if is_text(checkpoint[TRANSFORM]) else {"epoch": checkpoint[EPOCH]}  # a text counts steps alone
     return {**epoch, "step": checkpoint[GLOBAL_STEP], "train_loss": last["train_loss"],
             "val_loss": last["val_loss"],
             **{f"test_{metric}": value for metric, value in losses.items()}, "checkpoint": str(path)}

@@ -13,6 +13,7 @@ from torch import nn
 
 from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, load_checkpoint
 from chunktrain.core.model import build_model
+from chunktrain.core.splits import is_text
 from chunktrain.core.errors import PipelineError
 from chunktrain.data import tables
 
@@ -44,7 +45,7 @@ class Predictor(nn.Module):
 def load_model(path: str | Path) -> Predictor:
     """The ready model of a chunk (or init) checkpoint: eval mode, no gradients, transform and labels attached."""
     checkpoint = load_checkpoint(path)
-    if "vocab" in checkpoint[TRANSFORM]:
+    if is_text(checkpoint[TRANSFORM]):
         raise PipelineError(f"{path} is a language model; sample text from it with src/sample.py")
     model = build_model(checkpoint[MODEL_CONFIG])
     model.load_state_dict(checkpoint[MODEL_STATE])

@@ -21,6 +21,7 @@ from torch import nn
 from chunktrain.core.config import OWN_MODEL, ModelSpec
 from chunktrain.core.errors import PipelineError, brief
 from chunktrain.core.gpt import gpt
+from chunktrain.core.splits import is_text
 from chunktrain.core.tasks import output_width
 
 
@@ -61,7 +62,7 @@ def builder(arch: str) -> Callable[..., nn.Module]:
 
 def model_config(spec: ModelSpec, transform: dict) -> dict:
     """What builds the model and optimizer on the data `transform` describes; stored in every checkpoint."""
-    inputs = len(transform["vocab"]) if "vocab" in transform else len(transform["features"])
+    inputs = len(transform["vocab"]) if is_text(transform) else len(transform["features"])
     config = {"arch": spec.arch, "args": dict(spec.args), "task": spec.task, "inputs": inputs,
               "outputs": output_width(transform), "optimizer": spec.optimizer, "decay_params": spec.decay_params}
     try:

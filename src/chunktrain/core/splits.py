@@ -18,6 +18,12 @@ from chunktrain.core.errors import PipelineError
 TARGET = "y"
 INFO = "dataset.json"  # the dataset's id and transform
 TOKEN = np.uint16  # a text's token ids: its vocabulary has at most 65,536 characters
+LANGUAGE_MODEL = "language_model"  # the task of a text
+
+
+def is_text(transform: dict) -> bool:
+    """Whether a transform (a dataset's, a checkpoint's) is a text's vocabulary rather than a table's statistics."""
+    return transform.get("task") == LANGUAGE_MODEL
 
 
 def feature_names(n_features: int) -> list[str]:
@@ -42,7 +48,7 @@ class Dataset:
 
     @property
     def is_text(self) -> bool:
-        return "vocab" in self.transform
+        return is_text(self.transform)
 
     def split(self, name: str) -> "Split | Tokens":
         """A table's split in memory, or a text's token file, open to read windows from."""
@@ -50,10 +56,8 @@ class Dataset:
             return Tokens(self.folder / f"{name}.bin")
         return read_split(self.folder / f"{name}.parquet")
 
-    def size(self, name: str) -> int:
-        """The rows of a table's split, or the tokens of a text's, without reading them."""
-        if self.is_text:
-            return len(Tokens(self.folder / f"{name}.bin"))
+    def rows(self, name: str) -> int:
+        """The rows of a table's split, without reading them."""
         return count_rows(self.folder / f"{name}.parquet")
 
 

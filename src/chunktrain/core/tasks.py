@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from chunktrain.core.splits import LANGUAGE_MODEL, is_text
+
 
 class Regression:
     """MSE on the standardized target; reported as MSE and MAE in the target's units."""
@@ -54,7 +56,7 @@ class Classification:
 class LanguageModel:
     """Cross-entropy of the next token at every position of a window; reported as it is."""
 
-    name = "language_model"
+    name = LANGUAGE_MODEL
     metrics = ("cross_entropy",)
 
     def loss(self, output: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -70,14 +72,14 @@ Task = Regression | Classification | LanguageModel
 
 def output_width(transform: dict) -> int:
     """The model's outputs: one per class seen in the train split, one per token, or the one regression target."""
-    if transform["task"] == LanguageModel.name:
+    if is_text(transform):
         return len(transform["vocab"])
     return len(transform["labels"]) if transform["task"] == Classification.name else 1
 
 
 def make_task(transform: dict) -> Task:
     """The task of a transform (and so of the checkpoint that carries it)."""
-    if transform["task"] == LanguageModel.name:
+    if is_text(transform):
         return LanguageModel()
     if transform["task"] == Classification.name:
         return Classification(transform["labels"])

@@ -6,7 +6,7 @@ import numpy as np
 
 from chunktrain.core.config import DataParams
 from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.splits import TOKEN
+from chunktrain.core.splits import LANGUAGE_MODEL, TOKEN
 
 MIN_TOKENS = 2  # a window of one token and the next
 
@@ -29,7 +29,7 @@ def make_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
     lookup[points] = np.arange(len(points), dtype=TOKEN)
     tokens = lookup[codes]
     splits = {"train": tokens[:n_train], "val": tokens[n_train:]}
-    return splits, {"task": "language_model", "vocab": [chr(point) for point in points]}
+    return splits, {"task": LANGUAGE_MODEL, "vocab": [chr(point) for point in points]}
 
 
 def read_text(path: str) -> str:
