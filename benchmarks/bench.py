@@ -25,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from chunktrain.core.config import ChunkSpec, SnapshotPolicy  # noqa: E402
+from chunktrain.core.config import ChunkSpec, Runtime  # noqa: E402
 from chunktrain.testing import PROJECT_FILES, TINY_PARAMS, Project, Stages, new_project, project_env, ran  # noqa: E402
 from chunktrain.training import chunk, parallel  # noqa: E402
 from fast_repro import stages_in_order  # noqa: E402
@@ -168,7 +168,7 @@ def throughput(work: Path) -> dict:
     """samples/s of a chunk's training (chunk.train_chunk) vs the plain loop on the same tensors, epoch by epoch."""
     # 80,000 rows: an epoch of about 0.4 s, long enough that a busy moment of a shared machine is a small part of it.
     stages = quiet_stages(work / "throughput", pipeline_params(100_000, 1, 1))
-    spec, policy = ChunkSpec.read(stages.spec("train/c1.json")), SnapshotPolicy.read(stages.spec("snapshots.json"))
+    spec, runtime = ChunkSpec.read(stages.spec("train/c1.json")), Runtime.read(stages.spec("runtime.json"))
     files = chunk.ChunkFiles(parent=stages.checkpoint("init"), dataset=stages.dataset, out=stages.checkpoint("c1"),
                              metrics=work / "c1.json", snapshot=work / "snapshot.pt")
     world = parallel.join(1, "cpu", "nproc")  # the plain loop runs on the CPU
@@ -179,7 +179,7 @@ def throughput(work: Path) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
             state = chunk.prepare(spec, files, world, code="bench")
             started = time.perf_counter()
-            chunk.train_chunk(state, files, world, policy)
+            chunk.train_chunk(state, files, world, runtime)
         stage_rates.append(state.batches.samples / (time.perf_counter() - started))
         train_split, val_split = state.batches.train, state.batches.val
         plain_rates += train(plain_model, train_split.x, train_split.y, val_split.x, val_split.y, epochs=1,
@@ -199,7 +199,7 @@ def train_command(stages: Stages, name: str) -> list[str]:
             "--out", str(stages.checkpoint(name)),
             "--metrics", str(stages.root / f"metrics/{name}.json"),
             "--snapshot", str(stages.root / f".resume/{name}/snapshot.pt"),
-            "--snapshot-policy", str(stages.spec("snapshots.json"))]
+            "--runtime", str(stages.spec("runtime.json"))]
 
 
 def fixed_cost(work: Path) -> dict:

@@ -10,12 +10,13 @@ from pathlib import Path
 from chunktrain.core.checkpoint import (HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM,
                                         CheckpointError, check_lineage, load_checkpoint)
 from chunktrain.core.config import INIT, ChunkSpec, EvaluateSpec
+from chunktrain.core.curves import tree_curves
 from chunktrain.core.errors import PipelineError, run_stage
 from chunktrain.core.files import write_json, write_rows
 from chunktrain.core.model import build_model
 from chunktrain.core.splits import read_dataset
 from chunktrain.core.tasks import evaluate, make_task
-from chunktrain.evaluation import best_chunk, chunk_scores, tree_curves
+from chunktrain.evaluation import best_chunk, chunk_scores
 
 
 def main(argv: list[str] | None = None) -> None:

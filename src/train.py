@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from chunktrain.core.checkpoint import code_id
-from chunktrain.core.config import ChunkSpec, SnapshotPolicy
+from chunktrain.core.config import ChunkSpec, Runtime
 from chunktrain.core.errors import run_stage
 from chunktrain.core.splits import read_dataset
 from chunktrain.training import chunk, parallel
@@ -22,10 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="JSON file for the chunk's final losses")
     parser.add_argument("--snapshot", type=Path, required=True,
                         help="mid-chunk snapshot file, outside DVC's outputs; deleted on success")
-    parser.add_argument("--snapshot-policy", type=Path, required=True,
-                        help="data/plan/snapshots.json: when to write snapshots (changes no result, so no dep)")
+    parser.add_argument("--runtime", type=Path, required=True,
+                        help="data/plan/runtime.json: snapshots and threads (they change no result, so no dep)")
+    parser.add_argument("--curves", type=Path,
+                        help="the charts' CSV (evaluate's output), rewritten after every round with this chunk so far")
     args = parser.parse_args(argv)
-    spec, policy = ChunkSpec.read(args.spec), SnapshotPolicy.read(args.snapshot_policy)
+    spec, runtime = ChunkSpec.read(args.spec), Runtime.read(args.runtime)
     name = f"train@{spec.name}"
     settings, dataset = spec.settings, read_dataset(args.dataset)
     # A text's every step has the same batch_size x grad_accum windows; a table's last step of an epoch fewer rows.
@@ -35,10 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.
         return parallel.launch(spec.nproc, Path(__file__), sys.argv[1:] if argv is None else argv,
                                device=spec.device, name=name, out=args.out)
-    world = parallel.join(spec.nproc, spec.device, f"{name}: nproc")
+    world = parallel.join(spec.nproc, spec.device, f"{name}: nproc", runtime.threads)
     files = chunk.ChunkFiles(parent=args.parent, dataset=args.dataset, out=args.out, metrics=args.metrics,
-                             snapshot=args.snapshot)
-    chunk.run(spec, files, world, code_id(Path(__file__).parent, *CODE), policy)
+                             snapshot=args.snapshot, curves=args.curves)
+    chunk.run(spec, files, world, code_id(Path(__file__).parent, *CODE), runtime)
 
 
 if __name__ == "__main__":

@@ -241,7 +241,8 @@ class Stages:
                         "--out", str(self.checkpoint(chunk)),
                         "--metrics", str(self.root / f"metrics/{chunk}.json"),
                         "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt"),
-                        "--snapshot-policy", str(self.spec("snapshots.json"))])
+                        "--runtime", str(self.spec("runtime.json")),
+                        "--curves", str(self.root / "metrics/curves.csv")])
         return self.checkpoint(chunk)
 
     def evaluate(self) -> None:

@@ -50,14 +50,15 @@ class CheckpointError(PipelineError):
 
 
 def lineage(spec: ChunkSpec | InitSpec, parent_id: str | None, dataset_id: str, code_id: str,
-            device: str = "cpu") -> dict:
+            device: str = "cpu", threads: int | None = None) -> dict:
     """The lineage record of a checkpoint made by `spec` from the parent of id `parent_id` (None for init).
 
     `device` is the device type training ran on (spec.device may say auto): CPU and CUDA round differently.
+    `threads`, torch's threads per process, splits some sums differently too (config.Runtime).
     Training is deterministic, so the same record means the same bytes: the id is as strong as a file hash.
     """
     record = {"chunk": _name(spec), "parent": parent_id, "spec": _recipe(spec), "dataset": dataset_id,
-              "code": code_id, "device": device}
+              "code": code_id, "device": device, "threads": threads}
     return {"id": hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), **record}
 
 

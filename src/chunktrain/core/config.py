@@ -209,6 +209,7 @@ class TrainParams(_Section):
     eval_batches: int = Field(default=20, gt=0)  # text only: seeded val batches per val loss
     nproc: int = Field(default=1, gt=0)  # processes per chunk; over 1 runs the chunk under torchrun with DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
+    threads: int | None = Field(default=None, gt=0)  # torch threads per process; None: its CPUs / its node's processes
     snapshot_every_steps: int | None = Field(gt=0)  # None: no step-based snapshots
     snapshot_every_seconds: float | None = Field(gt=0)  # None: no time-based snapshots
     schedule: ScheduleParams = ScheduleParams()
@@ -429,11 +430,14 @@ class EvaluateSpec(_Spec):
         return [name for name in self.chunks if name not in parents]
 
 
-class SnapshotPolicy(_Spec):
-    """When a chunk writes a mid-chunk snapshot. Read by every chunk but none depends on it: it changes no result."""
+class Runtime(_Spec):
+    """How a chunk runs on this machine: when it writes snapshots, and its threads. Every chunk reads it but none
+    depends on it: editing it reruns nothing. Threads can change the last bits of a result (a text's matrix
+    products split their sums by thread), so the count a chunk ran with is part of its checkpoint's lineage."""
 
     every_steps: int | None
     every_seconds: float | None
+    threads: int | None
 
 
 def plan(params: Params) -> dict[str, _Spec]:
@@ -454,7 +458,7 @@ def plan(params: Params) -> dict[str, _Spec]:
         "data.json": DataSpec(seed=params.seed, task=params.task, data=params.data),
         "init.json": init,
         "evaluate.json": EvaluateSpec(init=init, chunks=chunks),
-        "snapshots.json": SnapshotPolicy(every_steps=params.train.snapshot_every_steps,
-                                         every_seconds=params.train.snapshot_every_seconds),
+        "runtime.json": Runtime(every_steps=params.train.snapshot_every_steps,
+                                every_seconds=params.train.snapshot_every_seconds, threads=params.train.threads),
         **{f"train/{name}.json": spec for name, spec in chunks.items()},
     }

@@ -77,10 +77,12 @@ def write_json(path: str | Path, data: dict) -> None:
 
 
 def write_rows(path: str | Path, rows: list[dict]) -> None:
-    """A CSV with one row per dict, columns in the first dict's key order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as file:
+    """A CSV with one row per dict, columns in the first dict's key order, written atomically: a chunk rewrites
+    the charts' data while `dvc plots show` may read it."""
+
+    def write(file: IO) -> None:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+
+    write_atomically(path, write, binary=False)

@@ -3,6 +3,7 @@
 run() is the whole story in order; each step is a small function or class below it.
 """
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ from tqdm import tqdm
 from chunktrain.core.checkpoint import (EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, LOSS, MODEL_CONFIG, MODEL_STATE,
                                         OPTIMIZER_STATE, RNG_STATE, TRANSFORM, check_lineage, lineage,
                                         load_checkpoint, make_checkpoint, restore_rng_state, save_checkpoint)
-from chunktrain.core.config import INIT, ChunkSpec, SnapshotPolicy, TrainSettings
+from chunktrain.core.config import INIT, ChunkSpec, Runtime, TrainSettings
+from chunktrain.core.curves import other_branches, tree_curves
 from chunktrain.core.faults import crash_point
-from chunktrain.core.files import write_json
+from chunktrain.core.files import write_json, write_rows
 from chunktrain.core.model import apply_settings, build_model, build_optimizer
 from chunktrain.core.splits import Dataset, Split, read_dataset
 from chunktrain.core.tasks import Task, make_task
@@ -37,15 +39,16 @@ class ChunkFiles:
     out: Path  # the checkpoint it writes
     metrics: Path  # the JSON of its last epoch's losses
     snapshot: Path  # mid-chunk snapshot, outside DVC's outputs; deleted on success
+    curves: Path | None = None  # the charts' data (evaluate's output), rewritten after every round (LiveCurves)
 
 
-def run(spec: ChunkSpec, files: ChunkFiles, world: World, code: str, policy: SnapshotPolicy) -> None:
+def run(spec: ChunkSpec, files: ChunkFiles, world: World, code: str, runtime: Runtime) -> None:
     """Train the chunk `spec` describes; `code` is the id of the code the stage runs (checkpoint.code_id).
 
     Only the writing process (world.writes) writes files.
     """
     state = prepare(spec, files, world, code)
-    train_chunk(state, files, world, policy)
+    train_chunk(state, files, world, runtime)
     if world.writes:
         write_outputs(state.checkpoint(state.position), state.position.history[-1], files)
 
@@ -63,9 +66,13 @@ class ChunkState:
     position: Position
     task: Task
 
+    def history(self, position: Position) -> list[dict]:
+        """The parent's history plus this chunk's rounds."""
+        return self.parent[HISTORY] + [{**record, "chunk": self.spec.name} for record in position.history]
+
     def checkpoint(self, position: Position) -> dict:
-        """The checkpoint of the chunk at `position`: the parent's history plus this chunk's rounds."""
-        history = self.parent[HISTORY] + [{**record, "chunk": self.spec.name} for record in position.history]
+        """The checkpoint of the chunk at `position`."""
+        history = self.history(position)
         return make_checkpoint(self.model, self.optimizer, epoch=position.epoch - 1,
                                loss=history[-1]["train_loss"] if position.history else self.parent[LOSS],
                                model_config=self.parent[MODEL_CONFIG], lineage=self.lineage,
@@ -78,7 +85,7 @@ def prepare(spec: ChunkSpec, files: ChunkFiles, world: World, code: str) -> Chun
     settings, dataset = spec.settings, read_dataset(files.dataset)
     parent = load_parent(files.parent, spec, dataset.id)
     batches = make_batches(dataset, spec, parent[MODEL_CONFIG], world.device)
-    record = lineage(spec, parent[LINEAGE]["id"], dataset.id, code, world.device.type)
+    record = lineage(spec, parent[LINEAGE]["id"], dataset.id, code, world.device.type, world.threads)
     snapshot = snapshots.load_snapshot(files.snapshot, record, log=say, parent=parent, rounds=settings.rounds,
                                        steps_per_round=batches.steps)
     model, optimizer = restore(snapshot or parent, parent[MODEL_CONFIG], settings, world.device)
@@ -89,7 +96,7 @@ def prepare(spec: ChunkSpec, files: ChunkFiles, world: World, code: str) -> Chun
               f"steps {parent[GLOBAL_STEP] + 1}..{parent[GLOBAL_STEP] + settings.steps}")
     say(f"train@{spec.name}: {length} from {files.parent}, lr {settings.lr}, batch size {settings.batch_size}"
         + (f" x {settings.grad_accum}" if settings.grad_accum > 1 else "")
-        + (f", {world.size} processes" if world.size > 1 else ""))
+        + (f", {world.size} processes x {world.threads} threads" if world.size > 1 else f", {world.threads} threads"))
     return ChunkState(spec, batches, parent, record, model, optimizer, position, make_task(parent[TRANSFORM]))
 
 
@@ -106,18 +113,24 @@ def make_batches(dataset: Dataset, spec: ChunkSpec, config: dict, device: torch.
     return TableBatches(train, val, rows, spec.init.seed)
 
 
-def train_chunk(state: ChunkState, files: ChunkFiles, world: World, policy: SnapshotPolicy) -> None:
+def train_chunk(state: ChunkState, files: ChunkFiles, world: World, runtime: Runtime) -> None:
     """The loop over the chunk's epochs, with progress, live metrics, snapshots and a clean stop on a signal."""
     spec, parent, position = state.spec, state.parent, state.position
-    with StopSignals() as signals, Progress(spec.name, parent[EPOCH], spec.settings.rounds, state.batches,
-                                            position, files.metrics, enabled=world.writes) as progress:
+    live = LiveCurves(files.curves, spec.name, enabled=world.writes)
+
+    def on_round(record: dict) -> None:
+        progress.round(record)
+        live.update(state.history(position))
+
+    with StopSignals() as signals, live, Progress(spec.name, parent[EPOCH], spec.settings.rounds, state.batches,
+                                                  position, files.metrics, enabled=world.writes) as progress:
         watch = ParentWatch()
 
         def stop_requested() -> int | None:
             return signals.received or watch.gone()
 
         parallel = OneProcess(stop_requested) if world.size == 1 else DataParallel(world, stop_requested)
-        taker = SnapshotTaker(state, files.snapshot, policy, world, parallel)
+        taker = SnapshotTaker(state, files.snapshot, runtime, world, parallel)
 
         def on_step(position: Position, rows: int) -> None:
             progress.step(position, rows)
@@ -126,7 +139,7 @@ def train_chunk(state: ChunkState, files: ChunkFiles, world: World, policy: Snap
         train_rounds(state.model, state.optimizer, state.batches, position,
                      last_round=parent[EPOCH] + spec.settings.rounds, settings=spec.settings, task=state.task,
                      parallel=parallel, lr=chunk_schedule(spec, parent[EPOCH]), on_step=on_step,
-                     on_round=progress.round)
+                     on_round=on_round)
 
 
 def _on(split: Split, device: torch.device) -> Split:
@@ -182,9 +195,9 @@ def start_position(parent: dict, snapshot: dict | None, device: torch.device) ->
 class SnapshotTaker:
     """After each step: write a snapshot when one is due or a stop was asked for, then stop if asked."""
 
-    def __init__(self, state: ChunkState, path: Path, policy: SnapshotPolicy, world: World, parallel: OneProcess):
+    def __init__(self, state: ChunkState, path: Path, runtime: Runtime, world: World, parallel: OneProcess):
         self.state, self.path, self.world, self.parallel = state, path, world, parallel
-        self.schedule = snapshots.SnapshotSchedule(policy.every_steps, policy.every_seconds)
+        self.schedule = snapshots.SnapshotSchedule(runtime.every_steps, runtime.every_seconds)
 
     def step(self, position: Position) -> None:
         step = position.step - self.state.parent[GLOBAL_STEP]  # within this chunk
@@ -242,6 +255,40 @@ class Progress:
             self.bar.write(f"train@{self.name} {where}: train_loss {record['train_loss']:.5f}"
                            f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} {self.unit}s/s")
         self.started = time.perf_counter()
+
+
+class LiveCurves:
+    """The charts follow the chunk: after every round, the charts' CSV gets its branch so far (core/curves.py),
+    and DVC's live-step signal file is written, the one dvclive writes for the VS Code extension to redraw.
+
+    Not dvclive itself: its resume appends to its own logs without trimming the rounds a snapshot rolled back,
+    and the charts already have one table, evaluate's, which this file rewrites in the same format.
+    """
+
+    def __init__(self, path: Path | None, name: str, enabled: bool):
+        self.path, self.name = (path, name) if enabled else (None, name)
+        self.others = other_branches(path, name) if self.path else []
+        root = os.environ.get("DVC_ROOT") or next((str(p) for p in [Path.cwd(), *Path.cwd().parents]
+                                                   if (p / ".dvc").is_dir()), None)
+        self.signal = Path(root, ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED") if root and self.path else None
+
+    def __enter__(self) -> "LiveCurves":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.signal:
+            self.signal.unlink(missing_ok=True)  # as dvclive does when its run ends
+
+    def update(self, history: list[dict]) -> None:
+        if not self.path:
+            return
+        try:
+            write_rows(self.path, self.others + tree_curves([self.name], {self.name: history}))
+            if self.signal:
+                write_json(self.signal, {"pid": os.getpid(), "step": history[-1]["step"]})
+        except OSError as error:  # the charts are a view: a full disk must not stop training
+            print(f"warning: train@{self.name}: live charts not updated ({error.strerror or error})", file=sys.stderr)
+            self.path = None
 
 
 def write_outputs(checkpoint: dict, last: dict, files: ChunkFiles) -> None:

@@ -37,6 +37,7 @@ class World:
     size: int
     device: torch.device
     writes: bool = True  # the one process that writes snapshots and the checkpoint: the stage's node's first
+    threads: int = 1  # torch's intra-op threads in this process (set_threads)
 
     def barrier(self) -> None:
         if self.size > 1:
@@ -70,10 +71,44 @@ def resolve_device(setting: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def join(nproc: int, device_setting: str, key: str) -> World:
-    """This process's World; under torchrun, also join the process group (gloo on CPU, nccl on GPU)."""
+def set_threads(setting: int | None) -> int:
+    """Set torch's threads: train.threads, else OMP_NUM_THREADS, else the CPUs this process may use shared by the
+    chunk's processes on this node."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    threads = setting or (int(omp) if omp.isdigit() and int(omp) > 0 else
+                          max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), cgroups: Path = Path("/proc/self/cgroup")) -> int:
+    """The CPUs this process may run on (its affinity: taskset, SLURM, docker --cpuset-cpus), capped by its
+    cgroup's CPU quota (docker --cpus, Kubernetes limits). os.cpu_count() counts every core of the host."""
+    cpus = len(os.sched_getaffinity(0))
+    for line in cgroups.read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: "max 100000" or "<quota> <period>", in this cgroup or an ancestor
+            files = [(cgroup_root / where.lstrip("/") / "cpu.max", None)
+                     for where in [path, *map(str, Path(path).parents)]]
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            folder = cgroup_root / controllers / path.lstrip("/")
+            files = [(folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us")]
+        else:
+            continue
+        for quota_file, period_file in files:
+            with contextlib.suppress(OSError, ValueError):
+                quota, *period = quota_file.read_text().split()
+                period = period_file.read_text() if period_file else period[0]
+                if quota not in ("max", "-1"):
+                    cpus = min(cpus, max(1, int(quota) // int(period)))
+    return cpus
+
+
+def join(nproc: int, device_setting: str, key: str, threads: int | None = None) -> World:
+    """This process's World, its torch threads set; under torchrun, also join the process group (gloo on CPU,
+    nccl on GPU)."""
     if not under_torchrun():
-        return World(rank=0, size=1, device=resolve_device(device_setting, 0))
+        return World(rank=0, size=1, device=resolve_device(device_setting, 0), threads=set_threads(threads))
     size, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     if size != nproc:
         raise PipelineError(f"{key} is {nproc}, but torchrun started {size} processes; they must agree")
@@ -88,7 +123,7 @@ def join(nproc: int, device_setting: str, key: str) -> World:
     first = torch.tensor([rank if os.environ.get(STAGE_NODE) and local_rank == 0 else size], device=device)
     dist.all_reduce(first, op=dist.ReduceOp.MIN)
     writer = int(first) if int(first) < size else 0  # under the user's own torchrun on one node: rank 0
-    return World(rank=rank, size=size, device=device, writes=rank == writer)
+    return World(rank=rank, size=size, device=device, writes=rank == writer, threads=set_threads(threads))
 
 
 class DataParallel(OneProcess):
@@ -151,8 +186,8 @@ def launch(nproc: int, script: Path, argv: list[str], *, device: str, name: str,
     resolve_device(device, per_node - 1)  # refuse a missing GPU here, not once in every rank
     from torch.distributed.run import parse_args, run
 
-    # Split the cores between the ranks; torchrun alone would give each one thread.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // per_node)))
+    # Split the CPUs between the ranks; torchrun alone would give each one thread (train.threads still wins).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // per_node)))
     os.environ[STAGE_NODE] = "1"  # see join(): this node's first process writes the checkpoint
     rendezvous = ["--standalone"] if nnodes == 1 else ["--rdzv-backend=c10d", f"--nnodes={nnodes}"]
     try:
