@@ -33,11 +33,15 @@ clear-snapshots: setup
 	PYTHONPATH=src python -m chunktrain.training.snapshots --clear
 
 # One row per experiment, best val_loss first: its best chunk and the params that differ; fits 120 columns
-# while few params differ.
+# while few params differ. ALL=1: a row per chunk of every experiment instead (src/exps.py).
 exps: setup
+ifdef ALL
+	@python src/exps.py
+else
 	@dvc exp show --csv --only-changed --drop 'Created|typ|parent|State|Executor|.*/|train_loss|test_mae|checkpoint' \
 	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
 	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
+endif
 
 # Ratios to plain baselines measured in the same run; about 20 minutes. Writes metrics/bench_gpt.json (nanoGPT's
 # recipe, on ../shared/data/tinyshakespeare.txt) and metrics/bench.json. GPT="--steps 200": the recipe scaled down;

@@ -262,8 +262,23 @@ def test_the_shipped_params_survive_dvc_exp_run_set_param(tmp_path, overrides, e
     expected = load_params(ROOT / "params.yaml").model_dump(by_alias=True)
     edit(expected)
     assert load_params(path) == Params.model_validate(expected)
-    for line in ("# mlp: hidden layer widths", "# null: no step-based snapshots", "# one stage train@<name> each"):
+    for line in ("# mlp: hidden layer widths", "# empty: no step-based snapshots", "# one stage train@<name> each"):
         assert line in path.read_text()  # the comments that give the keys their meaning stay
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "docs/params-gpt.yaml"])
+def test_set_param_changes_only_the_line_it_sets(tmp_path, name):
+    # DVC rewrites every list and null it reads: a flow list [a, b] came back as a block list (the blank line after
+    # it moved inside), a null as an empty value. So the shipped files are written the way DVC writes them.
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / name).read_text())
+    apply_overrides(str(path), ["seed=7"])
+    before, after = (ROOT / name).read_text().splitlines(), path.read_text().splitlines()
+    assert [(a, b) for a, b in zip(before, after) if a != b] == [
+        (line, line.replace("seed: 0", "seed: 7")) for line in before if line.startswith("seed: 0")]
+    assert len(before) == len(after)
 
 
 def test_loading_params_does_not_import_dvc(tmp_path, params):

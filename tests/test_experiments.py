@@ -69,3 +69,18 @@ def test_exp_apply_leaves_only_the_applied_experiments_results(experiments, tmp_
     assert list(json.loads((project.path / "metrics/chunks.json").read_text())) == ["c1", "c2", "c3"]
     assert pd.read_csv(project.path / "metrics/curves.csv")["branch"].unique().tolist() == ["c3"]
     assert project.status() == {}
+
+
+def test_make_exps_all_prints_every_chunk_of_every_experiment(experiments):
+    shutil.copy(ROOT / "Makefile", experiments.path / "Makefile")
+    shutil.copy(ROOT / "src/exps.py", experiments.path / "src/exps.py")
+    header, *rows = experiments.run("make", "--no-print-directory", "-o", ".venv/.installed", "exps",
+                                    "ALL=1").stdout.splitlines()
+    columns = header.split()
+    assert columns[:2] == ["Experiment", "chunk"] and "val_loss" in columns, header
+    chunks = {}
+    for row in rows:
+        chunks.setdefault(row.split()[0], set()).add(row.split()[1])
+    assert chunks["longer"] == {"c1", "c2", "c3", "c4"} and chunks["slower"] == {"c1", "c2", "c3"}
+    losses = [float(row.split()[columns.index("val_loss")]) for row in rows]
+    assert losses == sorted(losses)
