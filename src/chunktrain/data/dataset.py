@@ -15,7 +15,7 @@ import numpy as np
 
 from chunktrain.core.config import DataParams
 from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.splits import INFO, TARGET, feature_names
+from chunktrain.core.splits import INFO, TARGET, check_transform, feature_names
 from chunktrain.data import tables
 from chunktrain.data.transform import fit_transform, standardize
 
@@ -45,7 +45,7 @@ def make_splits(data: DataParams, task: str, seed: int) -> tuple[dict, dict]:
     transform = fit_transform(x[rows["train"]], y[rows["train"]], features, data.target, task, where)
     splits = {}
     for name, index in rows.items():
-        inputs, targets = standardize(transform, x[index], y[index], f"{where} ({name} split)")
+        inputs, targets = standardize(transform, x[index], y[index], f"{where} ({name} split)", index)
         splits[name] = split_frame(inputs, targets)
     return splits, transform
 
@@ -90,7 +90,8 @@ def write_dataset(files: dict[str, bytes], transform: dict, folder: Path) -> str
     The id is the sha256 of the transform and the splits' bytes, computed here, once, as they are written:
     checkpoints carry it, and every later stage compares ids instead of hashing the files again.
     """
-    digest = hashlib.sha256(json.dumps(transform, sort_keys=True).encode())
+    check_transform(transform)  # what every reader checks, so no NaN or Infinity is ever written
+    digest = hashlib.sha256(json.dumps(transform, sort_keys=True, allow_nan=False).encode())
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         digest.update(content)
