@@ -5,6 +5,8 @@ on stderr, exit 2, and nothing written or overwritten."""
 import copy
 import math
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,8 @@ from chunktrain.core.errors import run_stage
 from chunktrain.core.model import build_model
 from chunktrain.core.splits import read_dataset
 from chunktrain.data.transform import MAX_STANDARDIZED
-from chunktrain.testing import TINY_PARAMS, TINY_TEXT_PARAMS, Stages, sha256, tiny_text, write_params
+from chunktrain.testing import (ROOT, TINY_PARAMS, TINY_TEXT_PARAMS, Stages, project_env, sha256, tiny_text,
+                                write_params)
 from tables import classification_table, own_params, regression_table, write_table
 
 
@@ -257,3 +260,17 @@ def test_a_forged_language_model_is_one_line_at_sample(tmp_path, capsys):
     forge(stages.checkpoint("init"), tmp_path / "forged.pt", _set(ckpt.MODEL_CONFIG, args={"n_layer": 1}))
     refused(capsys, lambda: sample_script.main(["--checkpoint", str(tmp_path / "forged.pt"), "--tokens", "5"]),
             r"forged.pt holds no usable model \(model_config.args: .* do not fit gpt: missing a required argument")
+
+
+@pytest.mark.slow  # make starts a fresh python, which takes seconds to import torch
+def test_make_predict_takes_paths_with_spaces(regressor, tmp_path):
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "my checkpoints").mkdir()
+    shutil.copy(regressor, tmp_path / "my checkpoints/init 1.pt")
+    regression_table(rows=5).to_csv(tmp_path / "a b.csv", index=False)
+    result = subprocess.run(["make", "-o", ".venv/.installed", "predict", "INPUT=a b.csv", "OUTPUT=out put.csv",
+                             "CHECKPOINT=my checkpoints/init 1.pt"], cwd=tmp_path, env=project_env(), text=True,
+                            capture_output=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(pd.read_csv(tmp_path / "out put.csv")) == 5
