@@ -42,7 +42,8 @@ def make_splits(data: DataParams, task: str, seed: int) -> tuple[dict, dict]:
     order = np.random.default_rng(seed).permutation(len(frame))
     bounds = np.cumsum([0, *sizes.values()])
     rows = {name: order[lo:hi] for name, lo, hi in zip(sizes, bounds, bounds[1:])}
-    transform = fit_transform(x[rows["train"]], y[rows["train"]], features, data.target, task, where)
+    transform = fit_transform(x[rows["train"]], y[rows["train"]], features, data.target, task, where,
+                              rows["train"])
     splits = {}
     for name, index in rows.items():
         inputs, targets = standardize(transform, x[index], y[index], f"{where} ({name} split)", index)
