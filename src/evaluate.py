@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from chunktrain.core.checkpoint import (HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage, load_checkpoint)
+from chunktrain.core.checkpoint import HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage, load_checkpoint
 from chunktrain.core.config import INIT, ChunkSpec, EvaluateSpec
 from chunktrain.core.errors import PipelineError, run_stage
 from chunktrain.core.files import write_json, write_rows
