@@ -3,6 +3,7 @@ predict's outputs, and forged checkpoints. Each goes through the script a user r
 on stderr, exit 2, and nothing written or overwritten."""
 
 import copy
+import json
 import math
 import re
 import shutil
@@ -86,6 +87,17 @@ def test_a_train_value_that_flattens_its_column_is_refused_at_generate(tmp_path,
     refused(capsys, stages.generate, rf"t.csv: column '{column}' row {TRAIN_ROW} is so far from the others that every"
                                      " other value of the train split standardizes to the same float32 number")
     assert not stages.dataset.exists()
+
+
+def test_a_damaged_transform_in_dataset_json_is_one_line_at_init(tmp_path, capsys):
+    stages = own_stages(tmp_path, "regression", regression_table(rows=100))
+    stages.generate()
+    info = json.loads((stages.dataset / "dataset.json").read_text())
+    info["transform"]["feature_std"][1] = 0.0  # every prediction of the model init would make is NaN
+    (stages.dataset / "dataset.json").write_text(json.dumps(info))
+    refused(capsys, stages.init, r"cannot read .*dataset.json \(transform: feature_std.1: Input should be greater than"
+                                 r" 0, got 0.0\); run `dvc repro generate`")
+    assert not stages.checkpoint("init").exists()
 
 
 # Tables

@@ -120,9 +120,11 @@ def read_dataset(folder: str | Path) -> Dataset:
     path = Path(folder) / INFO
     try:
         info = json.loads(path.read_text())
-        return Dataset(folder=Path(folder), id=str(info["id"]), transform=dict(info["transform"]))
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        dataset = Dataset(folder=Path(folder), id=str(info["id"]), transform=dict(info["transform"]))
+        check_transform(dataset.transform)
+    except (OSError, ValueError, KeyError, TypeError, PipelineError) as error:
         raise PipelineError(f"cannot read {path} ({error}); run `dvc repro generate`") from None
+    return dataset
 
 
 class Tokens:
