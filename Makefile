@@ -55,13 +55,14 @@ plots: setup
 	python src/plots.py --out metrics/plots
 
 # The checkpoint predict and sample use: CHECKPOINT=data/checkpoints/c2.pt, or by default the best chunk's.
-BEST = $(if $(CHECKPOINT),echo $(CHECKPOINT),python -c 'import json, pathlib, sys; best = pathlib.Path("metrics/best.json");\
+BEST = $(if $(CHECKPOINT),echo "$(CHECKPOINT)",python -c 'import json, pathlib, sys; best = pathlib.Path("metrics/best.json");\
   print(json.loads(best.read_text())["checkpoint"]) if best.is_file() else sys.exit("error: no metrics/best.json yet:\
   run make run, or give CHECKPOINT=data/checkpoints/<chunk>.pt")')
 
 # make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=...]
 predict: setup
-	@checkpoint="$$($(BEST))" && python src/predict.py --input $(INPUT) --output $(OUTPUT) --checkpoint "$$checkpoint"
+	@checkpoint="$$($(BEST))" && python src/predict.py $(if $(INPUT),--input "$(INPUT)") \
+	  $(if $(OUTPUT),--output "$(OUTPUT)") --checkpoint "$$checkpoint"
 
 # A language model's text: make sample [PROMPT="ROMEO:"] [TOKENS=500] [SEED=0] [CHECKPOINT=...]
 TOKENS ?= 500

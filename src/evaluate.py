@@ -7,13 +7,12 @@ import argparse
 import math
 from pathlib import Path
 
-from chunktrain.core.checkpoint import (HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM,
-                                        CheckpointError, check_lineage, load_checkpoint)
+from chunktrain.core.checkpoint import HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage, load_checkpoint
 from chunktrain.core.config import INIT, ChunkSpec, EvaluateSpec
 from chunktrain.core.curves import tree_curves
 from chunktrain.core.errors import PipelineError, run_stage
 from chunktrain.core.files import write_json, write_rows
-from chunktrain.core.model import build_model
+from chunktrain.core.model import load_trained
 from chunktrain.core.splits import read_dataset
 from chunktrain.core.tasks import evaluate, make_task
 from chunktrain.evaluation import best_chunk, chunk_scores
@@ -59,12 +58,9 @@ def load_current(path: Path, spec: ChunkSpec, parent: dict, dataset_id: str) -> 
 
 def score(checkpoint: dict, path: Path, test) -> dict:
     """A chunk's scores: its last round's losses and the task's metrics on the test split, if there is one."""
-    losses = {}
+    losses, name = {}, checkpoint[LINEAGE]["chunk"]
     if test is not None:
-        model = build_model(checkpoint[MODEL_CONFIG])
-        model.load_state_dict(checkpoint[MODEL_STATE])
-        losses = evaluate(model, test, make_task(checkpoint[TRANSFORM]))
-    name = checkpoint[LINEAGE]["chunk"]
+        losses = evaluate(load_trained(checkpoint, path, f"train@{name}"), test, make_task(checkpoint[TRANSFORM]))
     if not all(math.isfinite(value) for value in losses.values()):
         raise PipelineError(f"{path} gives a non-finite test loss ({next(iter(losses.values()))}); its weights"
                             f" are not finite: run `dvc repro train@{name}` to rebuild it")

@@ -20,19 +20,35 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.input is None) != (args.output is None) or not (args.input or args.export):
         raise PipelineError("predict: give --input and --output, or --export, or all three")
+    # every check of what will be written before any work
     if args.output:
-        tables.table_format(args.output, "--output")  # before any work
-    if args.export and args.export.suffix != ".pt2":
-        raise PipelineError(f"--export {args.export}: expected a .pt2 file")
+        tables.table_format(args.output, "--output")
+        check_writable(args.output, "--output")
+        if args.input.exists() and args.output.exists() and args.output.samefile(args.input):
+            raise PipelineError(f"--output {args.output} is the --input file; write the predictions to another file")
+    if args.export:
+        if args.export.suffix != ".pt2":
+            raise PipelineError(f"--export {args.export}: expected a .pt2 file")
+        check_writable(args.export, "--export")
     model = prediction.load_model(args.checkpoint)
     if args.input:
         result = prediction.predict_table(model, tables.read_table(args.input, "--input"), args.input)
         tables.write_table(result, args.output)
         print(f"predict: {args.output}: {len(result)} rows, {model.task} with {args.checkpoint}")
     if args.export:
-        prediction.export(model, args.export)
+        try:
+            prediction.export(model, args.export)
+        except (OSError, RuntimeError) as error:  # torch's writer reports a failed write as a RuntimeError
+            raise PipelineError(f"--export {args.export} cannot be written ({' '.join(str(error).split())[:200]})"
+                                ) from None
         print(f"predict: {args.export}: torch.export program of {args.checkpoint}; takes float64"
               f" (rows, {len(model.features)}) columns {model.features}")
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse a folder as the file to write (a write that fails later is one line where it happens)."""
+    if path.is_dir():
+        raise PipelineError(f"{what} {path} is a folder; give a file name")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, load_checkpoint
+from chunktrain.core.checkpoint import MODEL_CONFIG, TRANSFORM, load_checkpoint
 from chunktrain.core.errors import PipelineError, brief, run_stage
 from chunktrain.core.gpt import sample
-from chunktrain.core.model import build_model
+from chunktrain.core.model import load_trained
 from chunktrain.core.splits import is_text
 
 
@@ -49,9 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     if not is_text(transform):
         raise PipelineError(f"{args.checkpoint} is a {transform.get('task')} model; sample.py needs a language model"
                             " (use predict.py for tables)")
-    model = build_model(config)
-    model.load_state_dict(checkpoint[MODEL_STATE])
-    ids = sample(model.eval(), encode(args.prompt, transform["vocab"]), args.tokens, temperature=args.temperature,
+    model = load_trained(checkpoint, args.checkpoint)
+    ids = sample(model, encode(args.prompt, transform["vocab"]), args.tokens, temperature=args.temperature,
                  top_k=args.top_k, generator=torch.Generator().manual_seed(args.seed),
                  block_size=config["args"]["block_size"])
     print("".join(transform["vocab"][index] for index in ids.tolist()))

@@ -97,6 +97,17 @@ def test_a_checkpoint_with_non_finite_weights_is_not_scored(trained):
     assert not (trained.root / "metrics/chunks.json").exists()
 
 
+def test_a_checkpoint_without_usable_weights_is_one_line(trained):
+    path = trained.checkpoint("c3")
+    checkpoint = dict(ckpt.load_checkpoint(path))
+    checkpoint[ckpt.MODEL_STATE] = {}
+    ckpt.save_checkpoint(checkpoint, path)
+    with pytest.raises(CheckpointError, match=r"c3.pt holds no usable model \(Error\(s\) in loading state_dict .*"
+                                              r"Missing key\(s\).*\); run `dvc repro train@c3` to rebuild it"):
+        trained.evaluate()
+    assert not (trained.root / "metrics/chunks.json").exists()
+
+
 def test_a_nan_in_the_test_split_is_one_line_and_nothing_is_written(trained):
     path = trained.dataset / "test.parquet"
     table = pa.parquet.read_table(path)

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, load_checkpoint
-from chunktrain.core.model import build_model
+from chunktrain.core.checkpoint import TRANSFORM, load_checkpoint
+from chunktrain.core.model import load_trained
 from chunktrain.core.splits import is_text
-from chunktrain.core.errors import PipelineError
+from chunktrain.core.errors import PipelineError, brief
 from chunktrain.data import tables
+from chunktrain.data.transform import check_standardized, standardize_features
 
 EXPORT_INFO = "chunktrain.json"  # the .pt2's extra file: feature names, task, labels
 
@@ -47,27 +48,40 @@ def load_model(path: str | Path) -> Predictor:
     checkpoint = load_checkpoint(path)
     if is_text(checkpoint[TRANSFORM]):
         raise PipelineError(f"{path} is a language model; sample text from it with src/sample.py")
-    model = build_model(checkpoint[MODEL_CONFIG])
-    model.load_state_dict(checkpoint[MODEL_STATE])
-    return Predictor(model, checkpoint[TRANSFORM]).eval().requires_grad_(False)
+    return Predictor(load_trained(checkpoint, path), checkpoint[TRANSFORM]).eval().requires_grad_(False)
 
 
 @torch.no_grad()
 def predict_table(predictor: Predictor, frame, where):
-    """The input DataFrame, its rows in order, with a `prediction` column (and `proba_<class>` ones) added."""
+    """The input DataFrame, its rows in order, with a `prediction` column (and `proba_<class>` ones) added.
+
+    A column of those names in the input, a feature value too far out to standardize or a non-finite prediction
+    is one line; nothing of the input is overwritten.
+    """
+    import pandas
+
     tables.require_columns(frame, predictor.features, where, "feature")
     x = tables.numeric_columns(frame, predictor.features, where)
+    check_standardized(standardize_features(predictor.transform, x), predictor.features, where)
     output = predictor(torch.tensor(x)).numpy()
-    result = frame.copy()
     if predictor.labels is None:
-        result["prediction"] = output
-        return result
-    result["prediction"] = np.asarray(predictor.labels, dtype=object)[output.argmax(axis=1)]
-    if all(isinstance(label, int) for label in predictor.labels):
-        result["prediction"] = result["prediction"].astype(np.int64)
-    for i, label in enumerate(predictor.labels):
-        result[f"proba_{label}"] = output[:, i]
-    return result
+        added = pandas.DataFrame({"prediction": output}, index=frame.index)
+    else:
+        labels = np.asarray(predictor.labels, dtype=object)[output.argmax(axis=1)]
+        if all(isinstance(label, int) for label in predictor.labels):
+            labels = labels.astype(np.int64)
+        added = pandas.concat([pandas.DataFrame({"prediction": labels}, index=frame.index),
+                               pandas.DataFrame(output, columns=[f"proba_{label}" for label in predictor.labels],
+                                                index=frame.index)], axis=1)
+    taken = [name for name in added.columns if name in frame.columns]
+    if taken:
+        raise PipelineError(f"{where}: has a column {brief(taken[0])}, which the predictions would overwrite;"
+                            " rename it")
+    bad = ~np.isfinite(output.reshape(len(output), -1)).all(axis=1)
+    if bad.any():
+        raise PipelineError(f"{where}: row {int(np.flatnonzero(bad)[0])} gets a non-finite prediction; the"
+                            " checkpoint's weights are not finite")
+    return pandas.concat([frame, added], axis=1)
 
 
 def export(predictor: Predictor, path: str | Path) -> None:

@@ -13,15 +13,21 @@ src/models/ and is named as model.arch: models.<module>:<function>.
 
 import importlib
 import inspect
+import itertools
 from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
+import psutil
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from torch import nn
 
-from chunktrain.core.config import OWN_MODEL, ModelSpec
+from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, CheckpointError
+from chunktrain.core.config import OWN_MODEL, ModelSpec, Task, _validated
 from chunktrain.core.errors import PipelineError, brief
 from chunktrain.core.gpt import gpt
-from chunktrain.core.splits import is_text
+from chunktrain.core.splits import check_transform, is_text
 from chunktrain.core.tasks import output_width
 
 
@@ -72,9 +78,67 @@ def model_config(spec: ModelSpec, transform: dict) -> dict:
     return config
 
 
+class ModelConfig(BaseModel):
+    """What of a checkpoint's model_config builds its model (model_config() makes it); checked where it is read."""
+
+    model_config = ConfigDict(strict=True)
+
+    arch: StrictStr
+    args: dict[StrictStr, Any]
+    task: Task
+    inputs: Annotated[int, Field(gt=0)]
+    outputs: Annotated[int, Field(gt=0)]
+
+
+def check_model(config, transform) -> None:
+    """A checkpoint's model_config and transform are what init could have written, and fit each other; else one
+    line. What a builder does with its arguments shows only when build_model runs it."""
+    check_transform(transform)
+    spec = _validated(ModelConfig, config, "model_config")
+    widths = {"task": transform["task"], "inputs": len(transform["vocab"] if is_text(transform) else
+                                                        transform["features"]), "outputs": output_width(transform)}
+    for key, value in widths.items():
+        if getattr(spec, key) != value:
+            raise PipelineError(f"model_config.{key} is {brief(getattr(spec, key))}, but the transform's is {value}")
+    try:
+        inspect.signature(builder(spec.arch)).bind(spec.inputs, spec.outputs, **spec.args)
+    except TypeError as error:
+        raise PipelineError(f"model_config.args: {brief(spec.args)} do not fit {spec.arch}: {error}") from None
+
+
 def build_model(config: dict) -> nn.Module:
-    """The configured module (see model_config)."""
-    return builder(config["arch"])(config["inputs"], config["outputs"], **config["args"])
+    """The configured module (see model_config); one too large for this machine's free memory is refused first."""
+    build = builder(config["arch"])
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # sized without memory, the seed's draws untouched
+        try:
+            shape = build(config["inputs"], config["outputs"], **config["args"])
+        except (NotImplementedError, RuntimeError):  # a builder the meta device cannot run: built for real alone
+            shape = None
+    if shape is not None:
+        tensors = itertools.chain(shape.parameters(), shape.buffers())
+        size, free = sum(t.numel() * t.element_size() for t in tensors), psutil.virtual_memory().available
+        if size > free:
+            args = ", ".join(f"{key}={brief(value)}" for key, value in config["args"].items())
+            raise PipelineError(f"model.args ({args[:200]}) make a model of {size / 2**30:,.1f} GiB, more"
+                                f" than the {free / 2**30:,.1f} GiB of memory free here; use a smaller model")
+    return build(config["inputs"], config["outputs"], **config["args"])
+
+
+def load_trained(checkpoint: dict, path: str | Path, stage: str = "") -> nn.Module:
+    """The model of a loaded checkpoint with its weights, in eval mode: what predict, sample and evaluate use.
+
+    A forged or damaged model_config, transform or state dict is one line naming the file, never a traceback.
+    """
+    try:
+        check_model(checkpoint[MODEL_CONFIG], checkpoint[TRANSFORM])
+        model = build_model(checkpoint[MODEL_CONFIG])
+        model.load_state_dict(checkpoint[MODEL_STATE])
+    except PipelineError as error:
+        raise CheckpointError(path, f"holds no usable model ({error})", stage) from None
+    except (AttributeError, TypeError, ValueError, RuntimeError) as error:  # a builder's or load_state_dict's
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise CheckpointError(path, f"holds no usable model ({reason})", stage) from None
+    return model.eval()
 
 
 def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:

@@ -8,11 +8,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow.parquet
 import pyarrow.types
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from chunktrain.core.config import _validated
 from chunktrain.core.errors import PipelineError
 
 TARGET = "y"
@@ -24,6 +27,57 @@ LANGUAGE_MODEL = "language_model"  # the task of a text
 def is_text(transform: dict) -> bool:
     """Whether a transform (a dataset's, a checkpoint's) is a text's vocabulary rather than a table's statistics."""
     return transform.get("task") == LANGUAGE_MODEL
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Spread = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class TableTransform(BaseModel):
+    """A table's transform as data/transform.py fits it; checked wherever one is read from a file."""
+
+    model_config = ConfigDict(strict=True)
+
+    task: Literal["regression", "classification"]
+    features: list[StrictStr] = Field(min_length=1)
+    feature_mean: list[Finite]
+    feature_std: list[Spread]
+    target: StrictStr
+    target_mean: Finite | None
+    target_std: Spread | None
+    labels: Annotated[list[StrictStr | StrictInt], Field(min_length=2)] | None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        lengths = {len(self.features), len(self.feature_mean), len(self.feature_std)}
+        if len(lengths) > 1:
+            raise ValueError(f"features, feature_mean and feature_std differ in length ({len(self.features)},"
+                             f" {len(self.feature_mean)}, {len(self.feature_std)})")
+        if len(set(self.features)) < len(self.features):
+            raise ValueError("features: a name appears more than once")
+        if self.task == "regression" and (self.labels is not None or None in (self.target_mean, self.target_std)):
+            raise ValueError("task is regression, which needs target_mean and target_std and no labels")
+        if self.task == "classification" and self.labels is None:
+            raise ValueError("task is classification, which needs labels")
+        if self.labels and len(set(self.labels)) < len(self.labels):
+            raise ValueError("labels: a class appears more than once")
+        return self
+
+
+class TextTransform(BaseModel):
+    """A text's transform: the character of each token id."""
+
+    model_config = ConfigDict(strict=True)
+
+    task: Literal["language_model"]
+    vocab: list[Annotated[StrictStr, Field(min_length=1, max_length=1)]] = Field(min_length=1, max_length=65536)
+
+
+def check_transform(transform) -> None:
+    """A transform read from a file (a checkpoint's) is one that generate could have written; else one line."""
+    if not isinstance(transform, dict):
+        raise PipelineError(f"transform: expected a dict, got {type(transform).__name__}")
+    _validated(TextTransform if is_text(transform) else TableTransform, transform, "transform")
 
 
 def feature_names(n_features: int) -> list[str]:
@@ -66,9 +120,11 @@ def read_dataset(folder: str | Path) -> Dataset:
     path = Path(folder) / INFO
     try:
         info = json.loads(path.read_text())
-        return Dataset(folder=Path(folder), id=str(info["id"]), transform=dict(info["transform"]))
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        dataset = Dataset(folder=Path(folder), id=str(info["id"]), transform=dict(info["transform"]))
+        check_transform(dataset.transform)
+    except (OSError, ValueError, KeyError, TypeError, PipelineError) as error:
         raise PipelineError(f"cannot read {path} ({error}); run `dvc repro generate`") from None
+    return dataset
 
 
 class Tokens:

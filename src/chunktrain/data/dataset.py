@@ -15,7 +15,7 @@ import numpy as np
 
 from chunktrain.core.config import DataParams
 from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.splits import INFO, TARGET, feature_names
+from chunktrain.core.splits import INFO, TARGET, check_transform, feature_names
 from chunktrain.data import tables
 from chunktrain.data.transform import fit_transform, standardize
 
@@ -42,10 +42,11 @@ def make_splits(data: DataParams, task: str, seed: int) -> tuple[dict, dict]:
     order = np.random.default_rng(seed).permutation(len(frame))
     bounds = np.cumsum([0, *sizes.values()])
     rows = {name: order[lo:hi] for name, lo, hi in zip(sizes, bounds, bounds[1:])}
-    transform = fit_transform(x[rows["train"]], y[rows["train"]], features, data.target, task, where)
+    transform = fit_transform(x[rows["train"]], y[rows["train"]], features, data.target, task, where,
+                              rows["train"])
     splits = {}
     for name, index in rows.items():
-        inputs, targets = standardize(transform, x[index], y[index], f"{where} ({name} split)")
+        inputs, targets = standardize(transform, x[index], y[index], f"{where} ({name} split)", index)
         splits[name] = split_frame(inputs, targets)
     return splits, transform
 
@@ -90,7 +91,8 @@ def write_dataset(files: dict[str, bytes], transform: dict, folder: Path) -> str
     The id is the sha256 of the transform and the splits' bytes, computed here, once, as they are written:
     checkpoints carry it, and every later stage compares ids instead of hashing the files again.
     """
-    digest = hashlib.sha256(json.dumps(transform, sort_keys=True).encode())
+    check_transform(transform)  # what every reader checks, so no NaN or Infinity is ever written
+    digest = hashlib.sha256(json.dumps(transform, sort_keys=True, allow_nan=False).encode())
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         digest.update(content)

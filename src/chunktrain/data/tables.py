@@ -3,11 +3,13 @@
 Used by stage generate (data.source) and by predict.py (--input), never by a training stage (no pandas there).
 """
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from chunktrain.core.errors import PipelineError, brief, did_you_mean
+from chunktrain.core.files import write_atomically
 
 READERS = {".csv": "read_csv", ".parquet": "read_parquet"}
 
@@ -21,27 +23,37 @@ def table_format(path: str | Path, what: str) -> str:
 
 
 def read_table(path: str | Path, what: str = "table"):
-    """A pandas DataFrame of the CSV or parquet file at `path`; missing or unreadable is one line."""
+    """A pandas DataFrame of the CSV or parquet file at `path`, with rows and distinct column names; missing,
+    unreadable, empty or ambiguous is one line."""
     import pandas
 
-    reader = getattr(pandas, READERS[table_format(path, what)])
+    suffix = table_format(path, what)
     if not Path(path).is_file():
         raise PipelineError(f"{what} {path} not found")
     try:
-        return reader(path)
+        frame = getattr(pandas, READERS[suffix])(path)
+        # read_csv renames a repeated name a, a to a, a.1; the header as written tells them apart
+        names = pandas.read_csv(path, header=None, nrows=1, dtype=str).iloc[0] if suffix == ".csv" else frame.columns
     except Exception as error:  # pandas and pyarrow raise many types for a malformed file
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise PipelineError(f"{what} {path} cannot be read ({reason})") from None
+    repeated = [name for name, count in Counter(str(n) for n in names if not pandas.isna(n)).items() if count > 1]
+    if repeated:
+        raise PipelineError(f"{what} {path}: column name {brief(repeated[0])} appears more than once;"
+                            " give every column its own name")
+    if frame.empty:
+        raise PipelineError(f"{what} {path} has no rows, only the header {brief([str(c) for c in frame.columns])}")
+    return frame
 
 
-def write_table(frame, path: str | Path) -> None:
-    """Write a DataFrame as CSV or parquet by extension, without the index."""
-    suffix = table_format(path, "output")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
+def write_table(frame, path: str | Path, what: str = "output") -> None:
+    """Write a DataFrame as CSV or parquet by extension, without the index, atomically: all of it or nothing."""
+    suffix = table_format(path, what)
+    write = frame.to_csv if suffix == ".csv" else frame.to_parquet
+    try:
+        write_atomically(path, lambda file: write(file, index=False))
+    except OSError as error:
+        raise PipelineError(f"{what} {path} cannot be written ({error.strerror or error})") from None
 
 
 def require_columns(frame, columns: list[str], path, what: str) -> None:
@@ -51,7 +63,6 @@ def require_columns(frame, columns: list[str], path, what: str) -> None:
         raise PipelineError(f"{path}: no {what} column {brief(missing[0])} (of {len(missing)} missing)"
                             f"{did_you_mean(missing[0], frame.columns, cutoff=0.75)}; it has"
                             f" {brief([str(c) for c in frame.columns])}")
-
 
 
 def numeric_columns(frame, columns: list[str], path) -> np.ndarray:
