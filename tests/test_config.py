@@ -331,6 +331,7 @@ def specs_in(out) -> dict[str, bytes]:
     (lambda p: p["train"]["chunks"]["c1"].update(epochs=3), {"train/c1.json", "evaluate.json"}),
     (lambda p: p["train"].update(snapshot_every_seconds=5), {"runtime.json"}),
     (lambda p: p["train"].update(snapshot_every_steps=10), {"runtime.json"}),
+    (lambda p: p["train"].update(threads=3), {"runtime.json"}),
     (lambda p: p.update(seed=1), {"synthetic.json", "data.json", "init.json", "evaluate.json", *CHUNKS}),
     (lambda p: p["synthetic"].update(noise=0.2), {"synthetic.json"}),
     (lambda p: p["data"].update(val_fraction=0.2), {"data.json"}),
