@@ -26,9 +26,9 @@ class WriteError(PipelineError, OSError):
 
     def __init__(self, path: Path, error: OSError):
         super().__init__(error.errno, error.strerror, error.filename)
-        where = Path(error.filename) if error.filename else path
-        inside = "" if where == path or where.parent == path.parent else f" ({where})"  # not the temp file
-        self.message = f"cannot write {path}: {error.strerror or error}{inside}"
+        where = Path(error.filename or path)
+        ours = where == path or where.name.startswith(f".{path.name}.")  # the file or its temp file
+        self.message = f"cannot write {path}: {error.strerror or error}" + ("" if ours else f" ({where})")
 
     def __str__(self) -> str:
         return self.message
