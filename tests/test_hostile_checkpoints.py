@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chunktrain.core.checkpoint import LINEAGE, load_checkpoint
+from chunktrain.core.checkpoint import LINEAGE, CheckpointError, load_checkpoint
 from chunktrain.testing import Project, Stages, sha256
 from chunktrain.training import snapshots
 from chunktrain.training.loop import Position
@@ -111,6 +111,19 @@ def tamper(path: Path) -> None:
         file.write(struct.pack("<f", 0.5) * (record.file_size // 4))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert path.stat().st_size == stat.st_size and path.stat().st_ino == stat.st_ino
+
+
+@pytest.mark.parametrize("stage, command", [("train@c2", "dvc repro -f -s train@c2"),
+                                            ("", "dvc repro -f -s train@c2")])  # predict, sample: from its lineage
+def test_a_checkpoint_changed_in_place_is_refused_on_load(reproduced, tmp_path, stage, command):
+    path = tmp_path / "c2.pt"
+    shutil.copy(reproduced[0].path / "data/checkpoints/c2.pt", path)
+    load_checkpoint(path, stage)
+    tamper(path)
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path, stage)
+    assert str(raised.value) == (f"{path} was changed after it was written (Bad CRC-32 for file 'archive/data/0');"
+                                 f" run `{command}` to rebuild it")
 
 
 @slow
