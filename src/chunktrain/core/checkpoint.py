@@ -2,22 +2,26 @@
 
 Identity by recipe: every checkpoint carries a lineage record whose id is computed from what made it (its
 parent's id, its spec, the dataset's id, the code's id), so a consumer recognises a stale or foreign
-checkpoint by comparing ids it has already loaded, never by hashing a file.
+checkpoint by comparing ids it has already loaded, never by hashing a file. Integrity by the archive's own
+CRC-32s: every loader checks each record's bytes against the CRC-32 torch.save wrote beside it, so a file
+changed after it was written (in place, even with its size and mtime kept, which DVC does not notice) is
+refused; docs/checkpoint.md says what this does not catch.
 """
 
 import hashlib
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
 import torch.utils.serialization.config
 
-from chunktrain.core.config import INIT, ChunkSpec, InitSpec
+from chunktrain.core.config import CHUNK_NAME, INIT, ChunkSpec, InitSpec
 from chunktrain.core.errors import PipelineError, brief
 from chunktrain.core.files import write_atomically
 
-FORMAT_VERSION = 4  # 4: any model (arch and args), two optimizer groups, rounds; 3: LINEAGE
+FORMAT_VERSION = 5  # 5: CRC-32s checked; 4: any model (arch and args), two optimizer groups, rounds; 3: LINEAGE
 
 # The keys, defined once. The first four are the PyTorch checkpointing tutorial's.
 # Rounds completed in total, across all chunks: a table's epochs, or a text's rounds of train.eval_every steps.
@@ -44,8 +48,10 @@ KEYS = (EPOCH, MODEL_STATE, OPTIMIZER_STATE, LOSS, RNG_STATE, MODEL_CONFIG, TRAN
 class CheckpointError(PipelineError):
     """A checkpoint is missing, unreadable, or not the one the pipeline's specs describe."""
 
-    def __init__(self, path: str | Path, problem: str, stage: str):
-        command = f"dvc repro {stage}".rstrip()
+    def __init__(self, path: str | Path, problem: str, stage: str, force: bool = False):
+        # force: DVC believes the file is its output (a same-size change with the mtime kept), so only a
+        # forced run of the one stage rebuilds it
+        command = f"dvc repro {'-f -s ' if force and stage else ''}{stage}".rstrip()
         super().__init__(f"{path} {problem}; run `{command}` to rebuild it")
 
 
@@ -89,8 +95,8 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
     def write(file) -> None:
         # Saving through a file object, not a path, keeps the temp name out of the archive:
         # the same checkpoint gives the same bytes, so DVC sees an unchanged output.
-        # No CRC-32 of every record: torch.load never checks one, so it was a pass over every byte for nothing.
-        with torch.utils.serialization.config.patch({"save.compute_crc32": False}):
+        # Each record's CRC-32 is on (torch's default): load_checkpoint checks them.
+        with torch.utils.serialization.config.patch({"save.compute_crc32": True}):
             torch.save(_canonical(checkpoint), file)
 
     write_atomically(path, write)
@@ -132,7 +138,35 @@ def load_checkpoint(path: str | Path, stage: str = "") -> dict:
         raise CheckpointError(path, f"lacks keys {sorted(missing)}", stage)
     if not isinstance(checkpoint[TRANSFORM], dict) or not isinstance(checkpoint[LINEAGE], dict):
         raise CheckpointError(path, "carries no data transform or lineage", stage)
+    changed = changed_record(path)
+    if changed:
+        raise CheckpointError(path, f"was changed after it was written ({changed})",
+                              stage or _stage(checkpoint[LINEAGE]), force=True)
     return checkpoint
+
+
+def changed_record(path: Path) -> str | None:
+    """Which record of the archive does not match the CRC-32 torch.save wrote beside it, or None if all do.
+
+    Reads every byte once, in slices (the loaded tensors are memory-mapped views of the same pages).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for record in archive.infolist():
+                with archive.open(record) as data:
+                    while data.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:  # "Bad CRC-32 for file 'archive/data/0'"
+        return " ".join(str(error).split())[:120] or type(error).__name__
+    return None
+
+
+def _stage(record: dict) -> str:
+    """The stage that writes the checkpoint of a lineage record, as `dvc repro` names it; "" if unknown."""
+    chunk = record.get("chunk")
+    if chunk == INIT:
+        return INIT
+    return f"train@{chunk}" if isinstance(chunk, str) and CHUNK_NAME.fullmatch(chunk) else ""
 
 
 def check_lineage(checkpoint: dict, path: str | Path, *, chunk: str, spec: ChunkSpec | InitSpec, dataset_id: str,

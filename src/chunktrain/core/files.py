@@ -13,12 +13,40 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from chunktrain.core.errors import PipelineError
 from chunktrain.core.faults import crash_point
 
 
+class WriteError(PipelineError, OSError):
+    """A file could not be written: a full disk, a read-only file system, a file where its folder should be.
+
+    A PipelineError, so a stage says it in one line; an OSError, so a caller for whom the file is optional (a
+    snapshot) can catch it as one.
+    """
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(error.errno, error.strerror, error.filename)
+        where = Path(error.filename or path)
+        ours = where == path or where.name.startswith(f".{path.name}.")  # the file or its temp file
+        self.message = f"cannot write {path}: {error.strerror or error}" + ("" if ours else f" ({where})")
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def write_atomically(path: str | Path, write: Callable[[IO], None], *, binary: bool = True) -> None:
-    """Call write(file) on a temp file beside `path`, fsync it and rename it into place."""
+    """Call write(file) on a temp file beside `path`, fsync it and rename it into place.
+
+    Any OSError (a full disk, a read-only folder) leaves the old file and raises WriteError.
+    """
     path = Path(path)
+    try:
+        _write_atomically(path, write, binary)
+    except OSError as error:
+        raise WriteError(path, error) from None
+
+
+def _write_atomically(path: Path, write: Callable[[IO], None], binary: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in stale_temp_files(path):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)

@@ -13,13 +13,14 @@ import torch
 from tqdm import tqdm
 
 from chunktrain.core.checkpoint import (EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, LOSS, MODEL_CONFIG, MODEL_STATE,
-                                        OPTIMIZER_STATE, RNG_STATE, TRANSFORM, check_lineage, lineage,
+                                        OPTIMIZER_STATE, RNG_STATE, TRANSFORM, CheckpointError, check_lineage, lineage,
                                         load_checkpoint, make_checkpoint, restore_rng_state, save_checkpoint)
 from chunktrain.core.config import INIT, ChunkSpec, Runtime, TrainSettings
 from chunktrain.core.curves import other_branches, tree_curves
 from chunktrain.core.faults import crash_point
 from chunktrain.core.files import write_json, write_rows
-from chunktrain.core.model import apply_settings, build_model, build_optimizer
+from chunktrain.core.errors import PipelineError
+from chunktrain.core.model import apply_settings, build_model, build_optimizer, check_model
 from chunktrain.core.splits import Dataset, Split, read_dataset
 from chunktrain.core.tasks import Task, make_task
 from chunktrain.training import snapshots
@@ -151,6 +152,10 @@ def load_parent(path: Path, spec: ChunkSpec, dataset_id: str) -> dict:
     stage = INIT if spec.parent == INIT else f"train@{spec.parent}"
     parent = load_checkpoint(path, stage)
     check_lineage(parent, path, chunk=spec.parent, spec=spec.init, dataset_id=dataset_id, stage=stage)
+    try:
+        check_model(parent[MODEL_CONFIG], parent[TRANSFORM])
+    except PipelineError as error:  # a forged file whose lineage record was copied from a real one
+        raise CheckpointError(path, f"holds no usable model ({error})", stage) from None
     return parent
 
 
@@ -161,10 +166,15 @@ def restore(start: dict, config: dict, settings: TrainSettings,
     # spent initialising weights that are replaced, and no second copy of them in memory.
     with torch.device("meta"):
         model = build_model(config)
-    model.load_state_dict(start[MODEL_STATE], assign=True)
-    model.to(device)
-    optimizer = build_optimizer(model, config)
-    optimizer.load_state_dict(start[OPTIMIZER_STATE])
+    try:
+        model.load_state_dict(start[MODEL_STATE], assign=True)
+        model.to(device)
+        optimizer = build_optimizer(model, config)
+        optimizer.load_state_dict(start[OPTIMIZER_STATE])
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:  # a state that does not fit its model_config
+        raise PipelineError(f"the {'snapshot' if snapshots.RESUME in start else 'parent checkpoint'} holds weights"
+                            f" or optimizer state that do not fit its model ({' '.join(str(error).split())[:200]})"
+                            ) from None
     apply_settings(optimizer, settings.lr, settings.weight_decay, settings.betas)
     restore_rng_state(start[RNG_STATE])
     return model, optimizer

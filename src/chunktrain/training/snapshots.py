@@ -5,7 +5,8 @@ which is neither a DVC output nor tracked by git, so DVC's deleting a stage's ou
 delete it. Its lineage is the one the finished chunk will carry, and it is used only by a run of the same
 lineage (parent, spec, dataset, code), so a resumed chunk gives the same bytes.
 
-`python -m chunktrain.training.snapshots [--clear] [FOLDER]` lists, or deletes, the snapshots under FOLDER.
+`python -m chunktrain.training.snapshots [--clear] [FOLDER]` lists, or deletes, the snapshots under FOLDER
+(.resume): the files <chunk>/snapshot.pt that load as snapshots; it leaves any other file alone.
 """
 
 import argparse
@@ -22,6 +23,7 @@ from chunktrain.core.files import stale_temp_files
 from chunktrain.training.loop import Position
 
 RESUME = "resume"  # snapshots only: {epoch, batch, loss_sum, step}
+FILE = "snapshot.pt"  # a chunk's snapshot is <folder>/<chunk>/snapshot.pt: dvc.yaml's --snapshot
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
 
 
@@ -116,30 +118,42 @@ def clear(path: Path) -> None:
         path.parent.rmdir()
 
 
+def is_snapshot(path: Path) -> bool:
+    """Whether `path` holds a snapshot (of any format version, damaged or not): a dict with a RESUME position."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch file, or one that needs more than weights_only loading: not ours
+        return False
+    return isinstance(data, dict) and isinstance(data.get(RESUME), dict)
+
+
 def describe(path: Path) -> str:
     """One line about a snapshot file: where in its chunk it was taken, and its size."""
+    if not is_snapshot(path):
+        return f"{path}: not a snapshot, left alone"
     try:
         state = load_checkpoint(path)[RESUME]
         where = f"step {state['step']} (epoch {state['epoch']}, batch {state['batch']})"
     except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what this listing helps find
-        where = f"unreadable ({error})"
+        where = f"unusable ({error})"
     return f"{path}: {where}, {path.stat().st_size / 2**20:.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """List, or delete, the snapshots under FOLDER."""
+    """List, or delete, the snapshots under FOLDER: each <chunk>/snapshot.pt that is one."""
     parser = argparse.ArgumentParser(prog="python -m chunktrain.training.snapshots", description=main.__doc__)
     parser.add_argument("folder", nargs="?", type=Path, default=Path(".resume"))
-    parser.add_argument("--clear", action="store_true", help="delete every snapshot")
+    parser.add_argument("--clear", action="store_true", help="delete every snapshot (and nothing else)")
     args = parser.parse_args(argv)
-    snapshots = sorted(args.folder.glob("*/*.pt"))
-    for path in snapshots:
+    found = sorted(path for path in args.folder.glob(f"*/{FILE}") if path.is_file())
+    for path in found:
         print(describe(path))
     if args.clear:
+        snapshots = [path for path in found if is_snapshot(path)]
         for path in snapshots:
             clear(path)
         print(f"deleted {len(snapshots)} snapshot(s) under {args.folder}")
-    elif not snapshots:
+    elif not found:
         print(f"no snapshots under {args.folder}")
 
 
