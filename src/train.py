@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from chunktrain.core.checkpoint import code_id
-from chunktrain.core.config import CHUNK_NAME, ChunkSpec, SnapshotPolicy
+from chunktrain.core.config import CHUNK_NAME, INIT, ChunkSpec, SnapshotPolicy
 from chunktrain.core.errors import PipelineError, brief, run_stage
 from chunktrain.core.splits import read_dataset
 from chunktrain.training import chunk, parallel
@@ -21,9 +21,10 @@ def stage_files(stage: str) -> dict[str, Path]:
     DVC flag skips stage plan (-s, --downstream, -f, --ignore-errors).
     """
     name = stage.removeprefix(STAGE)
-    if not (stage.startswith(STAGE) and CHUNK_NAME.fullmatch(name)):
+    if not (stage.startswith(STAGE) and CHUNK_NAME.fullmatch(name) and name != INIT):
         raise PipelineError(f"stage {brief(stage)} is not train@<chunk> with a chunk name matching"
-                            f" {CHUNK_NAME.pattern}; run `dvc repro` (stage plan refuses such names)")
+                            f" {CHUNK_NAME.pattern} and not {INIT!r}; run `dvc repro` (stage plan refuses such"
+                            " names)")
     return {"spec": Path(f"data/plan/train/{name}.json"), "out": Path(f"data/checkpoints/{name}.pt"),
             "metrics": Path(f"metrics/train/{name}.json"), "snapshot": Path(f".resume/{name}/snapshot.pt")}
 
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", help="train@<chunk>, as DVC gives it in $DVC_STAGE: the chunk's spec, parent,"
                                         " out, metrics and snapshot are then dvc.yaml's (stage_files)")
     parser.add_argument("--spec", type=Path, help="data/plan/train/<chunk>.json")
-    parser.add_argument("--parent", type=Path, help="checkpoint the chunk starts from; default: the spec's parent beside --out")
+    parser.add_argument("--parent", type=Path,
+                        help="checkpoint the chunk starts from; default: the spec's parent beside --out")
     parser.add_argument("--dataset", type=Path, required=True, help="the dataset folder generate wrote")
     parser.add_argument("--out", type=Path, help="checkpoint to write")
     parser.add_argument("--metrics", type=Path, help="JSON file for the chunk's final losses")

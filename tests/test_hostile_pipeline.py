@@ -6,10 +6,13 @@ import os
 import threading
 
 import pytest
+import yaml
 
-from chunktrain.testing import sha256
+import train
+from chunktrain.core.errors import PipelineError
+from chunktrain.testing import ROOT, sha256
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 # A shell command, and a path that climbs to the repo root: train@NAME's spec dep normalizes to data/params.json.
 NAME = "x$(touch marker)/../../../params"
@@ -25,6 +28,22 @@ def errors(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("error: ")]
 
 
+@pytest.mark.parametrize("stage", ["train@c1", "train@" + "x" * 64])
+def test_a_chunks_files_from_its_stage_name_are_dvc_yamls(stage):
+    do = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    name = stage.removeprefix("train@")
+    files = {str(path) for path in train.stage_files(stage).values() if path.parts[0] != ".resume"}
+    assert files == {path.replace("${key}", name) for path in do["deps"] + do["outs"] if "${key}" in path}
+    assert "${" not in do["cmd"] and '"$DVC_STAGE"' in do["cmd"]
+
+
+@pytest.mark.parametrize("stage", [f"train@{NAME}", "train@c1;touch x", "train@", "evaluate", "c1", "train@init"])
+def test_a_stage_name_plan_would_refuse_is_one_line_before_any_file(stage):
+    with pytest.raises(PipelineError, match=r"^stage '.*' is not train@<chunk> with a chunk name matching"):
+        train.stage_files(stage)
+
+
+@slow
 @pytest.mark.parametrize("flags", [["--downstream", "train@c1"], ["-f", "-s", f"train@{NAME}"],
                                    ["--ignore-errors"], ["-f", "--ignore-errors"]],
                          ids=["--downstream", "-f -s", "--ignore-errors", "-f --ignore-errors"])
@@ -39,8 +58,8 @@ def test_no_dvc_flag_lets_a_chunk_name_reach_a_shell_or_lose_an_output(project, 
     if "-s" in flags:  # DVC runs the command, whose chunk comes from $DVC_STAGE, not the command line
         assert result.returncode != 0
         assert len(lines) == 1 and lines[0].startswith("error: stage 'train@x$(touch")
-        assert lines[0].endswith(" is not train@<chunk> with a chunk name matching [A-Za-z][A-Za-z0-9_-]{0,63};"
-                                 " run `dvc repro` (stage plan refuses such names)")
+        assert lines[0].endswith(" is not train@<chunk> with a chunk name matching [A-Za-z][A-Za-z0-9_-]{0,63}"
+                                 " and not 'init'; run `dvc repro` (stage plan refuses such names)")
     elif "--ignore-errors" in flags:
         # DVC's --ignore-errors exits 0 by design (dvc/repo/reproduce.py raises only when on_error != "ignore"),
         # but plan's line is shown, and plan's specs persist, so no later stage sees a changed dep
@@ -74,6 +93,7 @@ def server():
     httpd.shutdown()
 
 
+@slow
 @pytest.mark.parametrize("scheme", ["http", "remote"])
 def test_dvc_never_fetches_a_url_given_as_data_source(project, server, scheme):
     url, requests = server
@@ -92,6 +112,7 @@ def test_dvc_never_fetches_a_url_given_as_data_source(project, server, scheme):
     assert outputs(project) == before
 
 
+@slow
 @pytest.mark.parametrize("make, message", [
     (lambda path: os.mkfifo(path), "is not a regular file (a FIFO, a device, ...)"),
     (lambda path: path.symlink_to("/dev/zero"), "links to '/dev/zero', outside the repo; copy the file in"
@@ -112,6 +133,7 @@ def test_a_source_that_is_no_regular_file_in_the_repo_stops_dvc_repro_in_plan(pr
     assert outputs(project) == before
 
 
+@slow
 @pytest.mark.xfail(strict=True, reason="DVC deletes a stage's outs before it checks its deps or runs its command"
                    " (dvc/stage/__init__.py Stage.run: remove_outs, then run_stage's save_deps), and no DVC check"
                    " keeps a ${key} out path inside its folder: only stage plan refuses such a name")
@@ -127,6 +149,7 @@ def test_a_chunk_name_climbing_out_of_its_folder_deletes_nothing_when_a_flag_ski
     assert all(victim.is_file() for victim in victims)
 
 
+@slow
 def test_ignore_errors_after_a_failed_generate_loses_nothing_dvc_checkout_cannot_restore(project):
     """DVC's --ignore-errors runs every later stage on what a failed one left: it deletes their outputs from the
     workspace and exits 0. Documented in docs/errors.md; here: the line is shown and everything comes back."""
