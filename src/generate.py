@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
                              " files, and dataset.json (the transform or vocabulary, and the dataset's id)")
     args = parser.parse_args(argv)
     spec = DataSpec.read(args.spec)
+    spec.data.source_file(Path("."))  # the repo's root, where DVC runs stages
     # every check before any write
     if spec.data.is_text:
         tokens, transform = make_tokens(spec.data)

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, help="folder for the specs, emptied first")
     args = parser.parse_args(argv)
-    specs = plan(load_params(args.params))  # refuses a bad file, hostile names included, before any write
+    params = load_params(args.params)  # refuses a bad file, hostile names included, before any write
+    params.data.source_file(Path(args.params).parent)  # the repo's root
+    specs = plan(params)
     if args.out:
         shutil.rmtree(args.out, ignore_errors=True)  # a removed chunk leaves no spec behind
         for name, spec in specs.items():

@@ -29,7 +29,7 @@ def _set(column, row, value):
 
 
 BAD = [
-    ("regression", None, {}, r"data.source tables/t.csv not found"),
+    ("regression", None, {}, r"data.source: 'tables/t.csv' not found"),
     ("regression", _regression(lambda f: f.pop("slope")), {},
      r"tables/t.csv: no feature column 'slope' \(of 1 missing\); it has \['id', 'area', 'rooms', 'price'\]"),
     ("regression", _regression(lambda f: f.pop("price")), {}, r"no target column 'price'"),

@@ -1,6 +1,7 @@
 """params.yaml's schema, read as DVC reads it, and the spec files stage plan writes from it."""
 
 import copy
+import os
 import subprocess
 import sys
 import time
@@ -435,3 +436,50 @@ def test_a_misspelt_parent_or_architecture_suggests_the_nearest(tmp_path, params
     edit(params)
     with pytest.raises(PipelineError, match=message):
         load_params(write_params(tmp_path / "params.yaml", params))
+
+
+@pytest.mark.parametrize("source", ["http://127.0.0.1:18080/x.csv", "ssh://user@127.0.0.1:2222/x.csv", "s3://b/x.csv",
+                                    "gs://b/x.csv", "hdfs://h/x.csv", "remote://storage/x.csv", "file:///tmp/x.csv"])
+def test_a_url_as_data_source_is_refused_with_how_to_bring_it_in(tmp_path, params, source):
+    params["data"]["source"] = source
+    with pytest.raises(PipelineError) as raised:
+        load_params(write_params(tmp_path / "params.yaml", params))
+    assert str(raised.value) == (f"{tmp_path / 'params.yaml'}: data.source: {source!r} is a URL; DVC would fetch it."
+                                 " Bring the file into the repo with `dvc import-url URL data/own/FILE` and give"
+                                 " that path")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: None, "data.source: 'data/own/x.csv' not found"),
+    (lambda path: path.mkdir(), "data.source: 'data/own/x.csv' is a directory, not a file"),
+    (lambda path: os.mkfifo(path), "data.source: 'data/own/x.csv' is not a regular file (a FIFO, a device, ...)"),
+    (lambda path: path.symlink_to("/dev/zero"), "data.source: 'data/own/x.csv' links to '/dev/zero', outside the"
+                                                " repo; copy the file in (and `dvc add` it)"),
+    (lambda path: path.symlink_to(path.parents[3] / "outside.csv"), "data.source: 'data/own/x.csv' links to '/"),
+], ids=["missing", "a directory", "a FIFO", "a link to /dev/zero", "a link out of the repo"])
+def test_a_source_that_is_not_a_regular_file_in_the_repo_stops_plan_before_any_spec(tmp_path, params, make,
+                                                                                    message):
+    repo = tmp_path / "repo"
+    (repo / "data/own").mkdir(parents=True)
+    (tmp_path / "outside.csv").write_text("a,y\n1,2\n")
+    make(repo / "data/own/x.csv")
+    params["data"]["source"] = "data/own/x.csv"
+    with pytest.raises(PipelineError) as raised:
+        plan.main(["--params", str(write_params(repo / "params.yaml", params)), "--out", str(repo / "data/plan")])
+    assert str(raised.value).startswith(message)
+    assert not (repo / "data/plan").exists()
+
+
+def test_a_source_linked_inside_the_repo_and_the_synthetic_default_before_synthesize_pass(tmp_path, params):
+    (tmp_path / "data/own").mkdir(parents=True)
+    (tmp_path / "data/own/table.csv").write_text("a,y\n1,2\n")
+    (tmp_path / "data/own/link.csv").symlink_to("table.csv")
+    for source in ("data/own/link.csv", config.SYNTHETIC_SOURCE):  # the latter not written yet
+        params["data"]["source"] = source
+        plan.main(["--params", str(write_params(tmp_path / "params.yaml", params))])
+
+
+def test_the_synthetic_source_is_where_stage_synthesize_writes():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["synthesize"]["outs"] == [config.SYNTHETIC_SOURCE]
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["source"] == config.SYNTHETIC_SOURCE

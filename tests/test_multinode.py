@@ -4,6 +4,7 @@ Node 0 is `dvc repro`, whose stage starts its torchrun agent itself (PET_NNODES,
 user's own `torchrun --nnodes 2` in another copy, with its own dataset, parent checkpoint and plan.
 """
 
+import shlex
 import subprocess
 import time
 
@@ -16,10 +17,10 @@ from servers import free_port
 pytestmark = pytest.mark.slow
 
 
-def chunk_args(chunk: str, parent: str) -> list[str]:
-    """The arguments of src/train.py in stage train@<chunk>, as dvc.yaml has them."""
+def chunk_args(chunk: str) -> list[str]:
+    """The arguments of src/train.py in stage train@<chunk>, as dvc.yaml has them (DVC sets $DVC_STAGE)."""
     cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["cmd"]
-    words = cmd.replace("${key}", chunk).replace("${item.from}", parent).split()
+    words = [f"train@{chunk}" if word == "$DVC_STAGE" else word for word in shlex.split(cmd)]
     assert words[:2] == ["python", "src/train.py"], cmd
     return words[2:]
 
@@ -33,7 +34,7 @@ def node0_env(port: int, join_timeout: int = 60) -> dict:
 def node1_command(port: int) -> list[str]:
     """The other node's plain shell line, as the README gives it."""
     return ["torchrun", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "d2", "src/train.py", *chunk_args("d2", "c1")]
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "d2", "src/train.py", *chunk_args("d2")]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """params.yaml: one typed schema, validated once by stage plan; and the spec each stage reads, resolved from it."""
 
 import math
+import os
 import re
+import stat
 import typing
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -50,6 +52,8 @@ class SyntheticParams(_Section):
 
 # Written by stage synthesize whatever data.source says; a params.yaml for your own data may leave the section out.
 SYNTHETIC_DEFAULT = SyntheticParams(n_samples=200_000, n_features=16, noise=0.1)
+SYNTHETIC_SOURCE = "data/raw/synthetic.parquet"  # stage synthesize's out in dvc.yaml, the default data.source
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # a scheme (http:, ssh:, s3:, remote:, file:, C:): not a repo path
 
 
 class DataParams(_Section):
@@ -67,6 +71,9 @@ class DataParams(_Section):
     @model_validator(mode="after")
     def _splits_and_columns(self) -> "DataParams":
         path = PurePosixPath(self.source)
+        if URL.match(self.source):
+            raise ValueError(f"data.source: {brief(self.source)} is a URL; DVC would fetch it. Bring the file into"
+                             " the repo with `dvc import-url URL data/own/FILE` and give that path")
         if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in (*TABLE_SUFFIXES, TEXT_SUFFIX):
             raise ValueError(f"data.source: {brief(self.source)} must be the relative path of a .csv or .parquet"
                              " table, or a .txt text, inside the repo")
@@ -88,6 +95,30 @@ class DataParams(_Section):
             raise ValueError(f"data.features: {brief(self.features)} must name distinct columns other than the target"
                              f" {self.target!r}")
         return self
+
+    def source_file(self, root: Path) -> Path:
+        """data.source in the repo at `root`, checked to be a regular file inside it (links resolved), else one line.
+
+        Stage plan checks it before DVC hashes it (a FIFO or /dev/zero would hang DVC), generate before reading it.
+        The default source may be missing: stage synthesize writes it after plan.
+        """
+        path = root / self.source
+        try:
+            mode = os.stat(path).st_mode  # follows links; a FIFO's stat does not block
+        except FileNotFoundError:
+            if self.source == SYNTHETIC_SOURCE:
+                return path
+            raise PipelineError(f"data.source: {brief(self.source)} not found") from None
+        except OSError as error:
+            raise PipelineError(f"data.source: cannot read {brief(self.source)} ({error.strerror})") from None
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise PipelineError(f"data.source: {brief(self.source)} links to {brief(str(path.resolve()))}, outside"
+                                " the repo; copy the file in (and `dvc add` it)")
+        if stat.S_ISDIR(mode):
+            raise PipelineError(f"data.source: {brief(self.source)} is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise PipelineError(f"data.source: {brief(self.source)} is not a regular file (a FIFO, a device, ...)")
+        return path
 
     def split_sizes(self, n_rows: int) -> dict[str, int]:
         """Rows per split of a table of `n_rows`: val and test are rounded down, train takes the rest."""
