@@ -258,7 +258,8 @@ def imports(work: Path) -> list[dict]:
         torch.append(import_times(result.stderr)[0])
         for name, command in stages:  # run again as dvc runs it, so that imports made at run time count too
             result = subprocess.run(command.replace("python ", f"{PYTHON} -X importtime ", 1), shell=True,
-                                    cwd=project.path, env=project_env(), capture_output=True, text=True, check=True)
+                                    cwd=project.path, env={**project_env(), "DVC_STAGE": name}, capture_output=True,
+                                    text=True, check=True)
             seconds, heavy[name] = import_times(result.stderr)
             spent[name].append(seconds)
     baseline = statistics.median(torch)
@@ -287,8 +288,8 @@ def whole_pipeline(work: Path, n_samples: int, epochs: int, before: Layout | Non
         project = SPEC_FILES.project(work / f"commands{repeat}", n_samples, 3, epochs)
         for name, command in stages_in_order(project.path):
             started = time.perf_counter()
-            subprocess.run(command, shell=True, cwd=project.path, env=project_env(), check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(command, shell=True, cwd=project.path, env={**project_env(), "DVC_STAGE": name},
+                           check=True, stdout=subprocess.DEVNULL)
             per_stage.setdefault(name, []).append(time.perf_counter() - started)
         commands.append(sum(seconds[-1] for seconds in per_stage.values()))
         shutil.rmtree(project.path)

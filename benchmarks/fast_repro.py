@@ -17,21 +17,23 @@ from pathlib import Path
 
 
 def stages_in_order(project: Path) -> list[tuple[str, str]]:
-    """(name, command) of every stage of the project's dvc.yaml, each after the stages it depends on."""
+    """(name, command) of every stage of the project's dvc.yaml, each after the stages it depends on; the name as
+    DVC addresses it (train@c1)."""
     import networkx
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        return [(stage.name, stage.cmd) for stage in reversed(list(networkx.topological_sort(graph)))]
+        return [(stage.addressing, stage.cmd) for stage in reversed(list(networkx.topological_sort(graph)))]
 
 
 def main() -> None:
     project = Path(sys.argv[1]).resolve()
     os.chdir(project)
     sys.path.insert(0, str(project / "src"))
-    for _, command in stages_in_order(project):
-        python, script, *args = shlex.split(command)
+    for name, command in stages_in_order(project):
+        os.environ["DVC_STAGE"] = name  # as DVC sets it for a stage's command, which may name it ("$DVC_STAGE")
+        python, script, *args = shlex.split(os.path.expandvars(command))
         assert python == "python", command
         with contextlib.redirect_stdout(io.StringIO()):
             importlib.import_module(Path(script).stem).main(args)

@@ -64,9 +64,10 @@ def recipe_params(steps: int) -> dict:
 
 
 def text_stages(root: Path, corpus: Path, params: dict) -> Stages:
-    """The dataset of `corpus` (linked in as data/text.txt) and the init checkpoint, on temp paths."""
+    """The dataset of `corpus` (copied in as data/text.txt: a source must lie inside the repo) and the init
+    checkpoint, on temp paths."""
     (root / "data").mkdir(parents=True)
-    (root / "data/text.txt").symlink_to(corpus.resolve())
+    shutil.copyfile(corpus, root / "data/text.txt")
     return quiet_stages(root, params)
 
 
