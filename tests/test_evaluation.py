@@ -112,13 +112,11 @@ def test_a_nan_in_the_test_split_is_one_line_and_nothing_is_written(trained):
     path = trained.dataset / "test.parquet"
     table = pa.parquet.read_table(path)
     pa.parquet.write_table(table.set_column(0, "x0", pa.array([math.nan] * table.num_rows, pa.float32())), path)
-    live = (trained.root / "metrics/curves.csv").read_bytes()  # the chunks' live rows
     with pytest.raises(PipelineError) as raised:
         trained.evaluate()
     assert str(raised.value) == (f"{path}: column x0 has 200 NaN or infinite value(s), the first in row 0;"
                                  " run `dvc repro generate`")
-    assert not any((trained.root / "metrics" / name).exists() for name in ("chunks.json", "best.json"))
-    assert (trained.root / "metrics/curves.csv").read_bytes() == live
+    assert not any((trained.root / "metrics" / name).exists() for name in ("chunks.json", "best.json", "curves.csv"))
 
 
 def scores(**val_losses) -> dict[str, dict]:

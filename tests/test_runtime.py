@@ -32,6 +32,7 @@ def test_the_charts_data_grows_after_every_round_and_ends_as_evaluate_writes_it(
     live = rows(project.path / "metrics/curves.csv")
     assert [(row["branch"], row["chunk"], row["epoch"]) for row in live] == [("c1", "c1", "1"), ("c1", "c1", "2")]
     assert json.loads((project.path / SIGNAL).read_text())["step"] == int(live[-1]["step"])
+    assert (project.path / ".resume/c1/curves-before.csv").read_text() == ""  # there was none: the resume knows
 
     project.dvc("repro")
     final = rows(project.path / "metrics/curves.csv")  # evaluate's: branch c2, through c1's three rounds
@@ -40,6 +41,9 @@ def test_the_charts_data_grows_after_every_round_and_ends_as_evaluate_writes_it(
     assert [{**row, "branch": "c1"} for row in final[:2]] == live  # the live rows were the final numbers
     assert not (project.path / SIGNAL).exists()  # removed when the chunk ended, as dvclive does
     assert "up to date" in project.dvc("status")
+    # A chunk run alone puts evaluate's file back as it found it when it ends: dvc status stays clean.
+    project.dvc("repro", "-f", "-s", "train@c2")
+    assert rows(project.path / "metrics/curves.csv") == final and "up to date" in project.dvc("status")
 
 
 def test_while_a_chunk_trains_the_chart_keeps_the_branches_that_do_not_pass_through_it(tmp_path):

@@ -18,7 +18,7 @@ from chunktrain.core.checkpoint import (EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, LO
 from chunktrain.core.config import INIT, ChunkSpec, Runtime, TrainSettings
 from chunktrain.core.curves import other_branches, tree_curves
 from chunktrain.core.faults import crash_point
-from chunktrain.core.files import write_json, write_rows
+from chunktrain.core.files import write_atomically, write_json, write_rows
 from chunktrain.core.errors import PipelineError
 from chunktrain.core.model import apply_settings, build_model, build_optimizer, check_model
 from chunktrain.core.splits import Dataset, Split, read_dataset
@@ -117,7 +117,7 @@ def make_batches(dataset: Dataset, spec: ChunkSpec, config: dict, device: torch.
 def train_chunk(state: ChunkState, files: ChunkFiles, world: World, runtime: Runtime) -> None:
     """The loop over the chunk's epochs, with progress, live metrics, snapshots and a clean stop on a signal."""
     spec, parent, position = state.spec, state.parent, state.position
-    live = LiveCurves(files.curves, spec.name, enabled=world.writes)
+    live = LiveCurves(files.curves, spec.name, files.snapshot.with_name("curves-before.csv"), enabled=world.writes)
 
     def on_round(record: dict) -> None:
         progress.round(record)
@@ -271,16 +271,24 @@ class LiveCurves:
     """The charts follow the chunk: after every round, the charts' CSV gets its branch so far (core/curves.py),
     and DVC's live-step signal file is written, the one dvclive writes for the VS Code extension to redraw.
 
-    Not dvclive itself: its resume appends to its own logs without trimming the rounds a snapshot rolled back,
-    and the charts already have one table, evaluate's, which this file rewrites in the same format.
+    The CSV is evaluate's output, so the chunk keeps a copy as evaluate left it (`kept`, beside the snapshot, where
+    a resumed run finds it) and puts it back when it ends: a chunk run alone leaves `dvc status` as it found it,
+    and the final rows are evaluate's. Not dvclive itself: its resume appends to its own logs without trimming
+    the rounds a snapshot rolled back, and the charts already have one table, which this rewrites in its format.
     """
 
-    def __init__(self, path: Path | None, name: str, enabled: bool):
-        self.path, self.name = (path, name) if enabled else (None, name)
-        self.others = other_branches(path, name) if self.path else []
+    def __init__(self, path: Path | None, name: str, kept: Path, enabled: bool):
+        self.path, self.name, self.kept, self.others = (path if enabled else None), name, kept, []
         root = os.environ.get("DVC_ROOT") or next((str(p) for p in [Path.cwd(), *Path.cwd().parents]
                                                    if (p / ".dvc").is_dir()), None)
         self.signal = Path(root, ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED") if root and self.path else None
+        if self.path:
+            self._try(self._keep)
+
+    def _keep(self) -> None:
+        if not self.kept.is_file():  # an empty file: there was none
+            write_atomically(self.kept, lambda file: file.write(self.path.read_bytes() if self.path.is_file() else b""))
+        self.others = other_branches(self.kept, self.name)
 
     def __enter__(self) -> "LiveCurves":
         return self
@@ -288,14 +296,25 @@ class LiveCurves:
     def __exit__(self, *exc) -> None:
         if self.signal:
             self.signal.unlink(missing_ok=True)  # as dvclive does when its run ends
+        if self.path:  # finished, failed or stopped by a signal; after a kill -9 the resumed run puts it back
+            self._try(self._put_back)
+
+    def _put_back(self) -> None:
+        if self.kept.stat().st_size:
+            os.replace(self.kept, self.path)
+        else:
+            self.path.unlink(missing_ok=True)
+            self.kept.unlink()
 
     def update(self, history: list[dict]) -> None:
-        if not self.path:
-            return
+        if self.path:
+            self._try(lambda: write_rows(self.path, self.others + tree_curves([self.name], {self.name: history})))
+        if self.signal and self.path:
+            self._try(lambda: write_json(self.signal, {"pid": os.getpid(), "step": history[-1]["step"]}))
+
+    def _try(self, action) -> None:
         try:
-            write_rows(self.path, self.others + tree_curves([self.name], {self.name: history}))
-            if self.signal:
-                write_json(self.signal, {"pid": os.getpid(), "step": history[-1]["step"]})
+            action()
         except OSError as error:  # the charts are a view: a full disk must not stop training
             print(f"warning: train@{self.name}: live charts not updated ({error.strerror or error})", file=sys.stderr)
             self.path = None
