@@ -11,6 +11,7 @@ import time
 import pytest
 import yaml
 
+from chunktrain.core import checkpoint as ckpt
 from chunktrain.testing import ROOT, Project, project_env, ran, sha256
 from servers import free_port
 
@@ -39,9 +40,16 @@ def node1_command(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def base(reproduced, tmp_path_factory) -> Project:
-    """The reproduced tiny pipeline plus d2: c2's twin on 2 processes, planned, not yet trained."""
+    """The reproduced tiny pipeline plus d2: c2's twin on 2 processes, planned, not yet trained. One thread per
+    process: by default a node's processes share its CPUs, so one node with two would run half the threads of two
+    nodes with one, and the checkpoint records the count (its lineage)."""
     project = reproduced[0].copy(tmp_path_factory.mktemp("multinode") / "base")
-    project.edit_params(lambda params: params["train"]["chunks"].update(d2={"from": "c1", "epochs": 2, "nproc": 2}))
+
+    def d2(params: dict) -> None:
+        params["train"].update(threads=1)
+        params["train"]["chunks"].update(d2={"from": "c1", "epochs": 2, "nproc": 2})
+
+    project.edit_params(d2)
     project.dvc("repro", "plan")  # each node's train.py reads data/plan/train/d2.json
     project.commit("d2 on 2 processes")
     return project
@@ -78,6 +86,7 @@ def test_a_chunk_on_two_nodes_equals_one_node_with_two_processes(two_nodes):
     one, node0, node1, output = two_nodes
     assert ran(output) == {"train@d2"}
     assert "train@d2: epochs 3..4 from data/checkpoints/c1.pt, lr 0.01, batch size 64, 2 processes" in output
+    assert ckpt.load_checkpoint(node0.path / "data/checkpoints/d2.pt")[ckpt.LINEAGE]["threads"] == 1
     assert sha256(node0.path / "data/checkpoints/d2.pt") == sha256(one.path / "data/checkpoints/d2.pt")
     assert not (node1.path / "data/checkpoints/d2.pt").exists()  # the stage's node writes, whatever c10d's order
 

@@ -97,7 +97,8 @@ def prepare(spec: ChunkSpec, files: ChunkFiles, world: World, code: str) -> Chun
               f"steps {parent[GLOBAL_STEP] + 1}..{parent[GLOBAL_STEP] + settings.steps}")
     say(f"train@{spec.name}: {length} from {files.parent}, lr {settings.lr}, batch size {settings.batch_size}"
         + (f" x {settings.grad_accum}" if settings.grad_accum > 1 else "")
-        + (f", {world.size} processes x {world.threads} threads" if world.size > 1 else f", {world.threads} threads"))
+        + (f", {world.size} processes x" if world.size > 1 else ",")
+        + f" {world.threads} thread{'s' if world.threads > 1 else ''}")
     return ChunkState(spec, batches, parent, record, model, optimizer, position, make_task(parent[TRANSFORM]))
 
 
