@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 from chunktrain.core.checkpoint import code_id
-from chunktrain.core.config import ChunkSpec, SnapshotPolicy
+from chunktrain.core.config import ChunkSpec, LaunchSpec, SnapshotPolicy
 from chunktrain.core.errors import run_stage
 from chunktrain.core.splits import read_dataset
-from chunktrain.training import chunk, parallel
+from chunktrain.training import chunk, parallel, slurm
 
 CODE = ("train.py", "chunktrain/__init__.py", "chunktrain/core", "chunktrain/training", "models")  # dvc.yaml's deps
 
@@ -24,13 +24,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="mid-chunk snapshot file, outside DVC's outputs; deleted on success")
     parser.add_argument("--snapshot-policy", type=Path, required=True,
                         help="data/plan/snapshots.json: when to write snapshots (changes no result, so no dep)")
+    parser.add_argument("--launcher", choices=["local"],
+                        help="run the chunk here whatever data/plan/launch/ says (how its SLURM job runs it)")
     args = parser.parse_args(argv)
     spec, policy = ChunkSpec.read(args.spec), SnapshotPolicy.read(args.snapshot_policy)
+    # Stage plan writes a launch spec beside the snapshot policy for each chunk run as a SLURM job; like the
+    # policy, it changes no result, so no stage depends on it.
+    launch_path = args.snapshot_policy.parent / "launch" / f"{spec.name}.json"
     name = f"train@{spec.name}"
     settings, dataset = spec.settings, read_dataset(args.dataset)
     # A text's every step has the same batch_size x grad_accum windows; a table's last step of an epoch fewer rows.
     rows = settings.batch_size * settings.grad_accum if dataset.is_text else dataset.rows("train")
     parallel.check_nproc(spec.nproc, rows, settings, f"{name}: nproc")
+    if args.launcher is None and launch_path.exists():
+        command = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv),
+                   "--launcher", "local"]
+        return slurm.run(LaunchSpec.read(launch_path).slurm, command, name=name, log_dir=args.snapshot.parent)
     if spec.nproc > 1 and not parallel.under_torchrun():
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.
         return parallel.launch(spec.nproc, Path(__file__), sys.argv[1:] if argv is None else argv,
