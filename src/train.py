@@ -1,6 +1,7 @@
 """Stage `train@<chunk>`: from the parent checkpoint (or a matching snapshot), train; write the chunk's checkpoint."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--launcher", choices=["local"],
                         help="run the chunk here whatever data/plan/launch/ says (how its SLURM job runs it)")
     args = parser.parse_args(argv)
+    if args.launcher == "local" and "SLURM_JOB_ID" in os.environ:
+        slurm.lead_signal_stops()
     spec, policy = ChunkSpec.read(args.spec), SnapshotPolicy.read(args.snapshot_policy)
     # Stage plan writes a launch spec beside the snapshot policy for each chunk run as a SLURM job; like the
     # policy, it changes no result, so no stage depends on it.

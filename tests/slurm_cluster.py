@@ -20,6 +20,7 @@ from servers import HOST, free_port, stop, wait_for_port
 DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
 COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
 PARTITION = "debug"
+SHORT = "short"  # a partition whose time limit is one minute
 NODE = "node1"
 
 
@@ -92,6 +93,7 @@ KillWait=10
 MinJobAge=600
 NodeName={NODE} NodeAddr={HOST} NodeHostname={socket.gethostname()} CPUs={os.cpu_count()} State=UNKNOWN
 PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
+PartitionName={SHORT} Nodes={NODE} MaxTime=1 State=UP
 """)
     cluster = Cluster(folder, conf, [], time.time())
     try:

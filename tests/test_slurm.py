@@ -6,15 +6,19 @@ several jobs, byte-identical; a cancelled job leaves its snapshot for `dvc repro
 
 import copy
 import os
+import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from chunktrain.testing import TINY_PARAMS, Project, new_project, ran, sha256, wait_for
-from slurm_cluster import PARTITION, require_slurm, start_cluster, stop_cluster
+from chunktrain.core.errors import PipelineError
+from chunktrain.testing import TINY_PARAMS, Project, new_project, project_env, ran, sha256, wait_for, write_params
+from slurm_cluster import PARTITION, SHORT, require_slurm, start_cluster, stop_cluster
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 # A model of the user's own (src/models/), an MLP that sleeps in each training forward pass while
 # CHUNKTRAIN_TEST_SLEEP is set: a chunk as slow as a test needs, with the same bytes as without the sleep.
@@ -78,6 +82,7 @@ def local_c1(tmp_path_factory) -> str:
     return checkpoint(project)
 
 
+@slow
 def test_a_chunk_through_slurm_equals_the_chunk_run_here_and_the_launcher_reruns_nothing(slurm, tmp_path, local_c1):
     project = slurm_project(tmp_path / "repo")
     output = project.dvc("repro")
@@ -88,3 +93,91 @@ def test_a_chunk_through_slurm_equals_the_chunk_run_here_and_the_launcher_reruns
     project.edit_params(lambda p: p["train"].update(launcher="local"))
     project.edit_params(lambda p: p["train"]["slurm"].update(time="2:00:00"))
     assert ran(project.dvc("repro")) == {"plan"}
+
+
+def repro_fails(project: Project, *args: str, env: dict | None = None) -> tuple[str, str]:
+    """`dvc repro` that must fail: the stage's error line (the last: a job's own come first), and the output."""
+    result = project.run("dvc", "repro", *args, check=False, env=env)
+    assert result.returncode != 0, result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+    assert errors, result.stdout
+    return errors[-1], result.stdout
+
+
+def jobs_in(output: str) -> list[str]:
+    return re.findall(r"train@c1: submitted job (\d+)", output)
+
+
+@slow
+def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(slurm, tmp_path, local_c1):
+    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, SIGTERM comes 10 to 40 s into each
+    job; training sleeps 0.9 s a step, 45 s in all, so no job can finish it."""
+    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=0)
+    slow = {"CHUNKTRAIN_TEST_SLEEP": "0.9"}
+    line, output = repro_fails(project, env=slow)
+    assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 0 restart\(s\),"
+                        r" train.slurm.max_restarts; its snapshot is kept in .resume/c1: raise train.slurm.time or"
+                        r" max_restarts and run `dvc repro`", line), line
+    if "interrupted at step" in output:  # SIGTERM came after the trainer's start, as it does but on a busy machine
+        assert (project.path / ".resume/c1/snapshot.pt").exists()
+
+    project.edit_params(lambda p: p["train"]["slurm"].update(max_restarts=6))
+    output = project.dvc("repro", env=slow)
+    jobs = jobs_in(output)
+    print(f"{len(jobs) + 1} jobs, checkpoint sha256 {checkpoint(project)}, local {local_c1}")
+    assert "resuming c1 from step" in output and jobs and "stopped at its time limit" in output
+    assert checkpoint(project) == local_c1
+
+
+@slow
+def test_a_cancelled_job_keeps_its_snapshot_and_dvc_repro_resumes(slurm, tmp_path, local_c1):
+    project = slurm_project(tmp_path / "repo")
+    repro = subprocess.Popen(["dvc", "repro"], cwd=project.path, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, env={**project_env(), "CHUNKTRAIN_TEST_SLEEP": "0.3"})
+    try:
+        log = project.path / ".resume/c1"
+        wait_for(lambda: any("epochs 1..2" in path.read_text() for path in log.glob("slurm-*.out")),
+                 "the job to start training")
+        time.sleep(3)
+        [job] = slurm.jobs()
+        slurm.run("scancel", job)
+        output, _ = repro.communicate(timeout=120)
+    finally:
+        repro.kill()
+    assert repro.returncode != 0
+    assert (f"error: train@c1: job {job} was cancelled (scancel); its snapshot is kept in .resume/c1:"
+            " `dvc repro` resumes from it") in output
+    assert (project.path / ".resume/c1/snapshot.pt").exists()
+    resumed = project.dvc("repro")
+    assert "resuming c1 from step" in resumed
+    assert checkpoint(project) == local_c1
+
+
+@slow
+@pytest.mark.parametrize("slurm_settings, env, message", [
+    ({"partition": "nope"}, {},
+     r"error: train@c1: sbatch refused the job: Batch job submission failed: Invalid partition name specified"
+     r" \(see train.slurm in params.yaml\)"),
+    ({"partition": SHORT, "time": "2:00:00"}, {},
+     r"error: train@c1: job \d+ can never start: SLURM says PartitionTimeLimit \(it asks for more than its partition"
+     r" or account allows; see train.slurm in params.yaml\)"),
+    ({}, {"CHUNKTRAIN_KILL_AT": "step:3"},
+     r"error: train@c1: job \d+ failed on node1 \(killed by SIGKILL\); its output is in"
+     r" .resume/c1/slurm-\d+.out and any snapshot is kept: `dvc repro` resumes from it"),
+], ids=["unknown-partition", "over-the-partition-time-limit", "failed-on-its-node"])
+def test_a_job_that_cannot_run_or_fails_is_one_line(slurm, tmp_path, slurm_settings, env, message):
+    project = slurm_project(tmp_path / "repo", **slurm_settings)
+    line, _ = repro_fails(project, env=env)
+    assert re.fullmatch(message, line), line
+    assert slurm.jobs() == []  # none left pending
+
+
+def test_no_sbatch_here_is_one_line(stages, params, monkeypatch):
+    """Without SLURM's commands on PATH (dvc repro run off the cluster), the stage says so; no daemons needed."""
+    params["train"]["launcher"] = "slurm"
+    write_params(stages.params_path, params)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    with pytest.raises(PipelineError, match=r"^train@c1: train.launcher is slurm, but sbatch is not on PATH here;"
+                                            r" run `dvc repro` on a login node of the cluster, or set"
+                                            r" train.launcher: local$"):
+        stages.train("c1")

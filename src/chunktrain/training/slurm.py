@@ -2,13 +2,15 @@
 
 The stage (src/train.py, where `dvc repro` runs: a login node) submits a batch job that runs the same
 `python src/train.py ... --launcher local` in the same folder, which the nodes must share, with `srun` starting one
-train.py per node (several nodes meet in torchrun's rendezvous, see parallel.launch). SLURM sends SIGTERM
-`signal_lead` seconds before the job's time limit, as a preemption does; the trainer writes its snapshot and exits,
-and the stage submits the job again, which resumes from the snapshot. The stage ends when the last job does, so
+train.py per node (several nodes meet in torchrun's rendezvous, see parallel.launch). SLURM sends SIGUSR1
+`signal_lead` seconds before the job's time limit, which srun passes on and train.py takes as the SIGTERM a
+preemption sends (lead_signal_stops); the trainer writes its snapshot and exits, and the stage submits the job
+again, which resumes from the snapshot. The stage ends when the last job does, so
 DVC sees the chunk end then. docs/slurm.md is the user's guide.
 """
 
 import contextlib
+import os
 import re
 import shlex
 import signal
@@ -23,9 +25,12 @@ from chunktrain.core.errors import PipelineError
 from chunktrain.training.stopping import Interrupted, ParentWatch, StopSignals
 
 POLL_FIRST, POLL_MAX = 0.25, 2.0  # seconds between looks at a job: short for a short chunk, then at most this
-STOPPED_EXIT = {128 + signal.SIGTERM}  # the trainer's exit after its snapshot on SIGTERM (stopping.Interrupted)
+LEAD_SIGNAL = signal.SIGUSR1  # srun passes it on to its tasks; on SIGTERM it would kill them
+# The trainer's exit after its snapshot on SIGTERM (stopping.Interrupted); also srun's for a task that either
+# signal killed before the trainer was ready for it.
+STOPPED_EXIT = {128 + signal.SIGTERM, 128 + LEAD_SIGNAL}
 # Pending reasons that never clear by waiting: the job asks for more than its partition or account allows.
-HOPELESS = {"PartitionTimeLimit", "PartitionNodeLimit", "PartitionConfig", "InvalidAccount", "InvalidQOS",
+HOPELESS = {"PartitionTimeLimit", "PartitionNodeLimit", "InvalidAccount", "InvalidQOS",
             "BadConstraints", "AssocMaxWallDurationPerJobLimit", "QOSMaxWallDurationPerJobLimit"}
 RDZV_PORTS = (20000, 10000)  # a multi-node job's rendezvous port: the first + its job id modulo the second
 
@@ -37,24 +42,28 @@ class JobEnd:
     job: str
     state: str  # COMPLETED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL, OUT_OF_MEMORY, ...
     exit_code: int  # of the batch script (srun's: the highest of its tasks')
-    signal: int  # the signal that killed it, or 0
+    killed_by: int  # the signal that killed it, or 0
     nodes: str
 
     @property
     def stopped(self) -> bool:
         """Stopped for its time limit or a preemption (a snapshot was due), not failed or cancelled."""
-        return (self.state in ("TIMEOUT", "PREEMPTED")
-                or self.state == "FAILED" and (self.exit_code in STOPPED_EXIT or self.signal == signal.SIGTERM))
+        signalled = self.exit_code in STOPPED_EXIT or self.killed_by in (signal.SIGTERM, LEAD_SIGNAL)
+        return self.state in ("TIMEOUT", "PREEMPTED") or self.state == "FAILED" and signalled
 
     def failure(self) -> str:
-        """Why the job failed, in words."""
+        """What happened to the job, in words, after "job N"."""
         if self.state == "NODE_FAIL":
-            return f"its node {self.nodes} failed"
+            return f"lost its node {self.nodes}"
         if self.state == "OUT_OF_MEMORY":
-            return f"it ran out of memory on {self.nodes}"
-        how = (f"killed by {signal.Signals(self.signal).name}" if self.signal in signal.valid_signals()
-               else f"exited with status {self.exit_code}")
-        return f"it {'failed' if self.state == 'FAILED' else self.state.lower()} on {self.nodes} ({how})"
+            return f"ran out of memory on {self.nodes}"
+        if self.state != "FAILED":
+            return f"ended {self.state} on {self.nodes}"
+        # srun reports a task killed by signal n as status 128 + n
+        killed_by = self.killed_by or (self.exit_code - 128 if self.exit_code > 128 else 0)
+        how = (f"killed by {signal.Signals(killed_by).name}" if killed_by in signal.valid_signals()
+               else f"exit status {self.exit_code}")
+        return f"failed on {self.nodes} ({how})"
 
 
 def run(slurm: SlurmParams, command: list[str], *, name: str, log_dir: Path) -> None:
@@ -73,7 +82,7 @@ def run(slurm: SlurmParams, command: list[str], *, name: str, log_dir: Path) -> 
             raise PipelineError(f"{name}: job {job} was cancelled (scancel); its snapshot is kept in {log_dir}:"
                                 f" `dvc repro` resumes from it")
         if not end.stopped:
-            raise PipelineError(f"{name}: job {job} failed: {end.failure()}; its output is in {log} and any"
+            raise PipelineError(f"{name}: job {job} {end.failure()}; its output is in {log} and any"
                                 f" snapshot is kept: `dvc repro` resumes from it")
         if restarts == slurm.max_restarts:
             raise PipelineError(f"{name}: job {job} stopped at its time limit (time {slurm.time}) after"
@@ -91,14 +100,14 @@ def sbatch_args(slurm: SlurmParams, name: str, log_dir: Path) -> list[str]:
                 "--cpus-per-task": slurm.cpus_per_task, "--gpus-per-node": slurm.gpus_per_node}
     return ["--parsable", f"--job-name={name}", f"--output={log_dir.resolve()}/slurm-%j.out",
             f"--chdir={Path.cwd()}", f"--nodes={slurm.nodes}", "--ntasks-per-node=1", f"--time={slurm.time}",
-            f"--signal=B:TERM@{slurm.signal_lead}",
+            f"--signal=B:{LEAD_SIGNAL.name.removeprefix('SIG')}@{slurm.signal_lead}",
             *(f"{option}={value}" for option, value in optional.items() if value is not None), *slurm.sbatch_args]
 
 
 def job_script(slurm: SlurmParams, command: list[str]) -> str:
     """The batch script: srun starts the command once per node, with torchrun's rendezvous on the first node.
 
-    `exec` makes srun the job's batch process, so SLURM's SIGTERM before the time limit (B:) reaches srun, which
+    `exec` makes srun the job's batch process, so SLURM's signal before the time limit (B:) reaches srun, which
     passes it on to every node's train.py.
     """
     first, span = RDZV_PORTS
@@ -106,6 +115,12 @@ def job_script(slurm: SlurmParams, command: list[str]) -> str:
              f' | head -n 1):$(({first} + SLURM_JOB_ID % {span}))"'] if slurm.nodes > 1 else []
     srun = ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *slurm.srun_args, *command]
     return "\n".join(["#!/bin/sh", *nodes, f"exec {shlex.join(srun)}", ""])
+
+
+def lead_signal_stops() -> None:
+    """In a job: SLURM's signal before the time limit is a SIGTERM to this process, which the trainer (or torchrun,
+    which passes it to its ranks) takes as a request to write its snapshot and stop."""
+    signal.signal(LEAD_SIGNAL, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def submit(slurm: SlurmParams, command: list[str], name: str, log_dir: Path) -> tuple[str, Path]:
