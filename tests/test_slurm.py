@@ -12,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import plan
 import pytest
 
+from chunktrain.core import config
 from chunktrain.core.errors import PipelineError
 from chunktrain.testing import TINY_PARAMS, Project, new_project, project_env, ran, sha256, wait_for, write_params
+from chunktrain.training import slurm
 from slurm_cluster import PARTITION, SHORT, require_slurm, start_cluster, stop_cluster
 
 slow = pytest.mark.slow
@@ -42,16 +45,16 @@ def build(inputs, outputs, *, width):
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
+def cluster(tmp_path_factory):
     """The cluster, with SLURM_CONF pointing the commands (sbatch, scontrol, ...) at it for the whole session."""
     require_slurm()
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm") / "cluster")
+    started = start_cluster(tmp_path_factory.mktemp("slurm") / "cluster")
     saved = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(cluster.conf)
+    os.environ["SLURM_CONF"] = str(started.conf)
     try:
-        yield cluster
+        yield started
     finally:
-        stop_cluster(cluster)
+        stop_cluster(started)
         if saved is None:
             os.environ.pop("SLURM_CONF", None)
         else:
@@ -83,7 +86,7 @@ def local_c1(tmp_path_factory) -> str:
 
 
 @slow
-def test_a_chunk_through_slurm_equals_the_chunk_run_here_and_the_launcher_reruns_nothing(slurm, tmp_path, local_c1):
+def test_a_chunk_through_slurm_equals_the_chunk_run_here_and_the_launcher_reruns_nothing(cluster, tmp_path, local_c1):
     project = slurm_project(tmp_path / "repo")
     output = project.dvc("repro")
     assert "train@c1: submitted job" in output and "train@c1 epoch 2/2" in output  # the job's output, streamed
@@ -109,7 +112,7 @@ def jobs_in(output: str) -> list[str]:
 
 
 @slow
-def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(slurm, tmp_path, local_c1):
+def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(cluster, tmp_path, local_c1):
     """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, SIGTERM comes 10 to 40 s into each
     job; training sleeps 0.9 s a step, 45 s in all, so no job can finish it."""
     project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=0)
@@ -130,7 +133,7 @@ def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_iden
 
 
 @slow
-def test_a_cancelled_job_keeps_its_snapshot_and_dvc_repro_resumes(slurm, tmp_path, local_c1):
+def test_a_cancelled_job_keeps_its_snapshot_and_dvc_repro_resumes(cluster, tmp_path, local_c1):
     project = slurm_project(tmp_path / "repo")
     repro = subprocess.Popen(["dvc", "repro"], cwd=project.path, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, env={**project_env(), "CHUNKTRAIN_TEST_SLEEP": "0.3"})
@@ -139,8 +142,8 @@ def test_a_cancelled_job_keeps_its_snapshot_and_dvc_repro_resumes(slurm, tmp_pat
         wait_for(lambda: any("epochs 1..2" in path.read_text() for path in log.glob("slurm-*.out")),
                  "the job to start training")
         time.sleep(3)
-        [job] = slurm.jobs()
-        slurm.run("scancel", job)
+        [job] = cluster.jobs()
+        cluster.run("scancel", job)
         output, _ = repro.communicate(timeout=120)
     finally:
         repro.kill()
@@ -165,11 +168,11 @@ def test_a_cancelled_job_keeps_its_snapshot_and_dvc_repro_resumes(slurm, tmp_pat
      r"error: train@c1: job \d+ failed on node1 \(killed by SIGKILL\); its output is in"
      r" .resume/c1/slurm-\d+.out and any snapshot is kept: `dvc repro` resumes from it"),
 ], ids=["unknown-partition", "over-the-partition-time-limit", "failed-on-its-node"])
-def test_a_job_that_cannot_run_or_fails_is_one_line(slurm, tmp_path, slurm_settings, env, message):
+def test_a_job_that_cannot_run_or_fails_is_one_line(cluster, tmp_path, slurm_settings, env, message):
     project = slurm_project(tmp_path / "repo", **slurm_settings)
     line, _ = repro_fails(project, env=env)
     assert re.fullmatch(message, line), line
-    assert slurm.jobs() == []  # none left pending
+    assert cluster.jobs() == []  # none left pending
 
 
 def test_no_sbatch_here_is_one_line(stages, params, monkeypatch):
@@ -181,3 +184,58 @@ def test_no_sbatch_here_is_one_line(stages, params, monkeypatch):
                                             r" run `dvc repro` on a login node of the cluster, or set"
                                             r" train.launcher: local$"):
         stages.train("c1")
+
+
+# The settings: checked by stage plan, kept out of the chunks' specs. No daemons needed.
+
+def test_slurm_settings_go_to_launch_specs_that_no_stage_depends_on(tmp_path, params):
+    params["train"].update(launcher="slurm", slurm={"time": "2:00:00", "nodes": 2}, nproc=2)
+    params["train"]["chunks"]["c3"].update(launcher="local")
+    params["train"]["chunks"]["c2"].update(slurm={"time": "1-12", "partition": "long"})
+    specs = plan.plan(config.Params.model_validate(params))
+    assert {name for name in specs if name.startswith("launch/")} == {"launch/c1.json", "launch/c2.json"}
+    assert specs["launch/c1.json"].slurm.time == "2:00:00"
+    assert specs["launch/c2.json"].slurm.model_dump(include={"time", "partition", "nodes"}) == {
+        "time": "1-12", "partition": "long", "nodes": 2}
+    without = copy.deepcopy(params)
+    without["train"].pop("launcher"), without["train"].pop("slurm")
+    for chunk in without["train"]["chunks"].values():
+        chunk.pop("launcher", None), chunk.pop("slurm", None)
+    assert ({name: spec.text() for name, spec in specs.items() if not name.startswith("launch/")}
+            == {name: spec.text() for name, spec in plan.plan(config.Params.model_validate(without)).items()})
+
+
+@pytest.mark.parametrize("time, seconds", [(1, 60), ("90", 5400), ("1:30", 90), ("2:00:00", 7200), ("1-12", 129600),
+                                           ("1-0:30", 88200), ("1-0:0:5", 86405)])
+def test_slurm_time_formats(time, seconds):
+    assert config.slurm_seconds(time) == seconds
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t["slurm"].update(time="1h"), "train.slurm.time: '1h' is not a SLURM time limit"),
+    (lambda t: t["slurm"].update(time=1, signal_lead=60),
+     "train.slurm.signal_lead: 60 s leaves no time to train in a job of time 1"),
+    (lambda t: t["slurm"].update(nodes=2), "train.slurm.nodes: chunk c1's 1 processes (nproc) do not split evenly"),
+    (lambda t: t["slurm"].update(partion="gpu"), "train.slurm.partion: unknown key, did you mean 'partition'?"),
+    (lambda t: t["chunks"]["c2"].update(slurm={"max_restarts": -1}),
+     "train.chunks.c2.slurm: max_restarts: Input should be greater than or equal to 0, got -1"),
+])
+def test_a_bad_slurm_setting_is_one_line(tmp_path, params, edit, message):
+    params["train"].update(launcher="slurm", slurm={})
+    edit(params["train"])
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        config.load_params(write_params(tmp_path / "params.yaml", params))
+
+
+def test_a_multi_node_job_runs_one_torchrun_per_node_meeting_on_the_first():
+    settings = config.SlurmParams(nodes=2, gpus_per_node=4, cpus_per_task=32, partition="gpu",
+                                  sbatch_args=["--qos=long"], srun_args=["--cpu-bind=none"])
+    script = slurm.job_script(settings, ["python", "src/train.py", "--spec", "a b.json"])
+    assert script.splitlines() == [
+        "#!/bin/sh",
+        'export PET_NNODES=2 PET_RDZV_ENDPOINT="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+        ':$((20000 + SLURM_JOB_ID % 10000))"',
+        "exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 --cpu-bind=none python src/train.py --spec 'a b.json'"]
+    args = slurm.sbatch_args(settings, "train@c1", Path("logs"))
+    assert {"--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=4", "--cpus-per-task=32", "--partition=gpu",
+            "--time=1:00:00", "--signal=B:USR1@300", "--qos=long"} <= set(args)
