@@ -5,10 +5,12 @@ several jobs, byte-identical; a cancelled job leaves its snapshot for `dvc repro
 """
 
 import copy
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +19,8 @@ import pytest
 
 from chunktrain.core import config
 from chunktrain.core.errors import PipelineError
-from chunktrain.testing import TINY_PARAMS, Project, new_project, project_env, ran, sha256, wait_for, write_params
+from chunktrain.testing import (TINY_PARAMS, Project, new_project, project_env, ran, sha256, stop_queue, wait_for,
+                                write_params)
 from chunktrain.training import slurm
 from slurm_cluster import PARTITION, SHORT, require_slurm, start_cluster, stop_cluster
 
@@ -184,6 +187,37 @@ def test_no_sbatch_here_is_one_line(stages, params, monkeypatch):
                                             r" run `dvc repro` on a login node of the cluster, or set"
                                             r" train.launcher: local$"):
         stages.train("c1")
+
+
+
+@slow
+def test_the_queue_runs_two_experiments_chunks_as_two_jobs_at_once(cluster, tmp_path):
+    project = slurm_project(tmp_path / "repo", launcher="local")
+    project.dvc("repro")
+    project.commit("reproduced here")
+    for name, lr in (("fast", 0.02), ("slow", 0.005)):
+        project.dvc("exp", "run", "--queue", "-n", name, "-S", "train.launcher=slurm", "-S", f"train.lr={lr}")
+    running, done = [], threading.Event()
+
+    def watch() -> None:  # the jobs running at each moment
+        while not done.is_set():
+            running.append(set(cluster.run("squeue", "-h", "-t", "R", "-o", "%i").split()))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        project.dvc("queue", "start", "-j", "2", env={"CHUNKTRAIN_TEST_SLEEP": "0.2"})
+        wait_for(lambda: project.dvc("queue", "status").count("Success") == 2, "both experiments", timeout=300,
+                 poll=1)
+    finally:
+        done.set()
+        watcher.join()
+        stop_queue(project)
+    assert max(len(jobs) for jobs in running) == 2
+    shown = json.loads(project.dvc("exp", "show", "--json"))
+    names = {experiment["name"] for commit in shown for experiment in commit.get("experiments") or []}
+    assert {"fast", "slow"} <= names
 
 
 # The settings: checked by stage plan, kept out of the chunks' specs. No daemons needed.
