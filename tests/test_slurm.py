@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -136,27 +137,49 @@ def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_iden
 
 
 @slow
-def test_a_cancelled_job_keeps_its_snapshot_and_dvc_repro_resumes(cluster, tmp_path, local_c1):
+@pytest.mark.parametrize("stop", ["scancel", "ctrl-c"])
+def test_a_stopped_job_keeps_its_snapshot_and_dvc_repro_resumes(cluster, tmp_path, local_c1, stop):
+    """`scancel` of the job, or Ctrl-C where `dvc repro` runs (which cancels the job): the trainer writes its snapshot."""
     project = slurm_project(tmp_path / "repo")
     repro = subprocess.Popen(["dvc", "repro"], cwd=project.path, text=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, env={**project_env(), "CHUNKTRAIN_TEST_SLEEP": "0.3"})
+                             stderr=subprocess.STDOUT, env={**project_env(), "CHUNKTRAIN_TEST_SLEEP": "0.3"},
+                             start_new_session=True)
     try:
         log = project.path / ".resume/c1"
         wait_for(lambda: any("epochs 1..2" in path.read_text() for path in log.glob("slurm-*.out")),
                  "the job to start training")
         time.sleep(3)
         [job] = cluster.jobs()
-        cluster.run("scancel", job)
+        if stop == "scancel":
+            cluster.run("scancel", job)
+        else:
+            os.killpg(repro.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
         output, _ = repro.communicate(timeout=120)
     finally:
         repro.kill()
     assert repro.returncode != 0
     assert (f"error: train@c1: job {job} was cancelled (scancel); its snapshot is kept in .resume/c1:"
-            " `dvc repro` resumes from it") in output
-    assert (project.path / ".resume/c1/snapshot.pt").exists()
+            " `dvc repro` resumes from it" if stop == "scancel" else
+            f"error: train@c1 stopped by SIGINT and its job {job} cancelled; `dvc repro` resumes from its snapshot"
+            ) in output
+    assert (project.path / ".resume/c1/snapshot.pt").exists() and cluster.jobs() == []
     resumed = project.dvc("repro")
     assert "resuming c1 from step" in resumed
     assert checkpoint(project) == local_c1
+
+
+@slow
+def test_a_job_still_queued_or_running_for_the_chunk_is_not_submitted_twice(cluster, tmp_path):
+    """Its stage was killed, say: a second job would write the same snapshot."""
+    project = slurm_project(tmp_path / "repo")
+    job = cluster.run("sbatch", "--parsable", "--job-name=train@c1", f"--chdir={project.path}", "--output=/dev/null",
+                      "--wrap", "sleep 600").strip()
+    try:
+        line, _ = repro_fails(project)
+    finally:
+        cluster.run("scancel", job)
+    assert line == (f"error: train@c1: job {job} of this chunk in this folder is still queued or running; wait for"
+                    f" it to end or `scancel {job}`, then run `dvc repro` again")
 
 
 @slow

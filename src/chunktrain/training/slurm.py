@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,13 +126,15 @@ def lead_signal_stops() -> None:
 
 def submit(slurm: SlurmParams, command: list[str], name: str, log_dir: Path) -> tuple[str, Path]:
     """Submit one job: its id and its output file."""
-    log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create the output file's folder
-    try:
-        result = subprocess.run(["sbatch", *sbatch_args(slurm, name, log_dir)], input=job_script(slurm, command),
-                                text=True, capture_output=True)
-    except FileNotFoundError:
+    if not shutil.which("sbatch"):
         raise PipelineError(f"{name}: train.launcher is slurm, but sbatch is not on PATH here; run `dvc repro` on"
-                            " a login node of the cluster, or set train.launcher: local") from None
+                            " a login node of the cluster, or set train.launcher: local")
+    if running := earlier_job(name):  # its stage was killed; two jobs would write one snapshot
+        raise PipelineError(f"{name}: job {running} of this chunk in this folder is still queued or running; wait"
+                            f" for it to end or `scancel {running}`, then run `dvc repro` again")
+    log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create the output file's folder
+    result = subprocess.run(["sbatch", *sbatch_args(slurm, name, log_dir)], input=job_script(slurm, command),
+                            text=True, capture_output=True)
     if result.returncode:
         reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         raise PipelineError(f"{name}: sbatch refused the job: {reason.removeprefix('sbatch: error: ')}"
@@ -139,6 +142,15 @@ def submit(slurm: SlurmParams, command: list[str], name: str, log_dir: Path) -> 
     job = result.stdout.strip().split(";")[0]
     print(f"{name}: submitted job {job}, output in {log_dir}/slurm-{job}.out", flush=True)
     return job, log_dir / f"slurm-{job}.out"
+
+
+def earlier_job(name: str) -> str | None:
+    """A job of this user named `name` and working in this folder, still queued or running, or None."""
+    result = subprocess.run(["squeue", "--me", "--noheader", f"--name={name}", "--format=%i %Z"], text=True,
+                            capture_output=True)
+    here = str(Path.cwd())
+    return next((job for job, _, folder in (line.partition(" ") for line in result.stdout.splitlines())
+                 if folder == here), None)
 
 
 def wait(job: str, log: Path, name: str) -> JobEnd:
