@@ -116,6 +116,20 @@ def jobs_in(output: str) -> list[str]:
 
 
 @slow
+def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path):
+    """nproc 2: the job's train.py runs torchrun, as the stage here does."""
+    project = slurm_project(tmp_path / "repo", launcher="local", cpus_per_task=2)
+    project.edit_params(lambda p: p["train"].update(nproc=2))
+    project.dvc("repro")
+    here = checkpoint(project)
+    project.edit_params(lambda p: p["train"].update(launcher="slurm"))
+    project.dvc("repro", "plan")
+    output = project.dvc("repro", "-f", "-s", "train@c1")
+    assert "train@c1: submitted job" in output and "2 processes" in output
+    assert checkpoint(project) == here
+
+
+@slow
 def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(cluster, tmp_path, local_c1):
     """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, SIGTERM comes 10 to 40 s into each
     job; training sleeps 0.9 s a step, 45 s in all, so no job can finish it."""
