@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.launcher is None and launch_path.exists():
         command = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv),
                    "--launcher", "local"]
-        return slurm.run(LaunchSpec.read(launch_path).slurm, command, name=name, log_dir=args.snapshot.parent)
+        return slurm.run(LaunchSpec.read(launch_path).slurm, command, name=name, log_dir=args.snapshot.parent,
+                         out=args.out)
     if spec.nproc > 1 and not parallel.under_torchrun():
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.
         return parallel.launch(spec.nproc, Path(__file__), sys.argv[1:] if argv is None else argv,

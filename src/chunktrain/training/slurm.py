@@ -34,6 +34,7 @@ STOPPED_EXIT = {128 + signal.SIGTERM, 128 + LEAD_SIGNAL}
 HOPELESS = {"PartitionTimeLimit", "PartitionNodeLimit", "InvalidAccount", "InvalidQOS",
             "BadConstraints", "AssocMaxWallDurationPerJobLimit", "QOSMaxWallDurationPerJobLimit"}
 RDZV_PORTS = (20000, 10000)  # a multi-node job's rendezvous port: the first + its job id modulo the second
+PATIENCE = 60  # seconds to keep asking a controller that does not answer, or to wait for a job's checkpoint
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,17 @@ class JobEnd:
         return f"failed on {self.nodes} ({how})"
 
 
-def run(slurm: SlurmParams, command: list[str], *, name: str, log_dir: Path) -> None:
-    """Run `command` (this chunk's train.py, launcher local) as SLURM jobs until one completes; each job after a
-    stop resumes from the snapshot. Any failure is one PipelineError; the snapshot stays."""
+def run(slurm: SlurmParams, command: list[str], *, name: str, log_dir: Path, out: Path) -> None:
+    """Run `command` (this chunk's train.py, launcher local) as SLURM jobs until one completes and `out` is here;
+    each job after a stop resumes from the snapshot. Any failure is one PipelineError; the snapshot stays."""
     restarts = 0
     while True:
         job, log = submit(slurm, command, name, log_dir)
         end = wait(job, log, name)
         if end.state == "COMPLETED":
+            if not _appears(out):
+                raise PipelineError(f"{name}: job {job} completed, but its checkpoint {out} is not here: the project"
+                                    " folder must be on a filesystem that this machine and the nodes share")
             log.unlink(missing_ok=True)  # streamed to the stage's output already
             with contextlib.suppress(OSError):
                 log_dir.rmdir()  # the snapshot's folder, once the trainer has cleared its snapshot
@@ -180,11 +184,28 @@ def wait(job: str, log: Path, name: str) -> JobEnd:
 
 
 def job_state(job: str, name: str) -> dict[str, str]:
-    """`scontrol show job`'s fields of the job (JobState, Reason, ExitCode, NodeList, ...)."""
-    result = subprocess.run(["scontrol", "show", "job", "--oneliner", job], text=True, capture_output=True)
-    if result.returncode:
-        raise PipelineError(f"{name}: cannot follow job {job}: {(result.stderr.strip() or 'scontrol failed')[:200]}")
+    """`scontrol show job`'s fields of the job (JobState, Reason, ExitCode, NodeList, ...); a controller that does
+    not answer is asked again for PATIENCE seconds (it may be restarting)."""
+    deadline = time.monotonic() + PATIENCE
+    while (result := subprocess.run(["scontrol", "show", "job", "--oneliner", job], text=True,
+                                    capture_output=True)).returncode:
+        reason = " ".join(result.stderr.split())[:200] or f"scontrol exited with status {result.returncode}"
+        if "Invalid job id" in reason or time.monotonic() > deadline:
+            scancel(job)  # no job runs on unwatched
+            raise PipelineError(f"{name}: cannot follow job {job} ({reason}); any snapshot is kept: `dvc repro`"
+                                " resumes from it")
+        time.sleep(POLL_MAX)
     return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+
+
+def _appears(path: Path) -> bool:
+    """Whether `path` exists here, allowing a shared filesystem's caches PATIENCE seconds to show it."""
+    deadline = time.monotonic() + PATIENCE
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_MAX)
+    return True
 
 
 def scancel(job: str) -> None:
