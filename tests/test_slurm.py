@@ -131,22 +131,24 @@ def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path)
 
 @slow
 def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(cluster, tmp_path, local_c1):
-    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, SIGTERM comes 10 to 40 s into each
-    job; training sleeps 0.9 s a step, 45 s in all, so no job can finish it."""
-    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=0)
-    slow = {"CHUNKTRAIN_TEST_SLEEP": "0.9"}
+    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 25 s, the signal comes 5 to 35 s into
+    each job. Training sleeps 1.5 s a step, 75 s in all, more than two jobs can do: with max_restarts 1 the first
+    `dvc repro` runs out of restarts, and the next one finishes the chunk."""
+    project = slurm_project(tmp_path / "repo", time=1, signal_lead=25, max_restarts=1)
+    slow = {"CHUNKTRAIN_TEST_SLEEP": "1.5"}
     line, output = repro_fails(project, env=slow)
-    assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 0 restart\(s\),"
+    assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 1 restart\(s\),"
                         r" train.slurm.max_restarts; its snapshot is kept in .resume/c1: raise train.slurm.time or"
                         r" max_restarts and run `dvc repro`", line), line
-    if "interrupted at step" in output:  # SIGTERM came after the trainer's start, as it does but on a busy machine
-        assert (project.path / ".resume/c1/snapshot.pt").exists()
+    first = jobs_in(output)
+    assert len(first) == 2 and "submitting restart 1 of at most 1" in output
+    assert (project.path / ".resume/c1/snapshot.pt").exists()
 
     project.edit_params(lambda p: p["train"]["slurm"].update(max_restarts=6))
     output = project.dvc("repro", env=slow)
-    jobs = jobs_in(output)
-    print(f"{len(jobs) + 1} jobs, checkpoint sha256 {checkpoint(project)}, local {local_c1}")
-    assert "resuming c1 from step" in output and jobs and "stopped at its time limit" in output
+    jobs = first + jobs_in(output)
+    print(f"{len(jobs)} jobs, checkpoint sha256 {checkpoint(project)}, local {local_c1}")
+    assert "resuming c1 from step" in output
     assert checkpoint(project) == local_c1
 
 

@@ -95,8 +95,8 @@ def run(slurm: SlurmParams, command: list[str], *, name: str, log_dir: Path, out
                                 f" {log_dir}: raise train.slurm.time or max_restarts and run `dvc repro`")
         log.unlink(missing_ok=True)
         restarts += 1
-        print(f"{name}: job {job} stopped at its time limit ({end.state.lower()}); submitting restart {restarts}"
-              f" of at most {slurm.max_restarts}, which resumes from the snapshot", flush=True)
+        print(f"{name}: job {job} stopped at its time limit or by a preemption; submitting restart {restarts} of at"
+              f" most {slurm.max_restarts}, which resumes from the snapshot", flush=True)
 
 
 def sbatch_args(slurm: SlurmParams, name: str, log_dir: Path) -> list[str]:
