@@ -164,7 +164,7 @@ class ChunkParams(_Section):
     weight_decay: float | None = Field(default=None, ge=0)
     nproc: int | None = Field(default=None, gt=0)
     cooldown: Literal["linear", "cosine"] | None = None  # from the lr at the chunk's start down to min_lr
-    launcher: Literal["local", "slurm"] | None = None  # see SlurmParams
+    launcher: Literal["local", "slurm"] | None = None  # where it and the chunks continuing it run (SlurmParams)
     slurm: dict[str, Any] | None = None  # keys of train.slurm to override, for this chunk and those continuing it
 
 
@@ -195,6 +195,7 @@ class TrainSettings(_Section):
     def rounds(self) -> int:
         """The chunk's length in rounds: its epochs, or its steps in rounds of eval_every (a val loss ends each)."""
         return self.epochs if self.epochs is not None else self.steps // self.eval_every
+
 
 # The launcher: where a chunk's processes run. None of it changes a result, so none of it enters the chunk's
 # spec (data/plan/train/<chunk>.json, which its stage depends on): plan writes it to data/plan/launch/<chunk>.json,
@@ -228,7 +229,7 @@ class SlurmParams(_Section):
     cpus_per_task: int | None = Field(default=None, gt=0)  # CPUs per node for its processes; None: SLURM's default
     gpus_per_node: int | None = Field(default=None, gt=0)
     time: str | int = "1:00:00"  # each job's wall-time limit, in SLURM's format (a number is minutes)
-    signal_lead: int = Field(default=300, gt=0)  # seconds before the limit that SLURM sends SIGTERM (a snapshot)
+    signal_lead: int = Field(default=300, gt=0)  # seconds before the limit that SLURM tells the trainer to stop
     sbatch_args: list[str] = []  # more sbatch options, e.g. ["--qos=long", "--constraint=a100"]
     srun_args: list[str] = []  # more srun options for the one torchrun per node of a multi-node chunk
     max_restarts: int = Field(default=20, ge=0)  # jobs after the first, per `dvc repro` of the chunk
