@@ -131,11 +131,11 @@ def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path)
 
 @slow
 def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(cluster, tmp_path, local_c1):
-    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 25 s, the signal comes 5 to 35 s into
-    each job. Training sleeps 1.5 s a step, 75 s in all, more than two jobs can do: with max_restarts 1 the first
+    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, the signal comes 10 to 40 s into
+    each job. Training sleeps 1.7 s a step, 85 s in all, more than two jobs can do: with max_restarts 1 the first
     `dvc repro` runs out of restarts, and the next one finishes the chunk."""
-    project = slurm_project(tmp_path / "repo", time=1, signal_lead=25, max_restarts=1)
-    slow = {"CHUNKTRAIN_TEST_SLEEP": "1.5"}
+    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=1)
+    slow = {"CHUNKTRAIN_TEST_SLEEP": "1.7"}
     line, output = repro_fails(project, env=slow)
     assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 1 restart\(s\),"
                         r" train.slurm.max_restarts; its snapshot is kept in .resume/c1: raise train.slurm.time or"
@@ -246,7 +246,7 @@ def test_the_queue_runs_two_experiments_chunks_as_two_jobs_at_once(cluster, tmp_
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        project.dvc("queue", "start", "-j", "2", env={"CHUNKTRAIN_TEST_SLEEP": "0.2"})
+        project.dvc("queue", "start", "-j", "2", env={"CHUNKTRAIN_TEST_SLEEP": "0.3"})
         wait_for(lambda: project.dvc("queue", "status").count("Success") == 2, "both experiments", timeout=300,
                  poll=1)
     finally:
