@@ -1,14 +1,15 @@
 """Stage `train@<chunk>`: from the parent checkpoint (or a matching snapshot), train; write the chunk's checkpoint."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from chunktrain.core.checkpoint import code_id
-from chunktrain.core.config import CHUNK_NAME, INIT, ChunkSpec, Runtime
+from chunktrain.core.config import CHUNK_NAME, INIT, ChunkSpec, LaunchSpec, Runtime
 from chunktrain.core.errors import PipelineError, brief, run_stage
 from chunktrain.core.splits import read_dataset
-from chunktrain.training import chunk, parallel
+from chunktrain.training import chunk, parallel, slurm
 
 CODE = ("train.py", "chunktrain/__init__.py", "chunktrain/core", "chunktrain/training", "models")  # dvc.yaml's deps
 STAGE = "train@"  # dvc.yaml's stage train@<chunk>
@@ -45,19 +46,31 @@ def main(argv: list[str] | None = None) -> None:
                         help="data/plan/runtime.json: snapshots and threads (they change no result, so no dep)")
     parser.add_argument("--curves", type=Path,
                         help="the charts' CSV (evaluate's output), rewritten after every round with this chunk so far")
+    parser.add_argument("--launcher", choices=["local"],
+                        help="run the chunk here whatever data/plan/launch/ says (how its SLURM job runs it)")
     args = parser.parse_args(argv)
     if args.stage is not None:
         vars(args).update(stage_files(args.stage))
     if missing := [f"--{key}" for key in ("spec", "out", "metrics", "snapshot") if getattr(args, key) is None]:
         parser.error(f"--stage, or {', '.join(missing)}, is required")
+    if args.launcher == "local" and "SLURM_JOB_ID" in os.environ:
+        slurm.lead_signal_stops()
     spec, runtime = ChunkSpec.read(args.spec), Runtime.read(args.runtime)
     if args.parent is None:
         args.parent = args.out.with_name(f"{spec.parent}.pt")
+    # Stage plan writes a launch spec beside runtime.json for each chunk run as a SLURM job; like runtime.json, it
+    # changes no result, so no stage depends on it.
+    launch_path = args.runtime.parent / "launch" / f"{spec.name}.json"
     name = f"train@{spec.name}"
     settings, dataset = spec.settings, read_dataset(args.dataset)
     # A text's every step has the same batch_size x grad_accum windows; a table's last step of an epoch fewer rows.
     rows = settings.batch_size * settings.grad_accum if dataset.is_text else dataset.rows("train")
     parallel.check_nproc(spec.nproc, rows, settings, f"{name}: nproc")
+    if args.launcher is None and launch_path.exists():
+        command = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv),
+                   "--launcher", "local"]
+        return slurm.run(LaunchSpec.read(launch_path).slurm, command, name=name, log_dir=args.snapshot.parent,
+                         out=args.out)
     if spec.nproc > 1 and not parallel.under_torchrun():
         # dvc.yaml runs plain `python src/train.py`, so `dvc exp run --temp` runs its own code: relaunch it here.
         return parallel.launch(spec.nproc, Path(__file__), sys.argv[1:] if argv is None else argv,

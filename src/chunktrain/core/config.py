@@ -195,6 +195,8 @@ class ChunkParams(_Section):
     weight_decay: float | None = Field(default=None, ge=0)
     nproc: int | None = Field(default=None, gt=0)
     cooldown: Literal["linear", "cosine"] | None = None  # from the lr at the chunk's start down to min_lr
+    launcher: Literal["local", "slurm"] | None = None  # where it and the chunks continuing it run (SlurmParams)
+    slurm: dict[str, Any] | None = None  # keys of train.slurm to override, for this chunk and those continuing it
 
 
 Dtype = Literal["float32", "bfloat16"]
@@ -226,6 +228,51 @@ class TrainSettings(_Section):
         return self.epochs if self.epochs is not None else self.steps // self.eval_every
 
 
+# The launcher: where a chunk's processes run. None of it changes a result, so none of it enters the chunk's
+# spec (data/plan/train/<chunk>.json, which its stage depends on): plan writes it to data/plan/launch/<chunk>.json,
+# which src/train.py reads beside the snapshot policy, so editing it reruns nothing. docs/slurm.md is the guide.
+
+SLURM_TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")  # M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+
+
+def slurm_seconds(value: str | int) -> int:
+    """SLURM's --time in seconds: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]."""
+    match = SLURM_TIME.fullmatch(str(value))
+    if not match:
+        raise ValueError(f"train.slurm.time: {brief(value)} is not a SLURM time limit (minutes, H:MM:SS or"
+                         " D-HH:MM:SS)")
+    days, first, second, third = (None if part is None else int(part) for part in match.groups())
+    if days is not None:  # D-H[:M[:S]]
+        hours, minutes, seconds = first, second or 0, third or 0
+    elif third is not None:  # H:M:S
+        hours, minutes, seconds = first, second, third
+    else:  # M[:S]
+        hours, minutes, seconds = 0, first, second or 0
+    return (((days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+class SlurmParams(_Section):
+    """train.launcher slurm: each chunk is a job, submitted again from its snapshot when its time runs out."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    account: str | None = None
+    nodes: int = Field(default=1, gt=0)  # the chunk's nproc processes split evenly over them, one torchrun each
+    cpus_per_task: int | None = Field(default=None, gt=0)  # CPUs per node for its processes; None: SLURM's default
+    gpus_per_node: int | None = Field(default=None, gt=0)
+    time: str | int = "1:00:00"  # each job's wall-time limit, in SLURM's format (a number is minutes)
+    signal_lead: int = Field(default=300, gt=0)  # seconds before the limit that SLURM tells the trainer to stop
+    sbatch_args: list[str] = []  # more sbatch options, e.g. ["--qos=long", "--constraint=a100"]
+    srun_args: list[str] = []  # more srun options for the one torchrun per node of a multi-node chunk
+    max_restarts: int = Field(default=20, ge=0)  # jobs after the first, per `dvc repro` of the chunk
+
+    @model_validator(mode="after")
+    def _lead_inside_the_limit(self) -> "SlurmParams":
+        if self.signal_lead >= slurm_seconds(self.time):
+            raise ValueError(f"train.slurm.signal_lead: {self.signal_lead} s leaves no time to train in a job of"
+                             f" time {self.time!r}; it must be shorter than the time limit")
+        return self
+
+
 class TrainParams(_Section):
     optimizer: Literal["sgd", "adam", "adamw"]
     lr: float = Field(gt=0)
@@ -245,6 +292,9 @@ class TrainParams(_Section):
     snapshot_every_seconds: float | None = Field(gt=0)  # None: no time-based snapshots
     schedule: ScheduleParams = ScheduleParams()
     chunks: dict[str, ChunkParams] = Field(min_length=1)
+    # Where chunks run: here, or each as a SLURM job (inherited like nproc); changes no result, see SlurmParams.
+    launcher: Literal["local", "slurm"] = "local"
+    slurm: SlurmParams = SlurmParams()
 
     @model_validator(mode="after")
     def _chunks_form_a_tree(self) -> "TrainParams":
@@ -263,6 +313,32 @@ class TrainParams(_Section):
                 raise ValueError(f"train.schedule.min_lr: {self.schedule.min_lr} must be below the lr of chunk"
                                  f" {name} ({self.settings(name).lr})")
         return self
+
+    @model_validator(mode="after")
+    def _launches_are_valid(self) -> "TrainParams":
+        for name in self.chunks:
+            self.launch(name)
+        return self
+
+    def launch(self, name: str) -> "LaunchSpec | None":
+        """How chunk `name` is launched: None to run it here, else its SLURM job, train.slurm with the overrides
+        of the chunks down its lineage."""
+        if self.inherited(name, "launcher") != "slurm":
+            return None
+        merged = self.slurm.model_dump()
+        for link in self.lineage(name):
+            merged.update(self.chunks[link].slurm or {})
+        try:
+            slurm = SlurmParams.model_validate(merged)
+        except ValidationError as error:
+            errors = error.errors(include_url=False)
+            raise ValueError(f"train.chunks.{name}.slurm: " + "; ".join(_describe(e, SlurmParams)
+                                                                        for e in errors[:3])) from None
+        nproc = self.inherited(name, "nproc")
+        if nproc % slurm.nodes:
+            raise ValueError(f"train.slurm.nodes: chunk {name}'s {nproc} processes (nproc) do not split evenly over"
+                             f" {slurm.nodes} nodes")
+        return LaunchSpec(launcher="slurm", slurm=slurm)
 
     def lineage(self, name: str) -> list[str]:
         """The chunks from the first after init down to `name`, in training order."""
@@ -461,6 +537,13 @@ class EvaluateSpec(_Spec):
         return [name for name in self.chunks if name not in parents]
 
 
+class LaunchSpec(_Spec):
+    """data/plan/launch/<chunk>.json, for a chunk run as a SLURM job (none: it runs here). No stage depends on it."""
+
+    launcher: Literal["slurm"]
+    slurm: SlurmParams
+
+
 class Runtime(_Spec):
     """How a chunk runs on this machine: when it writes snapshots, and its threads. Every chunk reads it but none
     depends on it: editing it reruns nothing. Threads can change the last bits of a result (a text's matrix
@@ -492,4 +575,5 @@ def plan(params: Params) -> dict[str, _Spec]:
         "runtime.json": Runtime(every_steps=params.train.snapshot_every_steps,
                                 every_seconds=params.train.snapshot_every_seconds, threads=params.train.threads),
         **{f"train/{name}.json": spec for name, spec in chunks.items()},
+        **{f"launch/{name}.json": launch for name in chunks if (launch := params.train.launch(name))},
     }

@@ -1,0 +1,314 @@
+"""train.launcher slurm against a real SLURM on 127.0.0.1 (tests/slurm_cluster.py): munged, slurmctld and slurmd.
+
+A chunk through SLURM equals the chunk run here byte for byte; one longer than its time limit finishes over
+several jobs, byte-identical; a cancelled job leaves its snapshot for `dvc repro`; every failure is one line.
+"""
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import plan
+import pytest
+
+from chunktrain.core import config
+from chunktrain.core.errors import PipelineError
+from chunktrain.testing import (TINY_PARAMS, Project, new_project, project_env, ran, sha256, stop_queue, wait_for,
+                                write_params)
+from chunktrain.training import slurm
+from slurm_cluster import PARTITION, SHORT, require_slurm, start_cluster, stop_cluster
+
+slow = pytest.mark.slow
+
+# A model of the user's own (src/models/), an MLP that sleeps in each training forward pass while
+# CHUNKTRAIN_TEST_SLEEP is set: a chunk as slow as a test needs, with the same bytes as without the sleep.
+SLOW_MODEL = """\
+import os
+import time
+
+from torch import nn
+
+
+class Slow(nn.Sequential):
+    def forward(self, x):
+        if self.training:
+            time.sleep(float(os.environ.get("CHUNKTRAIN_TEST_SLEEP", "0")))
+        return super().forward(x)
+
+
+def build(inputs, outputs, *, width):
+    return Slow(nn.Linear(inputs, width), nn.ReLU(), nn.Linear(width, outputs))
+"""
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """The cluster, with SLURM_CONF pointing the commands (sbatch, scontrol, ...) at it for the whole session."""
+    require_slurm()
+    started = start_cluster(tmp_path_factory.mktemp("slurm") / "cluster")
+    saved = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(started.conf)
+    try:
+        yield started
+    finally:
+        stop_cluster(started)
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved
+
+
+def slurm_project(path, launcher="slurm", **slurm) -> Project:
+    """The tiny project with the slow model and one chunk c1, run as SLURM jobs with the `slurm` settings."""
+    params = copy.deepcopy(TINY_PARAMS)
+    params["model"] = {"task": "regression", "arch": "models.slow:build", "args": {"width": 16}}
+    params["train"].update(launcher=launcher, chunks={"c1": {"from": "init", "epochs": 2}},
+                           slurm={"partition": PARTITION, "time": 10, "signal_lead": 30, **slurm})
+    project = new_project(path, params)
+    (project.path / "src/models/slow.py").write_text(SLOW_MODEL)
+    project.commit("slow model")
+    return project
+
+
+def checkpoint(project: Project) -> str:
+    return sha256(project.path / "data/checkpoints/c1.pt")
+
+
+@pytest.fixture(scope="session")
+def local_c1(tmp_path_factory) -> str:
+    """The sha256 of chunk c1's checkpoint run here, uninterrupted."""
+    project = slurm_project(tmp_path_factory.mktemp("local") / "repo", launcher="local")
+    project.dvc("repro")
+    return checkpoint(project)
+
+
+@slow
+def test_a_chunk_through_slurm_equals_the_chunk_run_here_and_the_launcher_reruns_nothing(cluster, tmp_path, local_c1):
+    project = slurm_project(tmp_path / "repo")
+    output = project.dvc("repro")
+    assert "train@c1: submitted job" in output and "train@c1 epoch 2/2" in output  # the job's output, streamed
+    assert not (project.path / ".resume/c1").exists()  # the job's output file went with the snapshot's folder
+    assert checkpoint(project) == local_c1
+    project.commit("reproduced")
+    project.edit_params(lambda p: p["train"].update(launcher="local"))
+    project.edit_params(lambda p: p["train"]["slurm"].update(time="2:00:00"))
+    assert ran(project.dvc("repro")) == {"plan"}
+
+
+def repro_fails(project: Project, *args: str, env: dict | None = None) -> tuple[str, str]:
+    """`dvc repro` that must fail: the stage's error line (the last: a job's own come first), and the output."""
+    result = project.run("dvc", "repro", *args, check=False, env=env)
+    assert result.returncode != 0, result.stdout
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+    assert errors, result.stdout
+    return errors[-1], result.stdout
+
+
+def jobs_in(output: str) -> list[str]:
+    return re.findall(r"train@c1: submitted job (\d+)", output)
+
+
+@slow
+def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path):
+    """nproc 2: the job's train.py runs torchrun, as the stage here does."""
+    project = slurm_project(tmp_path / "repo", launcher="local", cpus_per_task=2)
+    project.edit_params(lambda p: p["train"].update(nproc=2))
+    project.dvc("repro")
+    here = checkpoint(project)
+    project.edit_params(lambda p: p["train"].update(launcher="slurm"))
+    project.dvc("repro", "plan")
+    output = project.dvc("repro", "-f", "-s", "train@c1")
+    assert "train@c1: submitted job" in output and "2 processes" in output
+    assert checkpoint(project) == here
+
+
+@slow
+def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(cluster, tmp_path, local_c1):
+    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, the signal comes 10 to 40 s into
+    each job. Training sleeps 1.7 s a step, 85 s in all, more than two jobs can do: with max_restarts 1 the first
+    `dvc repro` runs out of restarts, and the next one finishes the chunk."""
+    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=1)
+    slow = {"CHUNKTRAIN_TEST_SLEEP": "1.7"}
+    line, output = repro_fails(project, env=slow)
+    assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 1 restart\(s\),"
+                        r" train.slurm.max_restarts; its snapshot is kept in .resume/c1: raise train.slurm.time or"
+                        r" max_restarts and run `dvc repro`", line), line
+    first = jobs_in(output)
+    assert len(first) == 2 and "submitting restart 1 of at most 1" in output
+    assert (project.path / ".resume/c1/snapshot.pt").exists()
+
+    project.edit_params(lambda p: p["train"]["slurm"].update(max_restarts=6))
+    output = project.dvc("repro", env=slow)
+    jobs = first + jobs_in(output)
+    print(f"{len(jobs)} jobs, checkpoint sha256 {checkpoint(project)}, local {local_c1}")
+    assert "resuming c1 from step" in output
+    assert checkpoint(project) == local_c1
+
+
+@slow
+@pytest.mark.parametrize("stop", ["scancel", "ctrl-c"])
+def test_a_stopped_job_keeps_its_snapshot_and_dvc_repro_resumes(cluster, tmp_path, local_c1, stop):
+    """`scancel` of the job, or Ctrl-C where `dvc repro` runs (which cancels the job): the trainer writes its snapshot."""
+    project = slurm_project(tmp_path / "repo")
+    repro = subprocess.Popen(["dvc", "repro"], cwd=project.path, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, env={**project_env(), "CHUNKTRAIN_TEST_SLEEP": "0.3"},
+                             start_new_session=True)
+    try:
+        log = project.path / ".resume/c1"
+        wait_for(lambda: any("epochs 1..2" in path.read_text() for path in log.glob("slurm-*.out")),
+                 "the job to start training")
+        time.sleep(3)
+        [job] = cluster.jobs()
+        if stop == "scancel":
+            cluster.run("scancel", job)
+        else:
+            os.killpg(repro.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        output, _ = repro.communicate(timeout=120)
+    finally:
+        repro.kill()
+    assert repro.returncode != 0
+    assert (f"error: train@c1: job {job} was cancelled (scancel); its snapshot is kept in .resume/c1:"
+            " `dvc repro` resumes from it" if stop == "scancel" else
+            f"error: train@c1 stopped by SIGINT and its job {job} cancelled; `dvc repro` resumes from its snapshot"
+            ) in output
+    assert (project.path / ".resume/c1/snapshot.pt").exists() and cluster.jobs() == []
+    resumed = project.dvc("repro")
+    assert "resuming c1 from step" in resumed
+    assert checkpoint(project) == local_c1
+
+
+@slow
+def test_a_job_still_queued_or_running_for_the_chunk_is_not_submitted_twice(cluster, tmp_path):
+    """Its stage was killed, say: a second job would write the same snapshot."""
+    project = slurm_project(tmp_path / "repo")
+    job = cluster.run("sbatch", "--parsable", "--job-name=train@c1", f"--chdir={project.path}", "--output=/dev/null",
+                      "--wrap", "sleep 600").strip()
+    try:
+        line, _ = repro_fails(project)
+    finally:
+        cluster.run("scancel", job)
+    assert line == (f"error: train@c1: job {job} of this chunk in this folder is still queued or running; wait for"
+                    f" it to end or `scancel {job}`, then run `dvc repro` again")
+
+
+@slow
+@pytest.mark.parametrize("slurm_settings, env, message", [
+    ({"partition": "nope"}, {},
+     r"error: train@c1: sbatch refused the job: Batch job submission failed: Invalid partition name specified"
+     r" \(see train.slurm in params.yaml\)"),
+    ({"partition": SHORT, "time": "2:00:00"}, {},
+     r"error: train@c1: job \d+ can never start: SLURM says PartitionTimeLimit \(it asks for more than its partition"
+     r" or account allows; see train.slurm in params.yaml\)"),
+    ({}, {"CHUNKTRAIN_KILL_AT": "step:3"},
+     r"error: train@c1: job \d+ failed on node1 \(killed by SIGKILL\); its output is in"
+     r" .resume/c1/slurm-\d+.out and any snapshot is kept: `dvc repro` resumes from it"),
+], ids=["unknown-partition", "over-the-partition-time-limit", "failed-on-its-node"])
+def test_a_job_that_cannot_run_or_fails_is_one_line(cluster, tmp_path, slurm_settings, env, message):
+    project = slurm_project(tmp_path / "repo", **slurm_settings)
+    line, _ = repro_fails(project, env=env)
+    assert re.fullmatch(message, line), line
+    assert cluster.jobs() == []  # none left pending
+
+
+def test_no_sbatch_here_is_one_line(stages, params, monkeypatch):
+    """Without SLURM's commands on PATH (dvc repro run off the cluster), the stage says so; no daemons needed."""
+    params["train"]["launcher"] = "slurm"
+    write_params(stages.params_path, params)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    with pytest.raises(PipelineError, match=r"^train@c1: train.launcher is slurm, but sbatch is not on PATH here;"
+                                            r" run `dvc repro` on a login node of the cluster, or set"
+                                            r" train.launcher: local$"):
+        stages.train("c1")
+
+
+
+@slow
+def test_the_queue_runs_two_experiments_chunks_as_two_jobs_at_once(cluster, tmp_path):
+    project = slurm_project(tmp_path / "repo", launcher="local")
+    project.dvc("repro")
+    project.commit("reproduced here")
+    for name, lr in (("fast", 0.02), ("slow", 0.005)):
+        project.dvc("exp", "run", "--queue", "-n", name, "-S", "train.launcher=slurm", "-S", f"train.lr={lr}")
+    running, done = [], threading.Event()
+
+    def watch() -> None:  # the jobs running at each moment
+        while not done.is_set():
+            running.append(set(cluster.run("squeue", "-h", "-t", "R", "-o", "%i").split()))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        project.dvc("queue", "start", "-j", "2", env={"CHUNKTRAIN_TEST_SLEEP": "0.3"})
+        wait_for(lambda: project.dvc("queue", "status").count("Success") == 2, "both experiments", timeout=300,
+                 poll=1)
+    finally:
+        done.set()
+        watcher.join()
+        stop_queue(project)
+    assert max(len(jobs) for jobs in running) == 2
+    shown = json.loads(project.dvc("exp", "show", "--json"))
+    names = {experiment["name"] for commit in shown for experiment in commit.get("experiments") or []}
+    assert {"fast", "slow"} <= names
+
+
+# The settings: checked by stage plan, kept out of the chunks' specs. No daemons needed.
+
+def test_slurm_settings_go_to_launch_specs_that_no_stage_depends_on(tmp_path, params):
+    params["train"].update(launcher="slurm", slurm={"time": "2:00:00", "nodes": 2}, nproc=2)
+    params["train"]["chunks"]["c3"].update(launcher="local")
+    params["train"]["chunks"]["c2"].update(slurm={"time": "1-12", "partition": "long"})
+    specs = plan.plan(config.Params.model_validate(params))
+    assert {name for name in specs if name.startswith("launch/")} == {"launch/c1.json", "launch/c2.json"}
+    assert specs["launch/c1.json"].slurm.time == "2:00:00"
+    assert specs["launch/c2.json"].slurm.model_dump(include={"time", "partition", "nodes"}) == {
+        "time": "1-12", "partition": "long", "nodes": 2}
+    without = copy.deepcopy(params)
+    without["train"].pop("launcher"), without["train"].pop("slurm")
+    for chunk in without["train"]["chunks"].values():
+        chunk.pop("launcher", None), chunk.pop("slurm", None)
+    assert ({name: spec.text() for name, spec in specs.items() if not name.startswith("launch/")}
+            == {name: spec.text() for name, spec in plan.plan(config.Params.model_validate(without)).items()})
+
+
+@pytest.mark.parametrize("time, seconds", [(1, 60), ("90", 5400), ("1:30", 90), ("2:00:00", 7200), ("1-12", 129600),
+                                           ("1-0:30", 88200), ("1-0:0:5", 86405)])
+def test_slurm_time_formats(time, seconds):
+    assert config.slurm_seconds(time) == seconds
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t["slurm"].update(time="1h"), "train.slurm.time: '1h' is not a SLURM time limit"),
+    (lambda t: t["slurm"].update(time=1, signal_lead=60),
+     "train.slurm.signal_lead: 60 s leaves no time to train in a job of time 1"),
+    (lambda t: t["slurm"].update(nodes=2), "train.slurm.nodes: chunk c1's 1 processes (nproc) do not split evenly"),
+    (lambda t: t["slurm"].update(partion="gpu"), "train.slurm.partion: unknown key, did you mean 'partition'?"),
+    (lambda t: t["chunks"]["c2"].update(slurm={"max_restarts": -1}),
+     "train.chunks.c2.slurm: max_restarts: Input should be greater than or equal to 0, got -1"),
+])
+def test_a_bad_slurm_setting_is_one_line(tmp_path, params, edit, message):
+    params["train"].update(launcher="slurm", slurm={})
+    edit(params["train"])
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        config.load_params(write_params(tmp_path / "params.yaml", params))
+
+
+def test_a_multi_node_job_runs_one_torchrun_per_node_meeting_on_the_first():
+    settings = config.SlurmParams(nodes=2, gpus_per_node=4, cpus_per_task=32, partition="gpu",
+                                  sbatch_args=["--qos=long"], srun_args=["--cpu-bind=none"])
+    script = slurm.job_script(settings, ["python", "src/train.py", "--spec", "a b.json"])
+    assert script.splitlines() == [
+        "#!/bin/sh",
+        'export PET_NNODES=2 PET_RDZV_ENDPOINT="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+        ':$((20000 + SLURM_JOB_ID % 10000))"',
+        "exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 --cpu-bind=none python src/train.py --spec 'a b.json'"]
+    args = slurm.sbatch_args(settings, "train@c1", Path("logs"))
+    assert {"--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=4", "--cpus-per-task=32", "--partition=gpu",
+            "--time=1:00:00", "--signal=B:USR1@300", "--qos=long"} <= set(args)
