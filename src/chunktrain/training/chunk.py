@@ -118,7 +118,7 @@ def make_batches(dataset: Dataset, spec: ChunkSpec, config: dict, device: torch.
 def train_chunk(state: ChunkState, files: ChunkFiles, world: World, runtime: Runtime) -> None:
     """The loop over the chunk's epochs, with progress, live metrics, snapshots and a clean stop on a signal."""
     spec, parent, position = state.spec, state.parent, state.position
-    live = LiveCurves(files.curves, spec.name, files.snapshot.with_name("curves-before.csv"), enabled=world.writes)
+    live = LiveCurves(files.curves, spec.name, files.snapshot.with_name(snapshots.CURVES_BEFORE), enabled=world.writes)
 
     def on_round(record: dict) -> None:
         progress.round(record)
@@ -317,7 +317,8 @@ class LiveCurves:
         try:
             action()
         except OSError as error:  # the charts are a view: a full disk must not stop training
-            print(f"warning: train@{self.name}: live charts not updated ({error.strerror or error})", file=sys.stderr)
+            print(f"warning: train@{self.name}: live charts off for this chunk ({error.strerror or error})",
+                  file=sys.stderr)
             self.path = None
 
 

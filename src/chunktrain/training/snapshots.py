@@ -24,6 +24,7 @@ from chunktrain.training.loop import Position
 
 RESUME = "resume"  # snapshots only: {epoch, batch, loss_sum, step}
 FILE = "snapshot.pt"  # a chunk's snapshot is <folder>/<chunk>/snapshot.pt: dvc.yaml's --snapshot
+CURVES_BEFORE = "curves-before.csv"  # beside it while the chunk trains: the charts' data as evaluate left it
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
 
 
@@ -109,10 +110,12 @@ class SnapshotSchedule:
 
 
 def clear(path: Path) -> None:
-    """Delete a snapshot, any temp file a dead writer left beside it, and its folder once empty."""
+    """Delete a snapshot, the chunk's copy of the charts' data and any temp file a dead writer left beside them,
+    and their folder once empty."""
     if not path.parent.is_dir():  # nothing there, or a file in the folder's place: no snapshot to clear
         return
-    for stale in [path, *stale_temp_files(path)]:
+    curves = path.with_name(CURVES_BEFORE)
+    for stale in [path, curves, *stale_temp_files(path), *stale_temp_files(curves)]:
         stale.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
