@@ -22,7 +22,8 @@ def revisions() -> list[tuple[str, str]]:
     found = []
     for row in shown:
         found.append((row.get("name") or (row["rev"] if row["rev"] == "workspace" else row["rev"][:7]), row["rev"]))
-        found += [(exp["name"] or exp["revs"][0]["rev"][:7], exp["revs"][0]["rev"]) for exp in row.get("experiments") or []]
+        found += [(exp["name"] or exp["revs"][0]["rev"][:7], exp["revs"][0]["rev"])
+                  for exp in row.get("experiments") or []]
     return found
 
 
