@@ -19,12 +19,13 @@ run: setup
 	dvc repro
 	dvc metrics show
 
+# Two worker processes, each taking whole test files (their module and session fixtures stay in one process).
 test: setup
-	pytest
+	pytest -n 2 --dist loadfile
 
 # The edit-test loop: unit tests and one small end-to-end repro.
 test-fast: setup
-	pytest -m "not slow"
+	pytest -n 2 --dist loadfile -m "not slow"
 
 snapshots: setup
 	PYTHONPATH=src python -m chunktrain.training.snapshots
