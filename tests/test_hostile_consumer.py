@@ -102,21 +102,22 @@ def test_a_damaged_transform_in_dataset_json_is_one_line_at_init(tmp_path, capsy
 
 # Tables
 
-@pytest.fixture(scope="module")
-def regressor(tmp_path_factory):
-    """The init checkpoint of a regressor on the prices table: a valid model to predict with and to forge."""
-    stages = own_stages(tmp_path_factory.mktemp("regressor"), "regression", regression_table(rows=100))
+def init_checkpoint(folder, task: str, table):
+    stages = own_stages(folder, task, table)
     stages.generate()
     stages.init()
     return stages.checkpoint("init")
+
+
+@pytest.fixture(scope="module")
+def regressor(tmp_path_factory):
+    """The init checkpoint of a regressor on the prices table: a valid model to predict with and to forge."""
+    return init_checkpoint(tmp_path_factory.mktemp("regressor"), "regression", regression_table(rows=100))
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    stages = own_stages(tmp_path_factory.mktemp("classifier"), "classification", classification_table(rows=120))
-    stages.generate()
-    stages.init()
-    return stages.checkpoint("init")
+    return init_checkpoint(tmp_path_factory.mktemp("classifier"), "classification", classification_table(rows=120))
 
 
 def predict_main(checkpoint, *args):

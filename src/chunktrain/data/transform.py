@@ -81,10 +81,15 @@ def standardize_features(transform: dict, x: np.ndarray) -> np.ndarray:
     return (x - np.asarray(transform["feature_mean"])) / np.asarray(transform["feature_std"])
 
 
+def standardize_target(transform: dict, y: np.ndarray) -> np.ndarray:
+    """A regression's raw targets -> standardized values, float64."""
+    return (y.astype(np.float64) - transform["target_mean"]) / transform["target_std"]
+
+
 def encode_target(transform: dict, y: np.ndarray, where) -> np.ndarray:
     """Raw targets -> float32 standardized values (regression) or int64 class indices (classification)."""
     if transform["labels"] is None:
-        return ((y.astype(np.float64) - transform["target_mean"]) / transform["target_std"]).astype(np.float32)
+        return standardize_target(transform, y).astype(np.float32)
     index = {label: i for i, label in enumerate(transform["labels"])}
     unseen = [label for label in dict.fromkeys(y.tolist()) if label not in index]
     if unseen:
@@ -99,8 +104,7 @@ def standardize(transform: dict, x: np.ndarray, y: np.ndarray, where,
     inputs, targets = standardize_features(transform, x), encode_target(transform, y, where)
     check_standardized(inputs, transform["features"], where, rows)
     if transform["labels"] is None:
-        check_standardized((y.astype(np.float64)[:, None] - transform["target_mean"]) / transform["target_std"],
-                           [transform["target"]], where, rows)
+        check_standardized(standardize_target(transform, y)[:, None], [transform["target"]], where, rows)
     return inputs, targets
 
 
