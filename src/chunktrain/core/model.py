@@ -66,13 +66,17 @@ def builder(arch: str) -> Callable[..., nn.Module]:
     return found
 
 
+def input_width(transform: dict) -> int:
+    """The model's input width on the data `transform` describes: a text's vocabulary, a table's features."""
+    return len(transform["vocab"]) if is_text(transform) else len(transform["features"])
+
+
 def model_config(spec: ModelSpec, transform: dict) -> dict:
     """What builds the model and optimizer on the data `transform` describes; stored in every checkpoint."""
-    inputs = len(transform["vocab"]) if is_text(transform) else len(transform["features"])
-    config = {"arch": spec.arch, "args": dict(spec.args), "task": spec.task, "inputs": inputs,
+    config = {"arch": spec.arch, "args": dict(spec.args), "task": spec.task, "inputs": input_width(transform),
               "outputs": output_width(transform), "optimizer": spec.optimizer, "decay_params": spec.decay_params}
     try:
-        inspect.signature(builder(spec.arch)).bind(inputs, config["outputs"], **config["args"])
+        inspect.signature(builder(spec.arch)).bind(config["inputs"], config["outputs"], **config["args"])
     except TypeError as error:
         raise PipelineError(f"model.args: {brief(spec.args)} do not fit {spec.arch}: {error}") from None
     return config
@@ -95,8 +99,7 @@ def check_model(config, transform) -> None:
     line. What a builder does with its arguments shows only when build_model runs it."""
     check_transform(transform)
     spec = _validated(ModelConfig, config, "model_config")
-    widths = {"task": transform["task"], "inputs": len(transform["vocab"] if is_text(transform) else
-                                                        transform["features"]), "outputs": output_width(transform)}
+    widths = {"task": transform["task"], "inputs": input_width(transform), "outputs": output_width(transform)}
     for key, value in widths.items():
         if getattr(spec, key) != value:
             raise PipelineError(f"model_config.{key} is {brief(getattr(spec, key))}, but the transform's is {value}")
