@@ -28,10 +28,10 @@ test-fast: setup
 	pytest -n 2 --dist loadfile -m "not slow"
 
 snapshots: setup
-	PYTHONPATH=src python -m chunktrain.training.snapshots
+	PYTHONPATH=src python -m chunktrain.runner.snapshots
 
 clear-snapshots: setup
-	PYTHONPATH=src python -m chunktrain.training.snapshots --clear
+	PYTHONPATH=src python -m chunktrain.runner.snapshots --clear
 
 # One row per experiment, best val_loss first: its best chunk and the params that differ; fits 120 columns
 # while few params differ. ALL=1: a row per chunk of every experiment instead (src/exps.py).

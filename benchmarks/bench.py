@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from chunktrain.core.config import ChunkSpec, Runtime  # noqa: E402
-from chunktrain.testing import PROJECT_FILES, TINY_PARAMS, Project, Stages, new_project, project_env, ran  # noqa: E402
+from chunktrain.testing import PROJECT_FILES, TINY_PARAMS, Project, new_project, project_env, ran  # noqa: E402
 from chunktrain.training import chunk, parallel  # noqa: E402
 from fast_repro import stages_in_order  # noqa: E402
 from plain_loop import mlp, train  # noqa: E402
@@ -155,9 +155,9 @@ def figure(name: str, value: float, baseline: float, unit: str, target: str, ok:
             "ratio": value / baseline, "target": target, "met": ok, "note": note}
 
 
-def quiet_stages(root: Path, params: dict) -> Stages:
+def quiet_stages(root: Path, params: dict) -> Project:
     """Data and an init checkpoint on temp paths, made without the stages' progress lines."""
-    stages = Stages(root, params)
+    stages = new_project(root, params, git=False)
     with contextlib.redirect_stdout(io.StringIO()):
         stages.generate()
         stages.init()
@@ -191,7 +191,7 @@ def throughput(work: Path) -> dict:
                   " one-epoch chunks after one to warm up, stage and plain in turn, in one process")
 
 
-def train_command(stages: Stages, name: str) -> list[str]:
+def train_command(stages: Project, name: str) -> list[str]:
     """src/train.py as dvc.yaml runs it, on the Stages' temp paths."""
     spec = ChunkSpec.read(stages.spec(f"train/{name}.json"))
     return [PYTHON, str(ROOT / "src/train.py"), "--spec", str(stages.spec(f"train/{name}.json")),

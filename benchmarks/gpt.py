@@ -27,12 +27,12 @@ import yaml
 from bench import PYTHON, ROOT, figure, machine, print_table, quiet_stages, train_command  # puts src/ on sys.path
 from plain_gpt import RECIPE
 
-from chunktrain.core import checkpoint as ckpt  # noqa: E402
-from chunktrain.core.model import build_model  # noqa: E402
-from chunktrain.core.splits import read_dataset  # noqa: E402
-from chunktrain.core.tasks import make_task  # noqa: E402
-from chunktrain.training.batches import TextBatches  # noqa: E402
-from chunktrain.testing import Stages, assert_same_state, losses, project_env, tiny_text  # noqa: E402
+from chunktrain.recipe import checkpoint as ckpt  # noqa: E402
+from chunktrain.recipe.model import build_model  # noqa: E402
+from chunktrain.recipe.splits import read_dataset  # noqa: E402
+from chunktrain.recipe.tasks import make_task  # noqa: E402
+from chunktrain.recipe.batches import TextBatches  # noqa: E402
+from chunktrain.testing import Project, assert_same_state, losses, new_project, project_env, tiny_text  # noqa: E402
 
 CORPUS = ROOT.parent / "shared/data/tinyshakespeare.txt"
 SHIPPED = ROOT / "docs/params-gpt.yaml"  # the recipe as a user copies it over params.yaml
@@ -63,7 +63,7 @@ def recipe_params(steps: int) -> dict:
     return params
 
 
-def text_stages(root: Path, corpus: Path, params: dict) -> Stages:
+def text_stages(root: Path, corpus: Path, params: dict) -> Project:
     """The dataset of `corpus` (copied in as data/text.txt: a source must lie inside the repo) and the init
     checkpoint, on temp paths."""
     (root / "data").mkdir(parents=True)
@@ -225,7 +225,7 @@ def memory(work: Path, threads: int | None = None, sizes: tuple[int, ...] = MEMO
                        "chunks": {"c1": {"from": "init", "steps": MEMORY_STEPS}}}
     megabyte, env, result = tiny_text(1_000_000), stage_env(threads), {}
     for size in sizes:
-        stages = Stages(work / f"memory-{size}", params)
+        stages = new_project(work / f"memory-{size}", params, git=False)
         (stages.root / "data").mkdir()
         with open(stages.root / "data/text.txt", "w") as text:
             for _ in range(size):

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from chunktrain.core.gpt import gpt  # noqa: E402
+from chunktrain.recipe.gpt import gpt  # noqa: E402
 
 # nanoGPT's CPU recipe for character-level Shakespeare (its README; config/train_shakespeare_char.py and the
 # defaults of its train.py for what the command line leaves): 1.88 val loss after 2000 iterations.

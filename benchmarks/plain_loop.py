@@ -24,7 +24,7 @@ def teacher_data(n_samples: int, n_features: int, seed: int = 0) -> tuple[torch.
 
 
 def mlp(n_features: int, hidden: list[int]) -> nn.Sequential:
-    """The same architecture as chunktrain.core.model.build_model, written out by hand."""
+    """The same architecture as chunktrain.recipe.model.build_model, written out by hand."""
     widths = [n_features, *hidden, 1]
     layers: list[nn.Module] = []
     for n_in, n_out in zip(widths, widths[1:]):

@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from chunktrain.testing import TINY_PARAMS, Stages, write_params  # noqa: E402
+from chunktrain.testing import TINY_PARAMS, Project, new_project, write_params  # noqa: E402
 
 
-def stage_command(stages: Stages, plan: Path) -> list[str]:
+def stage_command(stages: Project, plan: Path) -> list[str]:
     """dvc.yaml's train@c1 command, with the specs of `plan`."""
     return [sys.executable, str(ROOT / "src/train.py"), "--spec", str(plan / "train/c1.json"),
             "--parent", str(stages.checkpoint("init")), "--dataset", str(stages.dataset),
@@ -32,7 +32,7 @@ def stage_command(stages: Stages, plan: Path) -> list[str]:
             "--snapshot", str(stages.root / ".resume/c1/snapshot.pt"), "--runtime", str(plan / "runtime.json")]
 
 
-def timed(command: list[str], stages: Stages) -> float:
+def timed(command: list[str], stages: Project) -> float:
     stages.checkpoint("c1").unlink(missing_ok=True)
     started = time.perf_counter()
     subprocess.run(command, cwd=stages.root, check=True, stdout=subprocess.DEVNULL)
@@ -42,7 +42,7 @@ def timed(command: list[str], stages: Stages) -> float:
 def measure(folder: Path, repeats: int, slurm: dict) -> dict:
     params = copy.deepcopy(TINY_PARAMS)
     params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 1}}
-    stages = Stages(folder, params)
+    stages = new_project(folder, params, git=False)
     stages.generate()
     stages.init()  # plans with launcher local into stages.plan_dir
     import plan

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from chunktrain.testing import TINY_PARAMS, Stages, write_params  # noqa: E402
-from chunktrain.training.parallel import available_cpus  # noqa: E402
+from chunktrain.testing import TINY_PARAMS, new_project, write_params  # noqa: E402
+from chunktrain.runner.processes import available_cpus  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     params["train"].update(batch_size=128, chunks={"c1": {"from": "init", "epochs": 2}})
     host = os.cpu_count()
     with tempfile.TemporaryDirectory() as tmp:
-        stages = Stages(Path(tmp), params)
+        stages = new_project(Path(tmp), params, git=False)
         stages.generate()
         stages.init()
         rate = {"host cores": [], "auto": []}

@@ -7,15 +7,14 @@ import argparse
 import math
 from pathlib import Path
 
-from chunktrain.core.checkpoint import HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage, load_checkpoint
-from chunktrain.core.config import INIT, ChunkSpec, EvaluateSpec
-from chunktrain.core.curves import tree_curves
-from chunktrain.core.errors import PipelineError, run_stage
-from chunktrain.core.files import write_json, write_rows
-from chunktrain.core.model import load_trained
-from chunktrain.core.splits import read_dataset
-from chunktrain.core.tasks import evaluate, make_task
-from chunktrain.evaluation import best_chunk, chunk_scores
+from chunktrain.recipe.checkpoint import HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage, load_checkpoint
+from chunktrain.recipe.specs import INIT, ChunkSpec, EvaluateSpec
+from chunktrain.recipe.errors import PipelineError, run_stage
+from chunktrain.recipe.files import write_json, write_rows
+from chunktrain.recipe.model import load_trained
+from chunktrain.recipe.splits import read_dataset
+from chunktrain.recipe.tasks import evaluate, make_task
+from chunktrain.evaluation import CURVE_COLUMNS, best_chunk, chunk_scores, tree_curves
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     scores = {name: score(current(name), args.checkpoints / f"{name}.pt", test) for name in spec.chunks}
 
     write_summary(scores, args.chunks, args.best)
-    write_rows(args.curves, tree_curves(spec.leaves(), {name: checkpoints[name][HISTORY] for name in spec.chunks}))
+    write_rows(args.curves, tree_curves(spec.leaves(), {name: checkpoints[name][HISTORY] for name in spec.chunks}),
+               CURVE_COLUMNS)
 
 
 def load_current(path: Path, spec: ChunkSpec, parent: dict, dataset_id: str) -> dict:

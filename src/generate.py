@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from chunktrain.core.config import DataSpec
-from chunktrain.core.errors import run_stage
+from chunktrain.data.specs import DataSpec
+from chunktrain.recipe.errors import run_stage
 from chunktrain.data.dataset import make_splits, parquet_bytes, write_dataset
 from chunktrain.data.text import make_tokens
 

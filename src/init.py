@@ -5,13 +5,13 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.core.checkpoint import code_id, lineage, make_checkpoint, save_checkpoint
-from chunktrain.core.config import InitSpec
-from chunktrain.core.errors import PipelineError, run_stage
-from chunktrain.core.model import build_model, build_optimizer, model_config
-from chunktrain.core.splits import read_dataset
+from chunktrain.recipe.checkpoint import code_id, lineage, make_checkpoint, save_checkpoint
+from chunktrain.recipe.specs import InitSpec
+from chunktrain.recipe.errors import PipelineError, run_stage
+from chunktrain.recipe.model import build_model, build_optimizer, model_config
+from chunktrain.recipe.splits import read_dataset
 
-CODE = ("init.py", "chunktrain/__init__.py", "chunktrain/core", "models")  # under src/: its code deps in dvc.yaml
+CODE = ("init.py", "chunktrain/recipe", "models")  # under src/: its code deps in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,8 +10,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from chunktrain.core.config import load_params, plan
-from chunktrain.core.errors import run_stage
+from chunktrain.params import load_params, plan
+from chunktrain.recipe.errors import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:

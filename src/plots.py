@@ -10,7 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from chunktrain.core.errors import PipelineError, run_stage
+from chunktrain.recipe.errors import PipelineError, run_stage
 
 def chart_specs() -> dict[str, dict]:
     """Each plot of dvc.yaml by name, as the Vega-Lite spec `dvc plots show` renders."""

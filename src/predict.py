@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from chunktrain import prediction
-from chunktrain.core.errors import PipelineError, run_stage
+from chunktrain.recipe.errors import PipelineError, run_stage
 from chunktrain.data import tables
 
 

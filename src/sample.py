@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.core.checkpoint import MODEL_CONFIG, TRANSFORM, load_checkpoint
-from chunktrain.core.errors import PipelineError, brief, run_stage
-from chunktrain.core.gpt import sample
-from chunktrain.core.model import load_trained
-from chunktrain.core.splits import is_text
+from chunktrain.recipe.checkpoint import MODEL_CONFIG, TRANSFORM, load_checkpoint
+from chunktrain.recipe.errors import PipelineError, brief, run_stage
+from chunktrain.recipe.gpt import sample
+from chunktrain.recipe.model import load_trained
+from chunktrain.recipe.splits import is_text
 
 
 def encode(text: str, vocab: list[str]) -> torch.Tensor:

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from chunktrain.core.config import SyntheticSpec
-from chunktrain.core.errors import run_stage
+from chunktrain.data.specs import SyntheticSpec
+from chunktrain.recipe.errors import run_stage
 from chunktrain.data.synthetic import synthetic_table
 
 

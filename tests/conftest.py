@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from chunktrain.testing import TINY_PARAMS, Project, Stages, new_project
+from chunktrain.testing import TINY_PARAMS, Project, new_project
 
 
 @pytest.fixture
@@ -29,9 +29,9 @@ def project(reproduced, tmp_path) -> Project:
 
 
 @pytest.fixture
-def stages(tmp_path, params) -> Stages:
+def stages(tmp_path, params) -> Project:
     """Tiny data and an init checkpoint on temp paths, ready for train()."""
-    stages = Stages(tmp_path, params)
+    stages = new_project(tmp_path, params, git=False)
     stages.generate()
     stages.init()
     return stages

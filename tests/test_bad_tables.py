@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import predict
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.splits import read_dataset
-from chunktrain.testing import TINY_PARAMS, Stages
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.splits import read_dataset
+from chunktrain.testing import TINY_PARAMS, new_project
 from tables import classification_table, own_params, regression_table, write_table
 
 
@@ -65,7 +65,7 @@ def test_a_bad_table_is_one_line_and_no_split_is_written(tmp_path, params, task,
         write_table(tmp_path / "tables/t.csv", task, make())
     params = own_params(params, task, "tables/t.csv")
     params["data"].update(data)
-    stages = Stages(tmp_path, params)
+    stages = new_project(tmp_path, params, git=False)
     with pytest.raises(PipelineError, match=message) as raised:
         stages.generate()
     assert "\n" not in str(raised.value)
@@ -77,7 +77,7 @@ def checkpoint(tmp_path_factory):
     """The init checkpoint of a regressor on the prices table: what prediction needs."""
     root = tmp_path_factory.mktemp("bad_input")
     write_table(root / "t.csv", "regression", regression_table(rows=100))
-    stages = Stages(root, own_params(copy.deepcopy(TINY_PARAMS), "regression", "t.csv"))
+    stages = new_project(root, own_params(copy.deepcopy(TINY_PARAMS), "regression", "t.csv"), git=False)
     stages.generate()
     stages.init()
     return stages.checkpoint("init")
@@ -100,6 +100,6 @@ def test_data_exclude_leaves_columns_out_of_every_column_but_the_target(tmp_path
     write_table(tmp_path / "tables/t.csv", "regression", regression_table(rows=100).assign(batch=1))
     params = own_params(params, "regression", "tables/t.csv")
     params["data"].update(features=None, exclude=["id", "batch"])
-    stages = Stages(tmp_path, params)
+    stages = new_project(tmp_path, params, git=False)
     stages.generate()
     assert read_dataset(stages.dataset).transform["features"] == ["area", "slope", "rooms"]

@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from chunktrain.core.config import Params
-from chunktrain.core.model import decay_groups
+from chunktrain.params import Params
+from chunktrain.recipe.model import decay_groups
 from chunktrain.testing import ROOT, project_env, ran, tiny_text
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -134,10 +134,10 @@ def test_import_times_name_who_imports_each_heavy_package():
     stderr = "\n".join([
         "import time: self [us] | cumulative | imported package",
         "import time:       100 |     900000 |     torch",
-        "import time:        50 |     950000 |   chunktrain.core.splits",
+        "import time:        50 |     950000 |   chunktrain.recipe.splits",
         "import time:        10 |     960000 | chunktrain.data.dataset",
         "import time:     80000 |      80000 | pandas",
     ])
     total, heavy = bench.import_times(stderr)
     assert total == pytest.approx(1.04)
-    assert heavy == {"torch": (0.9, "chunktrain.core.splits"), "pandas": (0.08, "top level")}
+    assert heavy == {"torch": (0.9, "chunktrain.recipe.splits"), "pandas": (0.08, "top level")}

@@ -6,11 +6,11 @@ import zipfile
 import pytest
 import torch
 
-from chunktrain.core import checkpoint as ckpt
-from chunktrain.core.checkpoint import (CheckpointError, check_lineage, code_id, lineage, load_checkpoint,
+from chunktrain.recipe import checkpoint as ckpt
+from chunktrain.recipe.checkpoint import (CheckpointError, check_lineage, code_id, lineage, load_checkpoint,
                                         save_checkpoint)
-from chunktrain.core.config import Params, plan
-from chunktrain.core.model import build_model, build_optimizer
+from chunktrain.params import Params, plan
+from chunktrain.recipe.model import build_model, build_optimizer
 from chunktrain.testing import TINY_PARAMS, assert_same_state, sha256
 
 CONFIG = {"arch": "mlp", "args": {"hidden": [5]}, "task": "regression", "inputs": 3, "outputs": 1,
@@ -203,27 +203,27 @@ def test_the_lineage_check_quotes_a_huge_recorded_value_briefly():
 def src(tmp_path):
     """A src/ folder with a script, a package and the file types found there."""
     for name, text in [("train.py", "import chunktrain"), ("chunktrain/__init__.py", ""),
-                       ("chunktrain/core/config.py", "A = 1"), ("chunktrain/core/deep/model.py", "B = 2"),
+                       ("chunktrain/recipe/loop.py", "A = 1"), ("chunktrain/recipe/deep/model.py", "B = 2"),
                        ("chunktrain/evaluation.py", "C = 3"), ("models/__init__.py", "")]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     return tmp_path
 
 
-CODE_DEPS = ("train.py", "chunktrain/__init__.py", "chunktrain/core", "models")
+CODE_DEPS = ("chunktrain/recipe", "models")
 
 
 @pytest.mark.parametrize("edit, changes", [
-    (lambda src: (src / "chunktrain/core/config.py").write_text("A = 2"), True),
-    (lambda src: (src / "chunktrain/core/deep/model.py").write_text("B = 3"), True),
-    (lambda src: (src / "chunktrain/core/new.py").write_text(""), True),
-    (lambda src: (src / "chunktrain/core/config.py").rename(src / "chunktrain/core/settings.py"), True),
-    (lambda src: (src / "train.py").write_text("import chunktrain  # why"), True),
+    (lambda src: (src / "chunktrain/recipe/loop.py").write_text("A = 2"), True),
+    (lambda src: (src / "chunktrain/recipe/deep/model.py").write_text("B = 3"), True),
+    (lambda src: (src / "chunktrain/recipe/new.py").write_text(""), True),
+    (lambda src: (src / "chunktrain/recipe/loop.py").rename(src / "chunktrain/recipe/steps.py"), True),
+    (lambda src: (src / "train.py").write_text("import chunktrain  # why"), False),  # the runner's,
     (lambda src: (src / "models/my_net.py").write_text("def build(inputs, outputs): ..."), True),  # a user's builder
     (lambda src: (src / "chunktrain/evaluation.py").write_text("C = 4"), False),  # not a dep of this stage
-    (lambda src: (src / "chunktrain/core/notes.txt").write_text("todo"), False),
-    (lambda src: ((src / "chunktrain/core/__pycache__").mkdir(),
-                  (src / "chunktrain/core/__pycache__/config.cpython-312.pyc").write_bytes(b"\x00")), False),
+    (lambda src: (src / "chunktrain/recipe/notes.txt").write_text("todo"), False),
+    (lambda src: ((src / "chunktrain/recipe/__pycache__").mkdir(),
+                  (src / "chunktrain/recipe/__pycache__/loop.cpython-312.pyc").write_bytes(b"\x00")), False),
 ])
 def test_the_code_id_changes_with_any_python_file_under_the_stages_code_deps(src, edit, changes):
     before = code_id(src, *CODE_DEPS)

@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 import plan
-from chunktrain.core import config
-from chunktrain.core.config import BUILT_IN_MODELS, ChunkSpec, Params, load_params, read_yaml
-from chunktrain.core.errors import PipelineError, run_stage
+from chunktrain.data.specs import SYNTHETIC_SOURCE
+from chunktrain.params import Params, load_params, read_yaml
+from chunktrain.params import plan as plan_specs
+from chunktrain.recipe.specs import BUILT_IN_MODELS, ChunkSpec
+from chunktrain.recipe.errors import PipelineError, run_stage
 from chunktrain.testing import ROOT, TINY_TEXT_PARAMS, project_env, write_params
 
 
@@ -144,8 +146,8 @@ def _refusal(tmp_path, params: dict) -> str:
 
 
 def test_the_built_in_model_names_plan_accepts_are_the_builders_init_has():
-    """Stage plan checks model.arch without importing torch, so config.py names the builders model.py holds."""
-    from chunktrain.core.model import ARCHITECTURES
+    """Stage plan checks model.arch without importing torch, so recipe/specs.py names the builders model.py holds."""
+    from chunktrain.recipe.model import ARCHITECTURES
 
     assert list(BUILT_IN_MODELS) == list(ARCHITECTURES)
 
@@ -285,7 +287,7 @@ def test_set_param_changes_only_the_line_it_sets(tmp_path, name):
 def test_loading_params_does_not_import_dvc(tmp_path, params):
     """Every `dvc repro` runs stage plan: DVC's import time would be paid on each."""
     write_params(tmp_path / "params.yaml", params)
-    code = ("import sys; from chunktrain.core.config import load_params; load_params('params.yaml');"
+    code = ("import sys; from chunktrain.params import load_params; load_params('params.yaml');"
             " print('dvc' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             env={**project_env(), "PYTHONPATH": str(ROOT / "src")})
@@ -330,9 +332,10 @@ def specs_in(out) -> dict[str, bytes]:
     (lambda p: p["train"]["chunks"]["c3"].update(lr=0.01) or p["train"]["chunks"]["c2"].update(lr=0.002),
      {"train/c2.json", "evaluate.json"}),
     (lambda p: p["train"]["chunks"]["c1"].update(epochs=3), {"train/c1.json", "evaluate.json"}),
-    (lambda p: p["train"].update(snapshot_every_seconds=5), {"runtime.json"}),
-    (lambda p: p["train"].update(snapshot_every_steps=10), {"runtime.json"}),
-    (lambda p: p["train"].update(threads=3), {"runtime.json"}),
+    # how chunks run is no spec's: the runner reads it from params.yaml (runner/settings.py)
+    (lambda p: p["train"].update(snapshot_every_seconds=5), set()),
+    (lambda p: p["train"].update(snapshot_every_steps=10), set()),
+    (lambda p: p["train"].update(threads=3), set()),
     (lambda p: p.update(seed=1), {"synthetic.json", "data.json", "init.json", "evaluate.json", *CHUNKS}),
     (lambda p: p["synthetic"].update(noise=0.2), {"synthetic.json"}),
     (lambda p: p["data"].update(val_fraction=0.2), {"data.json"}),
@@ -408,7 +411,7 @@ def test_a_chunks_unset_settings_follow_its_lineage(params):
                                  "c2": {"from": "c1", "epochs": 1, "lr": 0.0003, "nproc": 2},
                                  "c2_cool": {"from": "c2", "epochs": 1, "cooldown": "linear"},
                                  "d2": {"from": "c1", "epochs": 1, "weight_decay": 0.1}}
-    specs = config.plan(Params.model_validate(params))
+    specs = plan_specs(Params.model_validate(params))
     cool, d2 = specs["train/c2_cool.json"], specs["train/d2.json"]
     assert (cool.settings.lr, cool.settings.batch_size, cool.nproc) == (0.0003, 32, 2)
     assert (d2.settings.lr, d2.settings.batch_size, d2.settings.weight_decay, d2.nproc) == (0.01, 32, 0.1, 1)
@@ -474,12 +477,12 @@ def test_a_source_linked_inside_the_repo_and_the_synthetic_default_before_synthe
     (tmp_path / "data/own").mkdir(parents=True)
     (tmp_path / "data/own/table.csv").write_text("a,y\n1,2\n")
     (tmp_path / "data/own/link.csv").symlink_to("table.csv")
-    for source in ("data/own/link.csv", config.SYNTHETIC_SOURCE):  # the latter not written yet
+    for source in ("data/own/link.csv", SYNTHETIC_SOURCE):  # the latter not written yet
         params["data"]["source"] = source
         plan.main(["--params", str(write_params(tmp_path / "params.yaml", params))])
 
 
 def test_the_synthetic_source_is_where_stage_synthesize_writes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["synthesize"]["outs"] == [config.SYNTHETIC_SOURCE]
-    assert yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["source"] == config.SYNTHETIC_SOURCE
+    assert stages["synthesize"]["outs"] == [SYNTHETIC_SOURCE]
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["source"] == SYNTHETIC_SOURCE

@@ -10,15 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet
 import pytest
 
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.splits import INFO, count_rows, read_dataset, read_split
-from chunktrain.testing import ROOT, TINY_PARAMS, Stages, project_env, sha256
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.splits import INFO, count_rows, read_dataset, read_split
+from chunktrain.testing import ROOT, TINY_PARAMS, Project, new_project, project_env, sha256
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Stages:
+def generated(tmp_path_factory) -> Project:
     """The tiny synthetic dataset, generated once: tests only read it, or copy a split to damage."""
-    stages = Stages(tmp_path_factory.mktemp("generated"), TINY_PARAMS)
+    stages = new_project(tmp_path_factory.mktemp("generated"), TINY_PARAMS, git=False)
     stages.generate()
     return stages
 
@@ -26,18 +26,18 @@ def generated(tmp_path_factory) -> Stages:
 SPLITS = ("train", "val", "test")
 
 
-def dataset_files(stages: Stages) -> dict[str, str]:
+def dataset_files(stages: Project) -> dict[str, str]:
     paths = {**{name: stages.dataset / f"{name}.parquet" for name in SPLITS}, "dataset": stages.dataset / INFO,
              "synthetic": stages.root / "data/raw/synthetic.parquet"}
     return {name: sha256(path) for name, path in paths.items()}
 
 
 def test_the_same_params_give_byte_identical_files_and_another_seed_others(generated, tmp_path, params):
-    again = Stages(tmp_path / "again", params)
+    again = new_project(tmp_path / "again", params, git=False)
     again.generate()
     assert dataset_files(again) == dataset_files(generated)
     params["seed"] = 1
-    other = Stages(tmp_path / "other", params)
+    other = new_project(tmp_path / "other", params, git=False)
     other.generate()
     assert all(a != b for a, b in zip(dataset_files(other).values(), dataset_files(generated).values()))
     assert read_dataset(other.dataset).id != read_dataset(generated.dataset).id
@@ -45,7 +45,7 @@ def test_the_same_params_give_byte_identical_files_and_another_seed_others(gener
 
 def test_the_dataset_id_is_the_hash_generate_computed_of_what_it_wrote(generated, tmp_path, params):
     params["data"]["val_fraction"] = 0.2  # the same rows, split otherwise
-    other = Stages(tmp_path, params)
+    other = new_project(tmp_path, params, git=False)
     other.generate()
     assert sha256(other.root / "data/raw/synthetic.parquet") == sha256(generated.root / "data/raw/synthetic.parquet")
     ids = {read_dataset(stages.dataset).id for stages in (generated, other)}
@@ -107,7 +107,7 @@ def test_bad_values_in_a_split_are_one_line_naming_file_and_column(generated, tm
 
 def test_the_training_stage_reads_its_data_without_importing_pandas(generated):
     """pandas costs every training stage about half a second of start-up (see benchmarks/)."""
-    code = (f"import sys; import train; from chunktrain.core.splits import read_dataset;"
+    code = (f"import sys; import train; from chunktrain.recipe.splits import read_dataset;"
             f" read_dataset({str(generated.dataset)!r}).split('train');"
             " assert 'pandas' not in sys.modules, 'pandas was imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT / "src", check=True)

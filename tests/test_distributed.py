@@ -5,13 +5,13 @@ import copy
 import pytest
 import torch
 
-from chunktrain.core import checkpoint as ckpt
-from chunktrain.core.checkpoint import load_checkpoint
-from chunktrain.core.config import Params
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.model import build_model
-from chunktrain.training.parallel import check_nproc
-from chunktrain.testing import TINY_PARAMS, Stages, sha256, write_params
+from chunktrain.recipe import checkpoint as ckpt
+from chunktrain.recipe.checkpoint import load_checkpoint
+from chunktrain.params import Params
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.model import build_model
+from chunktrain.recipe.parallel import check_nproc
+from chunktrain.testing import TINY_PARAMS, new_project, sha256, write_params
 
 # 2 processes reduce in another order than 1, so they agree to rounding, not bit for bit (README states this).
 LOSS_RTOL = 1e-5
@@ -50,7 +50,7 @@ def ddp(tmp_path_factory):
     params = copy.deepcopy(TINY_PARAMS)
     params["train"].update(snapshot_every_steps=10, snapshot_every_seconds=None)
     params["train"]["chunks"].update(d2={"from": "c1", "epochs": 2, "nproc": 2}, e3={"from": "d2", "epochs": 1})
-    stages = Stages(tmp_path_factory.mktemp("ddp"), params)
+    stages = new_project(tmp_path_factory.mktemp("ddp"), params, git=False)
     stages.generate()
     stages.init()
     for name in ("c1", "c2", "d2", "e3"):

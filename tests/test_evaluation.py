@@ -11,19 +11,19 @@ import pyarrow.parquet
 import pytest
 import torch
 
-from chunktrain.core import checkpoint as ckpt
-from chunktrain.core.checkpoint import CheckpointError
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.files import write_json
-from chunktrain.core.curves import tree_curves
+from chunktrain.recipe import checkpoint as ckpt
+from chunktrain.recipe.checkpoint import CheckpointError
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.files import write_json
+from chunktrain.evaluation import tree_curves
 from chunktrain.evaluation import best_chunk
-from chunktrain.testing import TINY_PARAMS, Stages, write_params
+from chunktrain.testing import TINY_PARAMS, Project, new_project, write_params
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Stages:
+def tree(tmp_path_factory) -> Project:
     """The tiny pipeline trained through c3, once; tests evaluate copies of it."""
-    stages = Stages(tmp_path_factory.mktemp("tree"), TINY_PARAMS)
+    stages = new_project(tmp_path_factory.mktemp("tree"), TINY_PARAMS, git=False)
     stages.generate()
     stages.init()
     for name in ("c1", "c2", "c3"):
@@ -32,10 +32,12 @@ def tree(tmp_path_factory) -> Stages:
 
 
 @pytest.fixture
-def trained(tree, tmp_path, params) -> Stages:
+def trained(tree, tmp_path, params) -> Project:
     """A private copy of the trained tree, with its params to edit."""
     shutil.copytree(tree.root, tmp_path / "tree")
-    return Stages(tmp_path / "tree", params)
+    trained = Project(tmp_path / "tree")
+    trained.params = params
+    return trained
 
 
 def test_evaluate_writes_every_chunks_scores_the_best_chunk_and_each_branchs_curve(trained):
@@ -71,7 +73,7 @@ def test_evaluate_alone_after_a_params_edit_refuses_the_checkpoint_it_no_longer_
     write_params(trained.params_path, params)
     with pytest.raises(CheckpointError) as raised:
         trained.evaluate()
-    assert str(raised.value) == f"{trained.root / 'checkpoints'}/{refused}"
+    assert str(raised.value) == f"data/checkpoints/{refused}"
     assert not (trained.root / "metrics/chunks.json").exists()
 
 
@@ -114,7 +116,7 @@ def test_a_nan_in_the_test_split_is_one_line_and_nothing_is_written(trained):
     pa.parquet.write_table(table.set_column(0, "x0", pa.array([math.nan] * table.num_rows, pa.float32())), path)
     with pytest.raises(PipelineError) as raised:
         trained.evaluate()
-    assert str(raised.value) == (f"{path}: column x0 has 200 NaN or infinite value(s), the first in row 0;"
+    assert str(raised.value) == (f"data/dataset/test.parquet: column x0 has 200 NaN or infinite value(s), the first in row 0;"
                                  " run `dvc repro generate`")
     assert not any((trained.root / "metrics" / name).exists() for name in ("chunks.json", "best.json", "curves.csv"))
 

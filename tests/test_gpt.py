@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import sample as sample_script
-from chunktrain.core.checkpoint import FORMAT_VERSION, KEYS, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM, VERSION
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.gpt import gpt, sample
+from chunktrain.recipe.checkpoint import FORMAT_VERSION, KEYS, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM, VERSION
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.gpt import gpt, sample
 
 VOCAB = list("\nabcdefghij")
 ARGS = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 8}

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from chunktrain.core.checkpoint import LINEAGE, CheckpointError, load_checkpoint
-from chunktrain.testing import Project, Stages, sha256
-from chunktrain.training import snapshots
-from chunktrain.training.loop import Position
+from chunktrain.recipe.checkpoint import LINEAGE, CheckpointError, load_checkpoint
+from chunktrain.testing import Project, new_project, sha256
+from chunktrain.recipe import snapshot as snapshots
+from chunktrain.recipe.loop import Position
 
 slow = pytest.mark.slow
 CHECKPOINTS = ("init", "c1", "c2", "c3")
@@ -44,12 +44,12 @@ def other_seed(tmp_path_factory, reproduced) -> Path:
     """The checkpoints of the tiny params with `seed: 1` (the project's are seed 0)."""
     params = reproduced[0].params
     params["seed"] = 1
-    stages = Stages(tmp_path_factory.mktemp("seed1"), params)
+    stages = new_project(tmp_path_factory.mktemp("seed1"), params, git=False)
     stages.generate()
     stages.init()
     for chunk in CHECKPOINTS[1:]:
         stages.train(chunk)
-    return stages.root / "checkpoints"
+    return stages.root / "data/checkpoints"
 
 
 @slow
@@ -153,9 +153,9 @@ def test_a_same_size_code_edit_with_the_mtime_kept_refuses_nothing_and_is_record
     """DVC misses the edit; the chunk that runs next records the code it ran, and nothing asks for a command
     that DVC would answer with "up to date"."""
     assert project.status() == {}  # DVC has hashed the files of this copy
-    path = project.path / "src/chunktrain/training/chunk.py"
+    path = project.path / "src/chunktrain/recipe/chunk.py"
     stat, text = path.stat(), path.read_bytes()
-    edited = text.replace(b"One chunk, from", b"ONE CHUNK, FROM", 1)
+    edited = text.replace(b"One chunk of the recipe", b"ONE CHUNK OF THE RECIPE", 1)
     assert edited != text and len(edited) == len(text)
     with open(path, "r+b") as file:
         file.write(edited)
@@ -171,7 +171,7 @@ def test_a_same_size_code_edit_with_the_mtime_kept_refuses_nothing_and_is_record
 # Damage 5: the snapshots command deletes snapshots and nothing else.
 
 def test_clear_snapshots_deletes_only_snapshots_in_the_snapshot_folder(project):
-    command = [sys.executable, "-m", "chunktrain.training.snapshots"]
+    command = [sys.executable, "-m", "chunktrain.runner.snapshots"]
     env = {"PYTHONPATH": "src"}
     data = hashes(project, "data", "*")
     result = project.run(*command, "--clear", "data", env=env)
@@ -264,8 +264,8 @@ def test_a_file_or_folder_in_the_snapshots_place_is_a_warning_and_training_goes_
     (lambda ckpt: ckpt.update(model_state_dict={}), "do not fit its model"),
 ])
 def test_a_forged_parent_with_a_real_lineage_is_one_line(stages, forge, problem):
-    from chunktrain.core.checkpoint import save_checkpoint
-    from chunktrain.core.errors import PipelineError
+    from chunktrain.recipe.checkpoint import save_checkpoint
+    from chunktrain.recipe.errors import PipelineError
 
     path = stages.train("c1")
     checkpoint = dict(load_checkpoint(path))

@@ -16,13 +16,13 @@ import torch
 
 import predict
 import sample as sample_script
-from chunktrain.core import checkpoint as ckpt
-from chunktrain.core.errors import run_stage
-from chunktrain.core.model import build_model
-from chunktrain.core.splits import read_dataset
+from chunktrain.recipe import checkpoint as ckpt
+from chunktrain.recipe.errors import run_stage
+from chunktrain.recipe.model import build_model
+from chunktrain.recipe.splits import read_dataset
 from chunktrain.data.transform import MAX_STANDARDIZED
-from chunktrain.testing import (ROOT, TINY_PARAMS, TINY_TEXT_PARAMS, Stages, project_env, sha256, tiny_text,
-                                write_params)
+from chunktrain.testing import (ROOT, TINY_PARAMS, TINY_TEXT_PARAMS, Project, new_project, project_env, sha256,
+                                tiny_text, write_params)
 from tables import classification_table, own_params, regression_table, write_table
 
 
@@ -45,8 +45,8 @@ def own_params_for(root, task: str, frame: pd.DataFrame, **data) -> dict:
     return params
 
 
-def own_stages(root, task: str, frame: pd.DataFrame, **data) -> Stages:
-    return Stages(root, own_params_for(root, task, frame, **data))
+def own_stages(root, task: str, frame: pd.DataFrame, **data) -> Project:
+    return new_project(root, own_params_for(root, task, frame, **data), git=False)
 
 
 # Numbers at the edge
@@ -146,7 +146,7 @@ def test_an_ambiguous_or_empty_input_table_is_refused(regressor, tmp_path, capsy
 
 def test_a_model_larger_than_memory_is_refused_at_init_before_allocating(tmp_path, capsys):
     params = own_params_for(tmp_path, "regression", regression_table(rows=100))
-    stages = Stages(tmp_path, params)
+    stages = new_project(tmp_path, params, git=False)
     stages.generate()
     params["model"]["args"]["hidden"] = [1_000_000, 1_000_000]
     write_params(stages.params_path, params)
@@ -275,7 +275,7 @@ def test_a_checkpoint_whose_weights_are_not_finite_predicts_nothing(regressor, t
 
 
 def test_a_forged_language_model_is_one_line_at_sample(tmp_path, capsys):
-    stages = Stages(tmp_path, copy.deepcopy(TINY_TEXT_PARAMS))
+    stages = new_project(tmp_path, copy.deepcopy(TINY_TEXT_PARAMS), git=False)
     (tmp_path / "data").mkdir()
     (tmp_path / "data/text.txt").write_text(tiny_text(2000))
     stages.generate()

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 import train
-from chunktrain.core.errors import PipelineError
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.specs import ChunkSpec
+from chunktrain.runner.trainer import ChunkFiles
 from chunktrain.testing import ROOT, sha256
 
 slow = pytest.mark.slow
@@ -32,15 +34,18 @@ def errors(output: str) -> list[str]:
 def test_a_chunks_files_from_its_stage_name_are_dvc_yamls(stage):
     do = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
     name = stage.removeprefix("train@")
-    files = {str(path) for path in train.stage_files(stage).values() if path.parts[0] != ".resume"}
-    assert files == {path.replace("${key}", name) for path in do["deps"] + do["outs"] if "${key}" in path}
+    files = ChunkFiles.of(name)
+    assert {str(files.spec), str(files.out), str(files.metrics)} == {
+        path.replace("${key}", name) for path in do["deps"] + do["outs"] if "${key}" in path}
+    assert {str(files.parent(ChunkSpec.model_construct(parent="c0"))), str(files.dataset)} == {
+        path.replace("${item.from}", "c0") for path in do["deps"] if path.startswith("data/") and "${key}" not in path}
     assert "${" not in do["cmd"] and '"$DVC_STAGE"' in do["cmd"]
 
 
 @pytest.mark.parametrize("stage", [f"train@{NAME}", "train@c1;touch x", "train@", "evaluate", "c1", "train@init"])
 def test_a_stage_name_plan_would_refuse_is_one_line_before_any_file(stage):
     with pytest.raises(PipelineError, match=r"^stage '.*' is not train@<chunk> with a chunk name matching"):
-        train.stage_files(stage)
+        train.main([stage])
 
 
 @slow

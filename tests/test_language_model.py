@@ -1,5 +1,6 @@
 """A text as data, chunks in steps, and the knobs of language-model training: exact across chunks and kills."""
 
+import contextlib
 import copy
 import json
 import shutil
@@ -9,17 +10,18 @@ import pytest
 import torch
 
 import sample as sample_script
-from chunktrain.core.checkpoint import load_checkpoint
-from chunktrain.core.config import DataParams, load_params
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.gpt import gpt
-from chunktrain.core.model import decay_groups
-from chunktrain.core.splits import Tokens, read_dataset
-from chunktrain.core.tasks import LanguageModel
+from chunktrain.recipe.checkpoint import load_checkpoint
+from chunktrain.data.specs import DataParams
+from chunktrain.params import load_params
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.gpt import gpt
+from chunktrain.recipe.model import decay_groups
+from chunktrain.recipe.splits import Tokens, read_dataset
+from chunktrain.recipe.tasks import LanguageModel
 from chunktrain.data.text import make_tokens
-from chunktrain.testing import (ROOT, TINY_TEXT_PARAMS, Stages, assert_same_state, losses, new_project, ran, sha256,
+from chunktrain.testing import (ROOT, TINY_TEXT_PARAMS, Project, assert_same_state, losses, new_project, ran, sha256,
                                 tiny_text, write_params)
-from chunktrain.training.batches import TextBatches
+from chunktrain.recipe.batches import TextBatches
 
 
 @pytest.fixture
@@ -28,9 +30,9 @@ def text_params() -> dict:
 
 
 @pytest.fixture
-def text_stages(tmp_path, text_params) -> Stages:
+def text_stages(tmp_path, text_params) -> Project:
     """Stages on a tiny text, its dataset generated."""
-    stages = Stages(tmp_path, text_params)
+    stages = new_project(tmp_path, text_params, git=False)
     (tmp_path / "data").mkdir()
     (tmp_path / "data/text.txt").write_text(tiny_text())
     stages.generate()
@@ -106,7 +108,7 @@ def test_weight_decay_skips_biases_norms_and_embeddings_as_chosen():
 
 def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_params):
     """Two micro-batches of 4 windows give the gradient of the 8 windows at once, up to float rounding."""
-    from chunktrain.training.loop import OneProcess, train_step
+    from chunktrain.recipe.loop import OneProcess, train_step
     settings = load_params(text_stages.params_path).train.settings("c1")
     torch.manual_seed(0)
     model = gpt(20, 20, n_layer=1, n_head=2, n_embd=16, block_size=16)
@@ -115,7 +117,7 @@ def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_
     for accum in (1, 2):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # no update: compare the gradients alone
         train_step(model, optimizer, x, x, settings.model_copy(update={"grad_accum": accum, "grad_clip": None}),
-                   LanguageModel(), OneProcess(), torch.autocast("cpu", enabled=False))
+                   LanguageModel(), OneProcess(), contextlib.nullcontext(), torch.zeros((), dtype=torch.float64))
         grads.append([p.grad.clone() for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
@@ -218,7 +220,7 @@ def test_your_own_model_under_src_models_trains_and_an_edit_reruns_what_builds_i
 ])
 def test_init_refuses_args_the_builder_cannot_use_in_one_line(tmp_path, params, args, message):
     params["model"]["args"] = args
-    stages = Stages(tmp_path, params)
+    stages = new_project(tmp_path, params, git=False)
     stages.generate()
     with pytest.raises(PipelineError, match=message):
         stages.init()

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from chunktrain.core import checkpoint as ckpt
+from chunktrain.recipe import checkpoint as ckpt
 from chunktrain.testing import ROOT, Project, project_env, ran, sha256
 from servers import free_port
 

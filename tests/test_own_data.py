@@ -13,11 +13,11 @@ import torch
 import yaml
 
 import predict
-from chunktrain.core import checkpoint as ckpt
-from chunktrain.core.checkpoint import load_checkpoint
-from chunktrain.core.splits import read_dataset
+from chunktrain.recipe import checkpoint as ckpt
+from chunktrain.recipe.checkpoint import load_checkpoint
+from chunktrain.recipe.splits import read_dataset
 from chunktrain.prediction import load_model
-from chunktrain.testing import TINY_PARAMS, Stages, project_env
+from chunktrain.testing import TINY_PARAMS, Project, new_project, project_env
 from tables import CLASSES, FEATURES, TARGET, own_params, write_table
 
 
@@ -30,7 +30,7 @@ def trained(request, tmp_path_factory):
     task, root = request.param, tmp_path_factory.mktemp(request.param)
     source = "tables/classes.csv" if task == "classification" else "tables/prices.parquet"
     frame = write_table(root / source, task)  # data.source is relative to the repo root, where stages run
-    stages = Stages(root, own_params(copy.deepcopy(TINY_PARAMS), task, source))
+    stages = new_project(root, own_params(copy.deepcopy(TINY_PARAMS), task, source), git=False)
     stages.generate()
     stages.init()
     for chunk in ("c1", "c2", "c3"):
@@ -108,7 +108,7 @@ def test_load_model_is_ready_to_use(trained):
         assert ((output.numpy() - frame["price"]) ** 2).mean() < 0.05 * frame["price"].var()
 
 
-def export(stages: Stages, frame: pd.DataFrame, task: str, folder) -> tuple:
+def export(stages: Project, frame: pd.DataFrame, task: str, folder) -> tuple:
     """The c3 model exported by predict.py, rows of the table it was trained on, and the model's own output."""
     predict.main(["--checkpoint", str(stages.checkpoint("c3")), "--export", str(folder / "model.pt2")])
     x = frame[FEATURES[task]].to_numpy(np.float64, copy=True)[:77]  # a batch size the export never saw
@@ -154,7 +154,7 @@ def test_splits_are_deterministic_from_the_seed_and_standardized_on_train(traine
     task, stages, frame = trained
     params = yaml.safe_load(stages.params_path.read_text())
     write_table(tmp_path / params["data"]["source"], task, frame)
-    again = Stages(tmp_path, params)
+    again = new_project(tmp_path, params, git=False)
     again.generate()
     assert {path.name: path.read_bytes() for path in again.dataset.iterdir()} == {
         path.name: path.read_bytes() for path in stages.dataset.iterdir()}

@@ -6,8 +6,8 @@ import zlib
 import pandas as pd
 import pytest
 
-from chunktrain.core.checkpoint import LINEAGE, load_checkpoint
-from chunktrain.testing import ALL_STAGES, Project, Stages, ran, sha256
+from chunktrain.recipe.checkpoint import LINEAGE, load_checkpoint
+from chunktrain.testing import ALL_STAGES, Project, new_project, ran, sha256
 
 slow = pytest.mark.slow
 MAIN_LINE = ("init", "c1", "c2", "c3")
@@ -64,10 +64,10 @@ def append_to(path: str, text: str = "\n# an edit\n"):
 
 
 def write_bytecode(project: Project) -> None:
-    """What Python writes when a stage imports src/chunktrain/core (unless PYTHONDONTWRITEBYTECODE is set)."""
-    cache = project.path / "src/chunktrain/core/__pycache__"
+    """What Python writes when a stage imports src/chunktrain/recipe (unless PYTHONDONTWRITEBYTECODE is set)."""
+    cache = project.path / "src/chunktrain/recipe/__pycache__"
     cache.mkdir(exist_ok=True)
-    (cache / "config.cpython-311.pyc").write_bytes(b"bytecode")
+    (cache / "loop.cpython-311.pyc").write_bytes(b"bytecode")
 
 
 CHUNKS = {"train@c1", "train@c2", "train@c3"}
@@ -85,9 +85,13 @@ CHUNKS = {"train@c1", "train@c2", "train@c3"}
                  id="train.grad_clip"),
     pytest.param(append_to("params.yaml", "# a comment\n"), set(), id="a comment in params.yaml"),
     # and evaluate once the checkpoints change: their lineage carries the code's id
-    pytest.param(append_to("src/chunktrain/training/loop.py"), CHUNKS, id="training code"),
+    pytest.param(append_to("src/chunktrain/recipe/loop.py"), {"init", *CHUNKS, "evaluate"}, id="the recipe"),
+    pytest.param(append_to("src/chunktrain/runner/slurm.py"), set(), id="the runner"),
+    pytest.param(append_to("src/train.py"), set(), id="the train stage's command"),
+    pytest.param(append_to("src/chunktrain/runner/settings.py"), {"plan"}, id="the runner's settings plan checks"),
     pytest.param(append_to("src/predict.py"), set(), id="src/predict.py"),
     pytest.param(append_to("src/models/__init__.py"), {"init", *CHUNKS, "evaluate"}, id="the user's model builders"),
+    pytest.param(append_to("src/chunktrain/recipe/model.py"), {"init", *CHUNKS, "evaluate"}, id="the model code"),
     pytest.param(append_to("src/chunktrain/evaluation.py"), {"evaluate"}, id="evaluation code"),
     pytest.param(write_bytecode, set(), id="a __pycache__ file"),
     pytest.param(edit_params(lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1})),
@@ -101,6 +105,18 @@ def test_an_edit_reruns_exactly_the_stages_that_read_what_it_changed(project, ed
     the chunks that start from it and evaluate in turn, as DVC does for any changed dependency."""
     edit(project)
     assert project.repro("plan") | set(project.status()) == reruns
+
+
+@slow
+def test_a_runner_edit_retrains_nothing_and_a_recipe_edit_retrains_every_chunk(project):
+    """How a chunk runs (src/train.py, src/chunktrain/runner) is no stage's dep; what decides its bytes is."""
+    code = load_checkpoint(project.path / "data/checkpoints/c3.pt")[LINEAGE]["code"]
+    for path in ("src/train.py", "src/chunktrain/runner/trainer.py", "src/chunktrain/runner/processes.py"):
+        project.append(project.path / path, "\n# a launcher fix\n")
+    assert ran(project.dvc("repro")) == set() and project.status() == {}
+    project.append(project.path / "src/chunktrain/recipe/loop.py", "\n# an edit to the loop\n")
+    assert ran(project.dvc("repro")) == {"init", *CHUNKS, "evaluate"}  # init.pt records the recipe's id too
+    assert load_checkpoint(project.path / "data/checkpoints/c3.pt")[LINEAGE]["code"] != code
 
 
 @slow
@@ -138,7 +154,7 @@ def test_repro_s_runs_one_stage_on_the_specs_plan_last_wrote(project):
 @slow
 def test_train_refuses_a_parent_checkpoint_of_another_seed_in_one_line(project, tmp_path, params):
     params["seed"] = 1
-    other = Stages(tmp_path / "other-seed", params)
+    other = new_project(tmp_path / "other-seed", params, git=False)
     other.generate()
     other.init()
     other.train("c1").replace(project.path / "data/checkpoints/c1.pt")

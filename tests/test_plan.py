@@ -5,7 +5,7 @@ The other names the schema refuses are a table in tests/test_config.py; this pro
 
 import pytest
 
-from chunktrain.core.errors import brief
+from chunktrain.recipe.errors import brief
 from chunktrain.testing import ran, sha256
 
 # A path out of data/checkpoints and metrics/train to the repo root, and a shell command in dvc.yaml's cmd.

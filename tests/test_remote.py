@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from chunktrain.core.checkpoint import EPOCH, HISTORY, LINEAGE, load_checkpoint
+from chunktrain.recipe.checkpoint import EPOCH, HISTORY, LINEAGE, load_checkpoint
 from chunktrain.testing import Project, ran, sha256
 
 OUTPUTS = ["data/dataset/train.parquet", "data/dataset/val.parquet", "data/dataset/test.parquet",

@@ -9,9 +9,10 @@ import time
 import psutil
 import pytest
 
-from chunktrain.core.checkpoint import load_checkpoint
-from chunktrain.training import snapshots
-from chunktrain.training.snapshots import RESUME, SnapshotSchedule, position_problem
+from chunktrain.recipe.checkpoint import load_checkpoint
+from chunktrain.runner import snapshots
+from chunktrain.recipe.snapshot import RESUME, position_problem
+from chunktrain.runner.snapshots import SnapshotSchedule
 from chunktrain.testing import Project, project_env, ran, sha256, wait_for
 
 SNAPSHOT = ".resume/c2/snapshot.pt"
@@ -91,7 +92,7 @@ def test_a_snapshot_whose_position_cannot_belong_to_the_chunk_is_refused(killed,
 @pytest.mark.slow
 def test_the_snapshots_command_lists_and_clears(interrupted):
     project, _ = interrupted
-    command = [sys.executable, "-m", "chunktrain.training.snapshots"]
+    command = [sys.executable, "-m", "chunktrain.runner.snapshots"]
     listed = project.run(*command, env={"PYTHONPATH": "src"}).stdout
     assert listed.startswith(f"{SNAPSHOT}: step 30 (epoch 4, batch 5)")
     assert "deleted 1 snapshot(s) under .resume" in project.run(*command, "--clear", env={"PYTHONPATH": "src"}).stdout

@@ -7,13 +7,13 @@ import os
 import pytest
 import torch
 
-from chunktrain.core import checkpoint as ckpt
-from chunktrain.core.curves import other_branches, tree_curves
-from chunktrain.core.files import write_rows
-from chunktrain.testing import TINY_PARAMS, new_project, write_params
-from chunktrain.training.parallel import available_cpus
+from chunktrain.recipe import checkpoint as ckpt
+from chunktrain.runner import trainer
+from chunktrain.runner.processes import available_cpus
+from chunktrain.testing import TINY_PARAMS, new_project, sha256, write_params
 
 SIGNAL = ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED"  # what dvclive writes for the VS Code extension
+LIVE = "metrics/live.csv"  # the chunk in training's rows of the charts
 
 
 def rows(path) -> list[dict]:
@@ -22,42 +22,33 @@ def rows(path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_the_charts_data_grows_after_every_round_and_ends_as_evaluate_writes_it(tmp_path):
+def test_the_charts_follow_a_chunk_in_its_own_live_file_and_evaluates_file_is_never_touched(tmp_path):
     params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "chunks": {"c1": {"from": "init", "epochs": 3},
                                                                         "c2": {"from": "c1", "epochs": 1}}}}
     project = new_project(tmp_path / "repo", params)
-    # Killed while c1 writes the charts' data for the third time: the file holds what the plots drew after round 2.
-    killed = project.run("dvc", "repro", check=False, env={"CHUNKTRAIN_KILL_AT": "save:curves.csv:3"})
+    header = (project.path / LIVE).read_text()
+    # Killed while c1 writes the live rows for the third time: the file holds what the plots drew after round 2.
+    killed = project.run("dvc", "repro", check=False, env={"CHUNKTRAIN_KILL_AT": "save:live.csv:3"})
     assert killed.returncode != 0, killed.stdout
-    live = rows(project.path / "metrics/curves.csv")
-    assert [(row["branch"], row["chunk"], row["epoch"]) for row in live] == [("c1", "c1", "1"), ("c1", "c1", "2")]
+    live = rows(project.path / LIVE)
+    assert [(row["branch"], row["chunk"], row["epoch"]) for row in live] == [("c1 (training)", "c1", "1"),
+                                                                             ("c1 (training)", "c1", "2")]
     assert json.loads((project.path / SIGNAL).read_text())["step"] == int(live[-1]["step"])
-    assert (project.path / ".resume/c1/curves-before.csv").read_text() == ""  # there was none: the resume knows
+    assert not (project.path / "metrics/curves.csv").exists()  # evaluate's output: no chunk writes it
 
     project.dvc("repro")
     final = rows(project.path / "metrics/curves.csv")  # evaluate's: branch c2, through c1's three rounds
     assert [(row["branch"], row["chunk"], row["epoch"]) for row in final] == [
         ("c2", "c1", "1"), ("c2", "c1", "2"), ("c2", "c1", "3"), ("c2", "c2", "4")]
-    assert [{**row, "branch": "c1"} for row in final[:2]] == live  # the live rows were the final numbers
+    assert [{**row, "branch": "c1 (training)"} for row in final[:2]] == live  # the live rows were the final numbers
     assert not (project.path / SIGNAL).exists()  # removed when the chunk ended, as dvclive does
-    assert "up to date" in project.dvc("status")
-    # A chunk run alone puts evaluate's file back as it found it when it ends: dvc status stays clean.
+    assert (project.path / LIVE).read_text() == header  # as git holds it: nothing for git or an experiment to commit
+    assert project.run("git", "status", "--porcelain", LIVE).stdout == ""
+    curves = (project.path / "metrics/curves.csv").stat().st_mtime_ns
     project.dvc("repro", "-f", "-s", "train@c2")
-    assert rows(project.path / "metrics/curves.csv") == final and "up to date" in project.dvc("status")
-
-
-def test_while_a_chunk_trains_the_chart_keeps_the_branches_that_do_not_pass_through_it(tmp_path):
-    path = tmp_path / "curves.csv"
-    write_rows(path, tree_curves(["c2", "c3"], {"c2": [record("c1", 1), record("c2", 2)],
-                                                "c3": [record("c1", 1), record("c3", 2)]}))
-    assert {row["branch"] for row in other_branches(path, "c3")} == {"c2"}  # c3 retrains: its old line goes
-    assert {row["branch"] for row in other_branches(path, "c1")} == set()  # every branch passes through c1
-    assert {row["branch"] for row in other_branches(path, "c4")} == {"c2", "c3"}  # a new chunk: both stay
-    assert other_branches(tmp_path / "none.csv", "c1") == []  # before the first evaluate
-
-
-def record(chunk: str, epoch: int) -> dict:
-    return {"chunk": chunk, "step": epoch * 10, "epoch": epoch, "train_loss": 0.5, "val_loss": 0.6, "lr": 0.01}
+    assert (project.path / "metrics/curves.csv").stat().st_mtime_ns == curves and project.status() == {}
+    plots = json.loads(project.dvc("plots", "show", "--json"))
+    assert "errors" not in json.dumps(plots)  # the empty live file is no missing source
 
 
 @pytest.mark.parametrize("files, cpus", [
@@ -86,8 +77,47 @@ def test_threads_are_set_and_recorded_in_the_checkpoints_lineage(stages, params,
         write_params(stages.params_path, params)
         one = ckpt.load_checkpoint(stages.train("c1"))[ckpt.LINEAGE]
         assert one["threads"] == 1 and torch.get_num_threads() == 1
-        # The same recipe on another thread count is another lineage: a snapshot of one never resumes the other.
+        # The same recipe on another thread count is another lineage, since the last bits may differ.
         assert one["id"] != auto["id"] and {k: v for k, v in one.items() if k not in ("id", "threads")} == {
             k: v for k, v in auto.items() if k not in ("id", "threads")}
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_chunk_resumed_with_another_thread_count_keeps_the_one_it_started_with(stages, params, monkeypatch, capsys):
+    """A SLURM job resubmitted to a node of another size, or a resume on another machine: the snapshot is used, and
+    the chunk ends with the bytes it would have had uninterrupted (tests/test_slurm.py runs it through SLURM)."""
+    params["train"].update(threads=1, snapshot_every_steps=10, snapshot_every_seconds=None)
+    write_params(stages.params_path, params)
+    before = torch.get_num_threads()
+    try:
+        uninterrupted = sha256(stages.train("c1"))
+        stages.checkpoint("c1").unlink()
+        with monkeypatch.context() as patch:
+            patch.setattr(trainer, "crash_point", crash_at(35))
+            with pytest.raises(Crash):
+                stages.train("c1")
+        params["train"]["threads"] = 2
+        write_params(stages.params_path, params)
+        capsys.readouterr()
+        assert sha256(stages.train("c1")) == uninterrupted
+        out = capsys.readouterr().out
+        assert "c1: 1 threads per process, as the snapshot was taken with (2 otherwise here)" in out
+        assert "resuming c1 from step 30" in out
+    finally:
+        torch.set_num_threads(before)
+
+
+class Crash(Exception):
+    """Stands in for a kill between two steps."""
+
+
+def crash_at(n: int):
+    reached = []
+
+    def crash_point(name: str) -> None:
+        reached.append(name)
+        if len(reached) == n:
+            raise Crash()
+
+    return crash_point

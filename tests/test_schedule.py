@@ -6,15 +6,15 @@ import math
 import pytest
 import torch
 
-from chunktrain.core.config import Params, plan
-from chunktrain.core.model import build_model, build_optimizer
-from chunktrain.core.splits import Split
-from chunktrain.core.tasks import Regression
+from chunktrain.params import Params, plan
+from chunktrain.recipe.model import build_model, build_optimizer
+from chunktrain.recipe.splits import Split
+from chunktrain.recipe.tasks import Regression
 from chunktrain.testing import TINY_PARAMS, TINY_TEXT_PARAMS
-from chunktrain.training.batches import TableBatches
-from chunktrain.training.chunk import chunk_schedule
-from chunktrain.training.loop import Position, train_rounds
-from chunktrain.training.schedule import Schedule, step_span
+from chunktrain.recipe.batches import TableBatches
+from chunktrain.runner.trainer import chunk_schedule
+from chunktrain.recipe.loop import Position, train_rounds
+from chunktrain.recipe.schedule import Schedule, step_span
 
 PEAK, STEPS = 0.01, 25  # 1600 training rows in batches of 64
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import plan
 import pytest
 
-from chunktrain.core import config
-from chunktrain.core.errors import PipelineError
+from chunktrain.params import Params, load_params
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.runner import slurm
+from chunktrain.runner.settings import SlurmParams, slurm_seconds
 from chunktrain.testing import (TINY_PARAMS, Project, new_project, project_env, ran, sha256, stop_queue, wait_for,
                                 write_params)
-from chunktrain.training import slurm
 from slurm_cluster import PARTITION, SHORT, require_slurm, start_cluster, stop_cluster
 
 slow = pytest.mark.slow
@@ -117,8 +118,8 @@ def jobs_in(output: str) -> list[str]:
 
 @slow
 def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path):
-    """nproc 2: the job's train.py runs torchrun, as the stage here does."""
-    project = slurm_project(tmp_path / "repo", launcher="local", cpus_per_task=2)
+    """nproc 2: srun starts both trainers, which meet as torchrun's would; a CPU each, as here."""
+    project = slurm_project(tmp_path / "repo", launcher="local", cpus_per_task=1)
     project.edit_params(lambda p: p["train"].update(nproc=2))
     project.dvc("repro")
     here = checkpoint(project)
@@ -133,7 +134,8 @@ def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path)
 def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(cluster, tmp_path, local_c1):
     """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, the signal comes 10 to 40 s into
     each job. Training sleeps 1.7 s a step, 85 s in all, more than two jobs can do: with max_restarts 1 the first
-    `dvc repro` runs out of restarts, and the next one finishes the chunk."""
+    `dvc repro` runs out of restarts, and the next one finishes the chunk. Its jobs get one CPU where the first had
+    the node's (cpus_per_task was unset): the chunk keeps the thread count it started with, so its bytes hold."""
     project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=1)
     slow = {"CHUNKTRAIN_TEST_SLEEP": "1.7"}
     line, output = repro_fails(project, env=slow)
@@ -144,11 +146,14 @@ def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_iden
     assert len(first) == 2 and "submitting restart 1 of at most 1" in output
     assert (project.path / ".resume/c1/snapshot.pt").exists()
 
-    project.edit_params(lambda p: p["train"]["slurm"].update(max_restarts=6))
+    project.edit_params(lambda p: p["train"]["slurm"].update(max_restarts=6, cpus_per_task=1))
     output = project.dvc("repro", env=slow)
     jobs = first + jobs_in(output)
     print(f"{len(jobs)} jobs, checkpoint sha256 {checkpoint(project)}, local {local_c1}")
     assert "resuming c1 from step" in output
+    threads = os.cpu_count()
+    if threads > 1:  # the first job's trainer took the node's CPUs; the next ones are granted one
+        assert f"c1: {threads} threads per process, as the snapshot was taken with (1 otherwise here)" in output
     assert checkpoint(project) == local_c1
 
 
@@ -261,27 +266,26 @@ def test_the_queue_runs_two_experiments_chunks_as_two_jobs_at_once(cluster, tmp_
 
 # The settings: checked by stage plan, kept out of the chunks' specs. No daemons needed.
 
-def test_slurm_settings_go_to_launch_specs_that_no_stage_depends_on(tmp_path, params):
+def test_slurm_settings_change_no_spec_and_follow_the_chunk_tree(tmp_path, params):
     params["train"].update(launcher="slurm", slurm={"time": "2:00:00", "nodes": 2}, nproc=2)
     params["train"]["chunks"]["c3"].update(launcher="local")
     params["train"]["chunks"]["c2"].update(slurm={"time": "1-12", "partition": "long"})
-    specs = plan.plan(config.Params.model_validate(params))
-    assert {name for name in specs if name.startswith("launch/")} == {"launch/c1.json", "launch/c2.json"}
-    assert specs["launch/c1.json"].slurm.time == "2:00:00"
-    assert specs["launch/c2.json"].slurm.model_dump(include={"time", "partition", "nodes"}) == {
+    loaded = Params.model_validate(params)
+    assert loaded.train.run("c1").slurm.time == "2:00:00" and loaded.train.run("c3").slurm is None
+    assert loaded.train.run("c2").slurm.model_dump(include={"time", "partition", "nodes"}) == {
         "time": "1-12", "partition": "long", "nodes": 2}
     without = copy.deepcopy(params)
     without["train"].pop("launcher"), without["train"].pop("slurm")
     for chunk in without["train"]["chunks"].values():
         chunk.pop("launcher", None), chunk.pop("slurm", None)
-    assert ({name: spec.text() for name, spec in specs.items() if not name.startswith("launch/")}
-            == {name: spec.text() for name, spec in plan.plan(config.Params.model_validate(without)).items()})
+    assert ({name: spec.text() for name, spec in plan.plan(loaded).items()}
+            == {name: spec.text() for name, spec in plan.plan(Params.model_validate(without)).items()})
 
 
 @pytest.mark.parametrize("time, seconds", [(1, 60), ("90", 5400), ("1:30", 90), ("2:00:00", 7200), ("1-12", 129600),
                                            ("1-0:30", 88200), ("1-0:0:5", 86405)])
 def test_slurm_time_formats(time, seconds):
-    assert config.slurm_seconds(time) == seconds
+    assert slurm_seconds(time) == seconds
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -297,18 +301,23 @@ def test_a_bad_slurm_setting_is_one_line(tmp_path, params, edit, message):
     params["train"].update(launcher="slurm", slurm={})
     edit(params["train"])
     with pytest.raises(PipelineError, match=re.escape(message)):
-        config.load_params(write_params(tmp_path / "params.yaml", params))
+        load_params(write_params(tmp_path / "params.yaml", params))
 
 
-def test_a_multi_node_job_runs_one_torchrun_per_node_meeting_on_the_first():
-    settings = config.SlurmParams(nodes=2, gpus_per_node=4, cpus_per_task=32, partition="gpu",
-                                  sbatch_args=["--qos=long"], srun_args=["--cpu-bind=none"])
-    script = slurm.job_script(settings, ["python", "src/train.py", "--spec", "a b.json"])
+def test_a_job_starts_the_trainer_once_per_process_meeting_on_the_first_node():
+    settings = SlurmParams(nodes=2, gpus_per_node=4, cpus_per_task=8, partition="gpu", sbatch_args=["--qos=long"],
+                           srun_args=["--cpu-bind=none"])
+    script = slurm.job_script(settings, ["python", "-m", "chunktrain.runner.trainer", "c1"], nproc=8)
     assert script.splitlines() == [
         "#!/bin/sh",
-        'export PET_NNODES=2 PET_RDZV_ENDPOINT="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
-        ':$((20000 + SLURM_JOB_ID % 10000))"',
-        "exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 --cpu-bind=none python src/train.py --spec 'a b.json'"]
-    args = slurm.sbatch_args(settings, "train@c1", Path("logs"))
-    assert {"--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=4", "--cpus-per-task=32", "--partition=gpu",
+        'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
+        " MASTER_PORT=$((20000 + SLURM_JOB_ID % 10000))",
+        "exec srun --ntasks-per-node=4 --kill-on-bad-exit=1 --cpu-bind=none sh -c 'export RANK=$SLURM_PROCID"
+        " LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS LOCAL_WORLD_SIZE=$SLURM_NTASKS_PER_NODE; exec \"$@\"'"
+        " trainer python -m chunktrain.runner.trainer c1"]
+    args = slurm.sbatch_args(settings, 8, "train@c1", Path("logs"))
+    assert {"--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8", "--partition=gpu",
             "--time=1:00:00", "--signal=B:USR1@300", "--qos=long"} <= set(args)
+    one = slurm.job_script(SlurmParams(), ["python", "-m", "chunktrain.runner.trainer", "c1"], nproc=1)
+    assert one.splitlines()[1:] == ["exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 python -m"
+                                    " chunktrain.runner.trainer c1"]

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from chunktrain.core import checkpoint as ckpt
-from chunktrain.core.checkpoint import CheckpointError, load_checkpoint
-from chunktrain.core.errors import PipelineError
-from chunktrain.training import chunk
-from chunktrain.training.batches import epoch_order
-from chunktrain.testing import Stages, assert_same_state, chunked_and_whole, losses, sha256, write_params
+from chunktrain.recipe import checkpoint as ckpt
+from chunktrain.recipe.checkpoint import CheckpointError, load_checkpoint
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.runner import trainer
+from chunktrain.recipe.batches import epoch_order
+from chunktrain.testing import Project, assert_same_state, chunked_and_whole, losses, new_project, sha256, write_params
 from tables import classification_table, own_params, write_table
 
 SCHEDULES = {
@@ -25,14 +25,14 @@ CASES = [pytest.param(*case, marks=[] if case in FAST else pytest.mark.slow)
          for case in itertools.product(("adam", "sgd", "adamw"), SCHEDULES, ("regression", "classification"))]
 
 
-def small_dataset(root, params: dict, task: str) -> Stages:
+def small_dataset(root, params: dict, task: str) -> Project:
     """A few batches an epoch, the last one short: a synthetic regression, or a classifier's table of string labels."""
     if task == "classification":
         write_table(root / "classes.csv", task, classification_table(rows=300))
         own_params(params, task, "classes.csv")
     else:
         params["synthetic"]["n_samples"] = 500
-    stages = Stages(root, params)
+    stages = new_project(root, params, git=False)
     stages.generate()
     return stages
 
@@ -86,7 +86,7 @@ def test_a_diverging_chunk_fails_and_writes_no_checkpoint(stages, params):
     with pytest.raises(PipelineError, match=r"training loss is (nan|inf) at step 25: the run diverged"):
         stages.train("c1")
     assert list(stages.checkpoint("c1").parent.iterdir()) == [stages.checkpoint("init")]
-    assert not (stages.root / "metrics/c1.json").exists()
+    assert not (stages.root / "metrics/train/c1.json").exists()
 
 
 def test_a_missing_parent_says_which_stage_rebuilds_it(stages):
@@ -111,17 +111,17 @@ def test_a_parent_of_another_seed_model_or_dataset_is_refused(stages, params, ed
 
 def test_a_chunks_metrics_file_is_rewritten_after_every_epoch(stages, monkeypatch):
     seen = []
-    after_round = chunk.Progress.round
+    after_round = trainer.Progress.round
 
     def read_after_round(progress, record):
         after_round(progress, record)
         seen.append(json.loads(progress.metrics.read_text()))  # what `dvc metrics show` shows mid-chunk
 
-    monkeypatch.setattr(chunk.Progress, "round", read_after_round)
+    monkeypatch.setattr(trainer.Progress, "round", read_after_round)
     stages.train("c1")
     assert [(metrics["epoch"], metrics["step"]) for metrics in seen] == [(1, 25), (2, 50)]  # 25 steps an epoch
     assert set(seen[0]) == {"epoch", "step", "train_loss", "val_loss"}
-    assert json.loads((stages.root / "metrics/c1.json").read_text()) == seen[-1]
+    assert json.loads((stages.root / "metrics/train/c1.json").read_text()) == seen[-1]
 
 
 class Crash(Exception):
@@ -137,7 +137,7 @@ def crash_at_step(monkeypatch, n: int) -> None:
         if len(reached) == n:
             raise Crash()
 
-    monkeypatch.setattr(chunk, "crash_point", crash_point)
+    monkeypatch.setattr(trainer, "crash_point", crash_point)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""What evaluate reports over the whole chunk tree: each chunk's scores and the best chunk (the curves:
-core/curves.py)."""
+"""What evaluate reports over the whole chunk tree: each chunk's scores, the best chunk, and the curves of every
+branch (metrics/curves.csv, the data of dvc.yaml's loss and lr charts)."""
 
-from chunktrain.core.checkpoint import EPOCH, GLOBAL_STEP, HISTORY, TRANSFORM
-from chunktrain.core.splits import is_text
+from chunktrain.recipe.checkpoint import EPOCH, GLOBAL_STEP, HISTORY, TRANSFORM
+from chunktrain.recipe.splits import is_text
 
 
 def chunk_scores(checkpoint: dict, losses: dict[str, float], path) -> dict:
@@ -24,3 +24,16 @@ def best_chunk(scores: dict[str, dict]) -> str:
     Chosen on the validation split only: the test split stays an unbiased estimate of the chosen checkpoint.
     """
     return min(scores, key=lambda name: (scores[name]["val_loss"], scores[name]["step"]))
+
+
+CURVE_COLUMNS = ["branch", "chunk", "step", "epoch", "train_loss", "val_loss", "lr"]  # of metrics/curves.csv
+
+
+def tree_curves(leaves: list[str], histories: dict[str, list[dict]]) -> list[dict]:
+    """One row per branch and round: the whole lineage of every branch, for one chart of the tree.
+
+    A branch is named after its last chunk (a leaf); branches repeat the rounds they share, so each is one line.
+    """
+    return [{"branch": leaf, "chunk": record["chunk"], "step": record["step"], "epoch": record["epoch"],
+             "train_loss": record["train_loss"], "val_loss": record["val_loss"], "lr": record["lr"]}
+            for leaf in leaves for record in histories[leaf]]

@@ -1,7 +1,7 @@
 """Using a trained model: load_model() from any chunk checkpoint, predictions for a table, and a torch.export file.
 
 The Predictor holds the checkpoint's transform, so it takes raw feature values; everything it needs is in
-the checkpoint (see core/checkpoint.py's MODEL_CONFIG and TRANSFORM), none of it in params.yaml.
+the checkpoint (see recipe/checkpoint.py's MODEL_CONFIG and TRANSFORM), none of it in params.yaml.
 """
 
 import json
@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from chunktrain.core.checkpoint import TRANSFORM, load_checkpoint
-from chunktrain.core.model import load_trained
-from chunktrain.core.splits import is_text
-from chunktrain.core.errors import PipelineError, brief
+from chunktrain.recipe.checkpoint import TRANSFORM, load_checkpoint
+from chunktrain.recipe.model import load_trained
+from chunktrain.recipe.splits import is_text
+from chunktrain.recipe.errors import PipelineError, brief
 from chunktrain.data import tables
 from chunktrain.data.transform import check_standardized, standardize_features
 

@@ -1,11 +1,13 @@
-"""For tests and benchmarks: tiny params, the stages on temp paths, and the project driven through dvc in a temp
-git repo. No stage imports it, so no stage depends on it."""
+"""For tests and benchmarks: tiny params, and the project in a temp folder, its stages run as dvc.yaml runs them
+(in this process, or by `dvc` in a git repo). No stage imports it, so no stage depends on it."""
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,11 +18,11 @@ import psutil
 import torch
 import yaml
 
-from chunktrain.core import checkpoint as ckpt
+from chunktrain.recipe import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
-                 ".dvcignore", ".gitignore"]
+                 ".dvcignore", ".gitignore", "metrics/live.csv"]
 ALL_STAGES = {"plan", "synthesize", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 
 TINY_PARAMS = {
@@ -102,10 +104,60 @@ def project_env() -> dict:
 
 
 class Project:
-    """The project in a temp git repo, driven the way a user drives it."""
+    """The project in a temp folder, driven the way a user drives it: real `dvc` (in a git repo), or a stage run in
+    this process exactly as dvc.yaml's command runs it (stage()), for tests that need no DVC."""
 
     def __init__(self, path: Path):
         self.path = path
+
+    @property
+    def root(self) -> Path:
+        return self.path
+
+    @property
+    def params_path(self) -> Path:
+        return self.path / "params.yaml"
+
+    @property
+    def dataset(self) -> Path:
+        return self.path / "data/dataset"  # the folder generate writes
+
+    def checkpoint(self, name: str) -> Path:
+        return self.path / f"data/checkpoints/{name}.pt"
+
+    def spec(self, name: str) -> Path:
+        return self.path / f"data/plan/{name}"
+
+    def stage(self, name: str) -> None:
+        """Run stage `name` (train@c1, evaluate, ...) in this process: dvc.yaml's command, in the project's folder."""
+        words = shlex.split(stage_command(name).replace('"$DVC_STAGE"', shlex.quote(name)))
+        assert words[0] == "python" and words[1].startswith("src/"), words
+        script = importlib.import_module(Path(words[1]).stem)
+        with contextlib.chdir(self.path), _own_environment():  # a stage under torchrun sets variables for its ranks
+            script.main(words[2:])
+
+    def plan(self) -> None:
+        self.stage("plan")
+
+    def generate(self) -> None:
+        """Stages plan, synthesize and generate."""
+        for name in ("plan", "synthesize", "generate"):
+            self.stage(name)
+
+    def init(self) -> None:
+        self.plan()
+        self.stage("init")
+
+    def train(self, chunk: str, parent: str | None = None) -> Path:
+        """Train `chunk` from its parent in params.yaml (`parent` is only checked against it)."""
+        self.plan()
+        assert parent in (None, json.loads(self.spec(f"train/{chunk}.json").read_text())["parent"]), parent
+        self.stage(f"train@{chunk}")
+        return self.checkpoint(chunk)
+
+    def evaluate(self) -> None:
+        self.plan()
+        self.stage("evaluate")
 
     def run(self, *command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(command, cwd=self.path, env={**project_env(), **(env or {})}, text=True,
@@ -153,11 +205,18 @@ class Project:
 
     @property
     def params(self) -> dict:
-        return yaml.safe_load((self.path / "params.yaml").read_text())
+        return yaml.safe_load(self.params_path.read_text())
 
     @params.setter
     def params(self, value: dict) -> None:
-        write_params(self.path / "params.yaml", value)
+        write_params(self.params_path, value)
+
+
+def stage_command(name: str) -> str:
+    """dvc.yaml's command of stage `name`, a foreach stage's (train@<chunk>) from its template."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stage = stages[name.partition("@")[0]]
+    return stage.get("do", stage)["cmd"]
 
 
 def ran(output: str) -> set[str]:
@@ -165,9 +224,10 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def new_project(path: Path, params: dict, root: Path = ROOT) -> Project:
-    """A git repo at `path` with the project's files from `root` (this checkout, or another revision's files)."""
-    path.mkdir(parents=True)
+def new_project(path: Path, params: dict, root: Path = ROOT, git: bool = True) -> Project:
+    """The project's files from `root` (this checkout, or another revision's files) at `path`, with `params`: a git
+    repo for `dvc`, or (git=False) a folder to run stages in with Project.stage."""
+    path.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source, target = root / name, path / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +237,9 @@ def new_project(path: Path, params: dict, root: Path = ROOT) -> Project:
             shutil.copy2(source, target)
     project = Project(path)
     project.params = params
-    project.run("git", "init", "-q")
-    project.commit("project")
+    if git:
+        project.run("git", "init", "-q")
+        project.commit("project")
     return project
 
 
@@ -193,69 +254,7 @@ def _own_environment():
         os.environ.update(saved)
 
 
-class Stages:
-    """The stage scripts' main()s, run in this process on temp paths, as dvc.yaml would call them."""
-
-    def __init__(self, root: Path, params: dict):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.params_path = write_params(root / "params.yaml", params)
-        self.plan_dir = root / "plan"
-        self.dataset = root / "data/dataset"  # the folder generate writes
-
-    def checkpoint(self, name: str) -> Path:
-        return self.root / f"checkpoints/{name}.pt"
-
-    def spec(self, name: str) -> Path:
-        return self.plan_dir / name
-
-    def plan(self) -> None:
-        import plan
-        plan.main(["--params", str(self.params_path), "--out", str(self.plan_dir)])
-
-    def generate(self) -> None:
-        """Stages plan, synthesize and generate; data.source is relative to `root`, as to the repo under dvc."""
-        import generate
-        import synthesize
-        self.plan()
-        synthesize.main(["--spec", str(self.spec("synthetic.json")),
-                         "--out", str(self.root / "data/raw/synthetic.parquet")])
-        with contextlib.chdir(self.root):
-            generate.main(["--spec", str(self.spec("data.json")), "--out", str(self.dataset)])
-
-    def init(self) -> None:
-        import init
-        self.plan()
-        init.main(["--spec", str(self.spec("init.json")), "--dataset", str(self.dataset),
-                   "--out", str(self.checkpoint("init"))])
-
-    def train(self, chunk: str, parent: str | None = None) -> Path:
-        """Train `chunk` from its parent in params.yaml (`parent` is only checked against it)."""
-        import train
-        self.plan()
-        spec = json.loads(self.spec(f"train/{chunk}.json").read_text())
-        assert parent in (None, spec["parent"]), (parent, spec["parent"])
-        with _own_environment():  # a stage under torchrun sets variables for its processes, in its own process
-            train.main(["--spec", str(self.spec(f"train/{chunk}.json")),
-                        "--parent", str(self.checkpoint(spec["parent"])), "--dataset", str(self.dataset),
-                        "--out", str(self.checkpoint(chunk)),
-                        "--metrics", str(self.root / f"metrics/{chunk}.json"),
-                        "--snapshot", str(self.root / f".resume/{chunk}/snapshot.pt"),
-                        "--runtime", str(self.spec("runtime.json")),
-                        "--curves", str(self.root / "metrics/curves.csv")])
-        return self.checkpoint(chunk)
-
-    def evaluate(self) -> None:
-        import evaluate
-        self.plan()
-        evaluate.main(["--spec", str(self.spec("evaluate.json")), "--checkpoints", str(self.root / "checkpoints"),
-                       "--dataset", str(self.dataset),
-                       "--chunks", str(self.root / "metrics/chunks.json"),
-                       "--best", str(self.root / "metrics/best.json"),
-                       "--curves", str(self.root / "metrics/curves.csv")])
-
-
-def chunked_and_whole(stages: "Stages", params: dict, first: int, second: int) -> tuple[dict, dict]:
+def chunked_and_whole(stages: Project, params: dict, first: int, second: int) -> tuple[dict, dict]:
     """Train c1 (`first` epochs) then c2 (`second`), and `whole` (both at once) from the same init; load c2, whole."""
     params["train"]["chunks"] = {"c1": {"from": "init", "epochs": first}, "c2": {"from": "c1", "epochs": second},
                                  "whole": {"from": "init", "epochs": first + second}}

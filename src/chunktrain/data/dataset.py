@@ -1,6 +1,6 @@
 """Stage generate's work: the source table -> checked, shuffled, split, standardized, written with its id.
 
-The splits hold the model's inputs as the training stages read them (core/splits.py): the features as float32
+The splits hold the model's inputs as the training stages read them (recipe/splits.py): the features as float32
 columns x0.., standardized with the train split's mean and std, and the target as column y (standardized
 for regression, the class index for classification). The transform says how to get there from the raw
 table; init stores it in the checkpoint, so prediction applies the same.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from chunktrain.core.config import DataParams
-from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.splits import INFO, TARGET, check_transform, feature_names
+from chunktrain.data.specs import DataParams
+from chunktrain.recipe.errors import PipelineError, brief
+from chunktrain.recipe.splits import INFO, TARGET, check_transform, feature_names
 from chunktrain.data import tables
 from chunktrain.data.transform import fit_transform, standardize
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from chunktrain.core.config import SyntheticParams
+from chunktrain.data.specs import SyntheticParams
 
 TEACHER_HIDDEN = 64  # two tanh layers this wide are hard enough that a small MLP keeps improving on it for many epochs
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chunktrain.core.errors import PipelineError, brief, did_you_mean
-from chunktrain.core.files import write_atomically
+from chunktrain.recipe.errors import PipelineError, brief, did_you_mean
+from chunktrain.recipe.files import write_atomically
 
 READERS = {".csv": "read_csv", ".parquet": "read_parquet"}
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from chunktrain.core.config import DataParams
-from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.splits import LANGUAGE_MODEL, TOKEN
+from chunktrain.data.specs import DataParams
+from chunktrain.recipe.errors import PipelineError, brief
+from chunktrain.recipe.splits import LANGUAGE_MODEL, TOKEN
 
 MIN_TOKENS = 2  # a window of one token and the next
 

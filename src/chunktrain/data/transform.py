@@ -10,7 +10,7 @@ is a train value so far out that the column's other values all standardize to on
 
 import numpy as np
 
-from chunktrain.core.errors import PipelineError, brief
+from chunktrain.recipe.errors import PipelineError, brief
 
 # Standard deviations from the train mean beyond which a value is refused: far past any real outlier (a train
 # split's own values lie within sqrt(rows)), so a typo or a unit error, whose square would swamp every loss.

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.splits import Split, Tokens
-from chunktrain.core.tasks import Task, evaluate
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.splits import Split, Tokens
+from chunktrain.recipe.tasks import Task, evaluate
 
 TRAIN, VAL = 0, 1  # the streams of a text's window positions
 

@@ -1,12 +1,11 @@
 """train.launcher slurm: a chunk as a SLURM job, waited for, its output streamed, submitted again at its time limit.
 
-The stage (src/train.py, where `dvc repro` runs: a login node) submits a batch job that runs the same
-`python src/train.py ... --launcher local` in the same folder, which the nodes must share, with `srun` starting one
-train.py per node (several nodes meet in torchrun's rendezvous, see parallel.launch). SLURM sends SIGUSR1
-`signal_lead` seconds before the job's time limit, which srun passes on and train.py takes as the SIGTERM a
-preemption sends (lead_signal_stops); the trainer writes its snapshot and exits, and the stage submits the job
-again, which resumes from the snapshot. The stage ends when the last job does, so
-DVC sees the chunk end then. docs/slurm.md is the user's guide.
+The stage (src/train.py, where `dvc repro` runs: a login node) submits a batch job in the same folder, which the
+nodes must share; in it, `srun` starts the trainer (runner/trainer.py) once per process of the chunk, its processes
+meeting as torch's env:// process group on the first node. SLURM sends SIGUSR1 `signal_lead` seconds before the
+job's time limit, which srun passes on to every trainer, which takes it as it takes a preemption's SIGTERM: it
+writes its snapshot and exits, and the stage submits the job again, which resumes from the snapshot. The stage ends
+when the last job does, so DVC sees the chunk end then. docs/slurm.md is the user's guide.
 """
 
 import contextlib
@@ -21,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from chunktrain.core.config import SlurmParams
-from chunktrain.core.errors import PipelineError
-from chunktrain.training.stopping import Interrupted, ParentWatch, StopSignals
+from chunktrain.runner.settings import SlurmParams
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.runner.stopping import Interrupted, ParentWatch, StopSignals
 
 POLL_FIRST, POLL_MAX = 0.25, 2.0  # seconds between looks at a job: short for a short chunk, then at most this
 LEAD_SIGNAL = signal.SIGUSR1  # srun passes it on to its tasks; on SIGTERM it would kill them
@@ -33,7 +32,7 @@ STOPPED_EXIT = {128 + signal.SIGTERM, 128 + LEAD_SIGNAL}
 # Pending reasons that never clear by waiting: the job asks for more than its partition or account allows.
 HOPELESS = {"PartitionTimeLimit", "PartitionNodeLimit", "InvalidAccount", "InvalidQOS",
             "BadConstraints", "AssocMaxWallDurationPerJobLimit", "QOSMaxWallDurationPerJobLimit"}
-RDZV_PORTS = (20000, 10000)  # a multi-node job's rendezvous port: the first + its job id modulo the second
+MASTER_PORTS = (20000, 10000)  # a job's process group meets on the first + its job id modulo the second
 PATIENCE = 60  # seconds to keep asking a controller that does not answer, or to wait for a job's checkpoint
 
 
@@ -68,12 +67,12 @@ class JobEnd:
         return f"failed on {self.nodes} ({how})"
 
 
-def run(slurm: SlurmParams, command: list[str], *, name: str, log_dir: Path, out: Path) -> None:
-    """Run `command` (this chunk's train.py, launcher local) as SLURM jobs until one completes and `out` is here;
-    each job after a stop resumes from the snapshot. Any failure is one PipelineError; the snapshot stays."""
+def run(slurm: SlurmParams, command: list[str], *, nproc: int, name: str, log_dir: Path, out: Path) -> None:
+    """Run `command` (the trainer) as `nproc` processes of SLURM jobs until one completes and `out` is here; each job
+    after a stop resumes from the snapshot. Any failure is one PipelineError; the snapshot stays."""
     restarts = 0
     while True:
-        job, log = submit(slurm, command, name, log_dir)
+        job, log = submit(slurm, command, nproc, name, log_dir)
         end = wait(job, log, name)
         if end.state == "COMPLETED":
             if not _appears(out):
@@ -99,36 +98,36 @@ def run(slurm: SlurmParams, command: list[str], *, name: str, log_dir: Path, out
               f" most {slurm.max_restarts}, which resumes from the snapshot", flush=True)
 
 
-def sbatch_args(slurm: SlurmParams, name: str, log_dir: Path) -> list[str]:
+def sbatch_args(slurm: SlurmParams, nproc: int, name: str, log_dir: Path) -> list[str]:
     """sbatch's options for one job of chunk `name`."""
     optional = {"--partition": slurm.partition, "--account": slurm.account,
                 "--cpus-per-task": slurm.cpus_per_task, "--gpus-per-node": slurm.gpus_per_node}
     return ["--parsable", f"--job-name={name}", f"--output={log_dir.resolve()}/slurm-%j.out",
-            f"--chdir={Path.cwd()}", f"--nodes={slurm.nodes}", "--ntasks-per-node=1", f"--time={slurm.time}",
-            f"--signal=B:{LEAD_SIGNAL.name.removeprefix('SIG')}@{slurm.signal_lead}",
+            f"--chdir={Path.cwd()}", f"--nodes={slurm.nodes}", f"--ntasks-per-node={nproc // slurm.nodes}",
+            f"--time={slurm.time}", f"--signal=B:{LEAD_SIGNAL.name.removeprefix('SIG')}@{slurm.signal_lead}",
             *(f"{option}={value}" for option, value in optional.items() if value is not None), *slurm.sbatch_args]
 
 
-def job_script(slurm: SlurmParams, command: list[str]) -> str:
-    """The batch script: srun starts the command once per node, with torchrun's rendezvous on the first node.
+def job_script(slurm: SlurmParams, command: list[str], nproc: int) -> str:
+    """The batch script: srun starts the command once per process. Several processes get torch's env:// variables
+    from SLURM's, and meet on the first node.
 
     `exec` makes srun the job's batch process, so SLURM's signal before the time limit (B:) reaches srun, which
-    passes it on to every node's train.py.
+    passes it on to every process.
     """
-    first, span = RDZV_PORTS
-    nodes = [f'export PET_NNODES={slurm.nodes} PET_RDZV_ENDPOINT="$(scontrol show hostnames "$SLURM_JOB_NODELIST"'
-             f' | head -n 1):$(({first} + SLURM_JOB_ID % {span}))"'] if slurm.nodes > 1 else []
-    srun = ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *slurm.srun_args, *command]
-    return "\n".join(["#!/bin/sh", *nodes, f"exec {shlex.join(srun)}", ""])
+    srun = ["srun", f"--ntasks-per-node={nproc // slurm.nodes}", "--kill-on-bad-exit=1", *slurm.srun_args]
+    if nproc == 1:
+        return "\n".join(["#!/bin/sh", f"exec {shlex.join([*srun, *command])}", ""])
+    first, span = MASTER_PORTS
+    group = ("export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS"
+             ' LOCAL_WORLD_SIZE=$SLURM_NTASKS_PER_NODE; exec "$@"')
+    return "\n".join(["#!/bin/sh",
+                      'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
+                      f" MASTER_PORT=$(({first} + SLURM_JOB_ID % {span}))",
+                      f"exec {shlex.join([*srun, 'sh', '-c', group, 'trainer', *command])}", ""])
 
 
-def lead_signal_stops() -> None:
-    """In a job: SLURM's signal before the time limit is a SIGTERM to this process, which the trainer (or torchrun,
-    which passes it to its ranks) takes as a request to write its snapshot and stop."""
-    signal.signal(LEAD_SIGNAL, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-
-
-def submit(slurm: SlurmParams, command: list[str], name: str, log_dir: Path) -> tuple[str, Path]:
+def submit(slurm: SlurmParams, command: list[str], nproc: int, name: str, log_dir: Path) -> tuple[str, Path]:
     """Submit one job: its id and its output file."""
     if not shutil.which("sbatch"):
         raise PipelineError(f"{name}: train.launcher is slurm, but sbatch is not on PATH here; run `dvc repro` on"
@@ -137,7 +136,8 @@ def submit(slurm: SlurmParams, command: list[str], name: str, log_dir: Path) -> 
         raise PipelineError(f"{name}: job {running} of this chunk in this folder is still queued or running; wait"
                             f" for it to end or `scancel {running}`, then run `dvc repro` again")
     log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create the output file's folder
-    result = subprocess.run(["sbatch", *sbatch_args(slurm, name, log_dir)], input=job_script(slurm, command),
+    result = subprocess.run(["sbatch", *sbatch_args(slurm, nproc, name, log_dir)],
+                            input=job_script(slurm, command, nproc),
                             text=True, capture_output=True)
     if result.returncode:
         reason = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]

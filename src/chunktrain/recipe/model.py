@@ -23,12 +23,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from torch import nn
 
-from chunktrain.core.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, CheckpointError
-from chunktrain.core.config import OWN_MODEL, ModelSpec, Task, _validated
-from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.gpt import gpt
-from chunktrain.core.splits import check_transform, is_text
-from chunktrain.core.tasks import output_width
+from chunktrain.recipe.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, CheckpointError
+from chunktrain.recipe.specs import OWN_MODEL, ModelSpec, Task, validated
+from chunktrain.recipe.errors import PipelineError, brief
+from chunktrain.recipe.gpt import gpt
+from chunktrain.recipe.splits import check_transform, is_text
+from chunktrain.recipe.tasks import output_width
 
 
 def mlp(inputs: int, outputs: int, *, hidden: list[int]) -> nn.Sequential:
@@ -98,7 +98,7 @@ def check_model(config, transform) -> None:
     """A checkpoint's model_config and transform are what init could have written, and fit each other; else one
     line. What a builder does with its arguments shows only when build_model runs it."""
     check_transform(transform)
-    spec = _validated(ModelConfig, config, "model_config")
+    spec = validated(ModelConfig, config, "model_config")
     widths = {"task": transform["task"], "inputs": input_width(transform), "outputs": output_width(transform)}
     for key, value in widths.items():
         if getattr(spec, key) != value:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from chunktrain.core.splits import LANGUAGE_MODEL, is_text
+from chunktrain.recipe.splits import LANGUAGE_MODEL, is_text
 
 
 class Regression:

@@ -1,4 +1,5 @@
-"""When a chunk stops early: Ctrl-C, SIGTERM, or the `dvc` that started it gone; always at a clean step."""
+"""When a chunk stops early: Ctrl-C, SIGTERM, SLURM's warning before a job's time limit, or the `dvc` that started
+it gone; always at a clean step."""
 
 import contextlib
 import os
@@ -8,11 +9,11 @@ from pathlib import Path
 
 import psutil
 
-from chunktrain.core.errors import PipelineError
+from chunktrain.recipe.errors import PipelineError
 
 
 class Interrupted(PipelineError):
-    """SIGINT or SIGTERM arrived; a snapshot was written and `dvc repro` will resume from it."""
+    """A stop signal arrived; a snapshot was written and `dvc repro` will resume from it."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -20,9 +21,10 @@ class Interrupted(PipelineError):
 
 
 class StopSignals:
-    """Within `with`, SIGINT and SIGTERM only set `received`, so training stops at a clean step."""
+    """Within `with`, the stop signals only set `received`, so training stops at a clean step."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGUSR1: what SLURM sends a job's processes before its time limit (runner/slurm.py), as SIGTERM would kill srun
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
         self.received: int | None = None

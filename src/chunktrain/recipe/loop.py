@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from chunktrain.core.config import TrainSettings
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.tasks import Task
-from chunktrain.training import schedule
-from chunktrain.training.batches import Batches
+from chunktrain.recipe.specs import TrainSettings
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.tasks import Task
+from chunktrain.recipe import schedule
+from chunktrain.recipe.batches import Batches
 
 
 @dataclass
@@ -38,7 +38,11 @@ class OneProcess:
 
     def __init__(self, stop_requested: Callable[[], int | None] = lambda: None):
         self.stop_requested = stop_requested
-        self.stop: int | None = None  # the signal to stop on, once there is one
+
+    @property
+    def stop(self) -> int | None:
+        """The signal to stop on, once one was asked for (every process agrees on it at the same step)."""
+        return self.stop_requested()
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
@@ -47,14 +51,14 @@ class OneProcess:
         """The rows [lo, hi) of a global batch of `rows` rows that this process trains on."""
         return 0, rows
 
-    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task,
-                 autocast: contextlib.AbstractContextManager) -> torch.Tensor:
-        """Backpropagate the micro-batch's share of the step's mean loss over `rows`; return its loss sum."""
+    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task, autocast,
+                 loss_sum: torch.Tensor) -> None:
+        """Backpropagate the micro-batch's share of the step's mean loss over `rows`; add its loss sum to
+        `loss_sum`."""
         with autocast:
             loss = task.loss(model(x), y)
-        (loss * (len(y) / rows)).backward()  # the factor is exactly 1.0 when the micro-batch is the whole step
-        self.stop = self.stop_requested()
-        return loss.detach() * len(y)
+        (loss if len(y) == rows else loss * (len(y) / rows)).backward()
+        loss_sum.add_(loss.detach(), alpha=len(y))
 
 
 def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, position: Position, *,
@@ -69,13 +73,14 @@ def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ba
     """
     parallel = parallel or OneProcess()
     trained = parallel.wrap(model)
-    autocast = torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=settings.dtype == "bfloat16")
+    autocast = (torch.autocast(batches.device.type, dtype=torch.bfloat16) if settings.dtype == "bfloat16"
+                else contextlib.nullcontext())
     while position.epoch <= last_round:
         trained.train()
         for x, y in batches.round(position.epoch, position.batch):
             if lr:
                 set_lr(optimizer, lr(*schedule.step_span(position.epoch, position.batch, batches.steps)))
-            position.loss_sum += train_step(trained, optimizer, x, y, settings, task, parallel, autocast)
+            train_step(trained, optimizer, x, y, settings, task, parallel, autocast, position.loss_sum)
             position.batch += 1
             position.step += 1
             if on_step:
@@ -93,18 +98,21 @@ def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ba
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               settings: TrainSettings, task: Task, parallel: OneProcess, autocast) -> torch.Tensor:
-    """One optimizer step on the global batch (x, y): this process's share, in grad_accum micro-batches."""
+               settings: TrainSettings, task: Task, parallel: OneProcess, autocast, loss_sum: torch.Tensor) -> None:
+    """One optimizer step on the global batch (x, y): this process's share, in grad_accum micro-batches; the
+    step's loss sum is added to `loss_sum`."""
     lo, hi = parallel.share(len(y))
     optimizer.zero_grad(set_to_none=True)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
-    for micro_x, micro_y in zip(x[lo:hi].tensor_split(settings.grad_accum), y[lo:hi].tensor_split(settings.grad_accum)):
-        if len(micro_y):
-            loss_sum += parallel.backward(model, micro_x, micro_y, len(y), task, autocast)
+    if settings.grad_accum == 1:
+        parallel.backward(model, x[lo:hi], y[lo:hi], len(y), task, autocast, loss_sum)
+    else:
+        for micro_x, micro_y in zip(x[lo:hi].tensor_split(settings.grad_accum),
+                                    y[lo:hi].tensor_split(settings.grad_accum)):
+            if len(micro_y):
+                parallel.backward(model, micro_x, micro_y, len(y), task, autocast, loss_sum)
     if settings.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
     optimizer.step()
-    return loss_sum
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

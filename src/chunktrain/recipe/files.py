@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.faults import crash_point
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.faults import crash_point
 
 
 class WriteError(PipelineError, OSError):
@@ -104,12 +104,12 @@ def write_json(path: str | Path, data: dict) -> None:
     write_atomically(path, lambda file: file.write(json.dumps(data, indent=2) + "\n"), binary=False)
 
 
-def write_rows(path: str | Path, rows: list[dict]) -> None:
-    """A CSV with one row per dict, columns in the first dict's key order, written atomically: a chunk rewrites
-    the charts' data while `dvc plots show` may read it."""
+def write_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
+    """A CSV with one row per dict, written atomically: a chunk rewrites the charts' data while `dvc plots show` may
+    read it."""
 
     def write(file: IO) -> None:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
+        writer = csv.DictWriter(file, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.utils.serialization.config
 
-from chunktrain.core.config import CHUNK_NAME, INIT, ChunkSpec, InitSpec
-from chunktrain.core.errors import PipelineError, brief
-from chunktrain.core.files import write_atomically
+from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec, InitSpec
+from chunktrain.recipe.errors import PipelineError, brief
+from chunktrain.recipe.files import write_atomically
 
 FORMAT_VERSION = 5  # 5: CRC-32s checked; 4: any model (arch and args), two optimizer groups, rounds; 3: LINEAGE
 
@@ -60,12 +60,19 @@ def lineage(spec: ChunkSpec | InitSpec, parent_id: str | None, dataset_id: str, 
     """The lineage record of a checkpoint made by `spec` from the parent of id `parent_id` (None for init).
 
     `device` is the device type training ran on (spec.device may say auto): CPU and CUDA round differently.
-    `threads`, torch's threads per process, splits some sums differently too (config.Runtime).
+    `threads`, torch's threads per process, splits some sums differently too, so a chunk keeps the count it
+    started with (snapshot.load_snapshot).
     Training is deterministic, so the same record means the same bytes: the id is as strong as a file hash.
     """
     record = {"chunk": _name(spec), "parent": parent_id, "spec": _recipe(spec), "dataset": dataset_id,
               "code": code_id, "device": device, "threads": threads}
-    return {"id": hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), **record}
+    return {"id": lineage_id(record), **record}
+
+
+def lineage_id(record: dict) -> str:
+    """The id of a lineage record: sha256 of everything in it but the id."""
+    return hashlib.sha256(json.dumps({k: v for k, v in record.items() if k != "id"}, sort_keys=True).encode()
+                          ).hexdigest()
 
 
 def _name(spec: ChunkSpec | InitSpec) -> str:

@@ -15,8 +15,8 @@ import pyarrow.parquet
 import pyarrow.types
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-from chunktrain.core.config import _validated
-from chunktrain.core.errors import PipelineError
+from chunktrain.recipe.specs import validated
+from chunktrain.recipe.errors import PipelineError
 
 TARGET = "y"
 INFO = "dataset.json"  # the dataset's id and transform
@@ -77,7 +77,7 @@ def check_transform(transform) -> None:
     """A transform read from a file (a checkpoint's) is one that generate could have written; else one line."""
     if not isinstance(transform, dict):
         raise PipelineError(f"transform: expected a dict, got {type(transform).__name__}")
-    _validated(TextTransform if is_text(transform) else TableTransform, transform, "transform")
+    validated(TextTransform if is_text(transform) else TableTransform, transform, "transform")
 
 
 def feature_names(n_features: int) -> list[str]:

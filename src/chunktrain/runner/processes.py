@@ -1,62 +1,28 @@
-"""Several processes for one chunk: starting them, the process group, and what the loop does differently under DDP.
-
-Every rank draws the same global batches (batches.py) and trains on its contiguous share of each,
-so the global batch size stays train.batch_size. Rank 0 alone writes snapshots and the checkpoint.
-"""
+"""The chunk's processes: the device and threads of each, the process group they join, and torchrun started
+here for a chunk of several (what DDP changes in the loop is the recipe's: recipe/parallel.py)."""
 
 import atexit
 import contextlib
 import os
 import re
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from chunktrain.core.config import TrainSettings
-from chunktrain.core.errors import PipelineError
-from chunktrain.core.tasks import Task
-from chunktrain.training.loop import OneProcess
-from chunktrain.training.stopping import Interrupted
+from chunktrain.recipe.errors import PipelineError
+from chunktrain.recipe.parallel import World
+from chunktrain.runner.stopping import Interrupted
 
 
 STAGE_NODE = "CHUNKTRAIN_STAGE_NODE"  # set by launch() for its processes: the node whose stage waits for the output
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}  # exit codes of a rank stopped by a signal
 
 
-@dataclass(frozen=True)
-class World:
-    """This process's place among the chunk's processes, and the device it trains on."""
-
-    rank: int
-    size: int
-    device: torch.device
-    writes: bool = True  # the one process that writes snapshots and the checkpoint: the stage's node's first
-    threads: int = 1  # torch's intra-op threads in this process (set_threads)
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            dist.barrier()
-
-
 def under_torchrun() -> bool:
     """True in a process that torchrun (ours or the user's) started."""
     return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
-
-
-def check_nproc(nproc: int, n_rows: int, settings: TrainSettings, key: str) -> None:
-    """Every process needs at least one row of every micro-batch, in the last (smallest) global batch too."""
-    rows = settings.batch_size * settings.grad_accum
-    smallest = n_rows % rows or min(rows, n_rows)
-    if nproc * settings.grad_accum > smallest:
-        raise PipelineError(f"{key}: {nproc} processes x {settings.grad_accum} micro-batches is more than the"
-                            f" {smallest} row(s) of the smallest global batch ({n_rows} training rows in steps of"
-                            f" {rows}); every process needs at least one row of each micro-batch")
 
 
 def resolve_device(setting: str, local_rank: int) -> torch.device:
@@ -126,57 +92,9 @@ def join(nproc: int, device_setting: str, key: str, threads: int | None = None) 
     return World(rank=rank, size=size, device=device, writes=rank == writer, threads=set_threads(threads))
 
 
-class DataParallel(OneProcess):
-    """The Parallelism of DDP: this rank's share of each batch, the global loss sum, a stop all ranks agree on.
-
-    A signal reaches each rank at its own moment, so `stop` changes only at the per-step all-reduce.
-    """
-
-    def __init__(self, world: World, stop_requested: Callable[[], int | None]):
-        super().__init__(stop_requested)
-        self.world = world
-        self.sync = torch.zeros(2, dtype=torch.float64, device=world.device)  # [loss sum, stop request]
-
-    def wrap(self, model: nn.Module) -> DistributedDataParallel:
-        """The model under DDP, its gradients averaged across the ranks."""
-        return DistributedDataParallel(model, device_ids=[self.world.device.index] if self.world.device.type == "cuda"
-                                       else None)
-
-    def share(self, rows: int) -> tuple[int, int]:
-        rank, size = self.world.rank, self.world.size
-        return rows * rank // size, rows * (rank + 1) // size
-
-    def backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int, task: Task,
-                 autocast: contextlib.AbstractContextManager) -> torch.Tensor:
-        with autocast:
-            loss_sum = task.loss(model(x), y, reduction="sum")
-        with _peer_failure(self.world.rank):
-            # DDP averages the ranks' gradients; scaling each sum by size / rows makes that the batch mean.
-            (loss_sum * (self.world.size / rows)).backward()
-            # One small all-reduce a micro-batch: the global loss (a snapshot holds it), and whether a rank was
-            # signalled.
-            self.sync[0], self.sync[1] = loss_sum.detach(), self.stop_requested() or 0
-            dist.all_reduce(self.sync)
-        if self.sync[1]:
-            self.stop = self.stop_requested() or signal.SIGTERM
-        return self.sync[0].clone()
-
-
-@contextlib.contextmanager
-def _peer_failure(rank: int):
-    """A collective that fails because another rank died becomes one line instead of a traceback."""
-    try:
-        yield
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if not isinstance(error, dist.DistError) and "gloo" not in reason:
-            raise  # not a collective's failure: a bug, keep its traceback
-        raise PipelineError(f"rank {rank}: a collective operation failed, most likely because another rank died"
-                            f" ({reason}); no checkpoint was written") from None
-
-
-def launch(nproc: int, script: Path, argv: list[str], *, device: str, name: str, out: Path) -> None:
-    """Run `script argv` as `nproc` processes through torchrun's own code; any failure is one PipelineError.
+def launch(nproc: int, trainer: list[str], *, device: str, name: str, out: Path) -> None:
+    """Run the trainer (`-m module args`) as `nproc` processes through torchrun's own code; any failure is one
+    PipelineError.
 
     With torchrun's own variables PET_NNODES=N and PET_RDZV_ENDPOINT=host:port, this node runs nproc / N of the
     processes and waits (c10d rendezvous, PET_RDZV_CONF=join_timeout=<s>, default 600) for the other nodes.
@@ -191,7 +109,7 @@ def launch(nproc: int, script: Path, argv: list[str], *, device: str, name: str,
     os.environ[STAGE_NODE] = "1"  # see join(): this node's first process writes the checkpoint
     rendezvous = ["--standalone"] if nnodes == 1 else ["--rdzv-backend=c10d", f"--nnodes={nnodes}"]
     try:
-        run(parse_args([*rendezvous, f"--nproc-per-node={per_node}", "--max-restarts=0", str(script), *argv]))
+        run(parse_args([*rendezvous, f"--nproc-per-node={per_node}", "--max-restarts=0", *trainer]))
     except BaseException as error:
         out.unlink(missing_ok=True)  # a rank may have died after the writer wrote it: a failed stage leaves none
         failure = _translate(error, name, nproc, nnodes)

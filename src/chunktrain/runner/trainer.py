@@ -1,0 +1,222 @@
+"""The process that trains a chunk: `python -m chunktrain.runner.trainer <chunk>`, run in the repo's root.
+
+src/train.py, the stage, starts it once per process: in its own process for one, through torchrun for several here,
+through srun in a SLURM job. It joins the chunk's processes, restores the chunk (recipe/chunk.py), trains it with
+the runner's hooks (a clean stop on a signal, snapshots, progress, live charts) and writes the outputs.
+"""
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from chunktrain.evaluation import CURVE_COLUMNS, tree_curves
+from chunktrain.params import run_settings
+from chunktrain.recipe.batches import Batches, TextBatches
+from chunktrain.recipe.checkpoint import EPOCH, GLOBAL_STEP, save_checkpoint
+from chunktrain.recipe.chunk import ChunkState, chunk_schedule, prepare, recipe_id, round_metrics
+from chunktrain.recipe.errors import PipelineError, brief, run_stage
+from chunktrain.recipe.faults import crash_point
+from chunktrain.recipe.files import write_json, write_rows
+from chunktrain.recipe.loop import OneProcess, Position, train_rounds
+from chunktrain.recipe.parallel import DataParallel, World
+from chunktrain.recipe.snapshot import save_snapshot
+from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec
+from chunktrain.runner import processes, snapshots
+from chunktrain.runner.settings import RunSettings
+from chunktrain.runner.stopping import Interrupted, ParentWatch, StopSignals
+
+MODULE = "chunktrain.runner.trainer"
+
+
+@dataclass(frozen=True)
+class ChunkFiles:
+    """The files of stage train@<chunk>, as dvc.yaml names them, from the repo's root."""
+
+    spec: Path  # what decides the chunk (stage plan writes it)
+    dataset: Path  # the dataset folder: dataset.json and the splits
+    out: Path  # the checkpoint it writes
+    metrics: Path  # the JSON of its last round's losses, rewritten after every round
+    snapshot: Path  # mid-chunk snapshot, outside DVC's outputs; deleted on success
+    live: Path = Path("metrics/live.csv")  # the charts' rows of the chunk in training (LiveCurves); in git, no output
+
+    @classmethod
+    def of(cls, name: str) -> "ChunkFiles":
+        return cls(spec=Path(f"data/plan/train/{name}.json"), dataset=Path("data/dataset"),
+                   out=Path(f"data/checkpoints/{name}.pt"), metrics=Path(f"metrics/train/{name}.json"),
+                   snapshot=Path(f".resume/{name}/{snapshots.FILE}"))
+
+    def parent(self, spec: ChunkSpec) -> Path:
+        """The checkpoint the chunk starts from."""
+        return self.out.with_name(f"{spec.parent}.pt")
+
+
+def chunk_name(text: str) -> str:
+    """A chunk name that is safe as a path part, or one line."""
+    if not CHUNK_NAME.fullmatch(text) or text == INIT:
+        raise PipelineError(f"chunk {brief(text)} is not a name matching {CHUNK_NAME.pattern} and not {INIT!r};"
+                            " run `dvc repro` (stage plan refuses such names)")
+    return text
+
+
+def command(name: str) -> list[str]:
+    """The trainer's arguments after `python`, the one list every launcher starts it with (src/ on PYTHONPATH)."""
+    return ["-m", MODULE, name]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("chunk", help="the chunk's name: trains train@<chunk> of dvc.yaml, from the repo's root")
+    name = chunk_name(parser.parse_args(argv).chunk)
+    files, settings = ChunkFiles.of(name), run_settings(name)
+    spec = ChunkSpec.read(files.spec)
+    world = processes.join(spec.nproc, spec.device, f"train@{name}: nproc", settings.threads)
+    state = prepare(spec, files.parent(spec), files.dataset, files.snapshot, world, recipe_id())
+    train(state, files, world, settings)
+    if world.writes:
+        write_outputs(state, files)
+
+
+def train(state: ChunkState, files: ChunkFiles, world: World, settings: RunSettings) -> None:
+    """The chunk's rounds, with a clean stop on a signal, snapshots, progress and live charts."""
+    spec, parent = state.spec, state.parent
+    with StopSignals() as signals, LiveCurves(files.live, spec.name, enabled=world.writes) as live, \
+            Progress(spec.name, parent[EPOCH], spec.settings.rounds, state.batches, state.position, files.metrics,
+                     enabled=world.writes) as progress:
+        watch = ParentWatch()
+
+        def stop_requested() -> int | None:
+            return signals.received or watch.gone()
+
+        parallel = OneProcess(stop_requested) if world.size == 1 else DataParallel(world, stop_requested)
+        taker = SnapshotTaker(state, files.snapshot, settings, world)
+
+        def on_step(position: Position, rows: int) -> None:
+            progress.step(rows)
+            taker.step(position, parallel.stop)
+
+        def on_round(record: dict) -> None:
+            progress.round(record)
+            live.update(state.history(state.position))
+
+        train_rounds(state.model, state.optimizer, state.batches, state.position,
+                     last_round=parent[EPOCH] + spec.settings.rounds, settings=spec.settings, task=state.task,
+                     parallel=parallel, lr=chunk_schedule(spec, parent[EPOCH]), on_step=on_step, on_round=on_round)
+
+
+def write_outputs(state: ChunkState, files: ChunkFiles) -> None:
+    """The checkpoint, then the metrics, then the snapshot's removal: until all are done, a rerun can resume."""
+    save_checkpoint(state.checkpoint(state.position), files.out)
+    write_json(files.metrics, round_metrics(state.position.history[-1]))  # a chunk resumed after its last round
+    snapshots.clear(files.snapshot)
+
+
+class SnapshotTaker:
+    """After each step: write a snapshot when one is due or a stop was asked for, then stop if asked."""
+
+    def __init__(self, state: ChunkState, path: Path, settings: RunSettings, world: World):
+        self.state, self.path, self.world = state, path, world
+        self.schedule = snapshots.SnapshotSchedule(settings.snapshot_every_steps, settings.snapshot_every_seconds)
+
+    def step(self, position: Position, stop: int | None) -> None:
+        step = position.step - self.state.parent[GLOBAL_STEP]  # within this chunk
+        crash_point("step")
+        if self.world.writes and (stop or self.schedule.due(step)):
+            taken = time.monotonic()
+            try:
+                save_snapshot(self.path, self.state.checkpoint(position), position, step)
+            except OSError as error:  # a full disk, a file where the folder should be: the snapshot is optional
+                print(f"warning: train@{self.state.spec.name}: snapshot at step {step} not written to {self.path}"
+                      f" ({error.strerror or error}); training goes on", file=sys.stderr)
+            self.schedule.taken(taken)
+        if stop:
+            self.world.barrier()  # no rank exits before the writer's snapshot is complete
+            if not self.world.writes:
+                sys.exit(128 + stop)
+            raise Interrupted(f"train@{self.state.spec.name} interrupted at step {step} of the chunk;"
+                              f" snapshot written to {self.path}: `dvc repro` resumes from it", stop)
+
+
+class Progress:
+    """A progress bar over the chunk's samples (on a terminal), one line per round, and the live metrics file.
+
+    The metrics file is rewritten (atomically) after every round, so `dvc exp show` and editors that
+    watch it follow a running chunk; its last content is the chunk's final metrics.
+    """
+
+    def __init__(self, name: str, rounds_before: int, rounds: int, batches: Batches, position: Position,
+                 metrics: Path, enabled: bool):
+        self.name, self.metrics, self.enabled, self.samples = name, metrics, enabled, batches.samples
+        self.last_round = rounds_before + rounds
+        per_step = self.samples / batches.steps
+        done = (position.epoch - rounds_before - 1) * self.samples + min(round(position.batch * per_step), self.samples)
+        self.unit = "window" if isinstance(batches, TextBatches) else "sample"
+        self.bar = tqdm(total=rounds * self.samples, initial=done, unit=self.unit, unit_scale=True, leave=False,
+                        desc=f"train@{name}", disable=None if enabled else True)
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def step(self, samples: int) -> None:
+        self.bar.update(samples)
+
+    def round(self, record: dict) -> None:
+        rate = self.samples / (time.perf_counter() - self.started)
+        if self.enabled:
+            write_json(self.metrics, round_metrics(record))
+            where = (f"epoch {record['epoch']}/{self.last_round}" if self.unit == "sample"
+                     else f"step {record['step']}")
+            self.bar.write(f"train@{self.name} {where}: train_loss {record['train_loss']:.5f}"
+                           f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} {self.unit}s/s")
+        self.started = time.perf_counter()
+
+
+class LiveCurves:
+    """The charts follow the chunk: after every round, metrics/live.csv (which dvc.yaml's plots read beside
+    evaluate's curves.csv) holds the chunk's branch so far as "<chunk> (training)", and DVC's live-step signal file
+    is written, the one dvclive writes for the VS Code extension to redraw. When the chunk ends, the file is back
+    to its header alone, as git holds it. Not dvclive itself: its resume appends to its own logs without trimming the
+    rounds a snapshot rolled back.
+    """
+
+    def __init__(self, path: Path, name: str, enabled: bool):
+        self.path, self.name = (path if enabled else None), name
+        root = os.environ.get("DVC_ROOT") or next((str(p) for p in [Path.cwd(), *Path.cwd().parents]
+                                                   if (p / ".dvc").is_dir()), None)
+        self.signal = Path(root, ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED") if root and self.path else None
+
+    def __enter__(self) -> "LiveCurves":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.signal:
+            self.signal.unlink(missing_ok=True)  # as dvclive does when its run ends
+        if self.path:  # finished, failed or stopped by a signal; after a kill -9 the next run of the chunk does it
+            self._try(lambda: write_rows(self.path, [], CURVE_COLUMNS))
+
+    def update(self, history: list[dict]) -> None:
+        if self.path:
+            self._try(lambda: write_rows(self.path, tree_curves([f"{self.name} (training)"],
+                                                                {f"{self.name} (training)": history}), CURVE_COLUMNS))
+        if self.signal and self.path:
+            self._try(lambda: write_json(self.signal, {"pid": os.getpid(), "step": history[-1]["step"]}))
+
+    def _try(self, action) -> None:
+        try:
+            action()
+        except OSError as error:  # the charts are a view: a full disk must not stop training
+            print(f"warning: train@{self.name}: live charts off for this chunk ({error.strerror or error})",
+                  file=sys.stderr)
+            self.path = None
+
+
+if __name__ == "__main__":
+    run_stage(main)
