@@ -11,12 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from chunktrain.params import run_settings
 from chunktrain.recipe.errors import PipelineError, brief, run_stage
 from chunktrain.recipe.parallel import check_nproc
 from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec
 from chunktrain.recipe.splits import read_dataset
-from chunktrain.runner import processes, slurm, trainer
+from chunktrain.runner import processes, trainer
 
 STAGE = "train@"  # dvc.yaml's stage train@<chunk>
 
@@ -29,18 +28,20 @@ def main(argv: list[str] | None = None) -> None:
     if not (stage.startswith(STAGE) and CHUNK_NAME.fullmatch(name) and name != INIT):
         raise PipelineError(f"stage {brief(stage)} is not train@<chunk> with a chunk name matching"
                             f" {CHUNK_NAME.pattern} and not {INIT!r}; run `dvc repro` (stage plan refuses such names)")
-    files, settings = trainer.ChunkFiles.of(name), run_settings(name)
-    spec = ChunkSpec.read(files.spec)
+    files = trainer.ChunkFiles.of(name)
+    spec, settings = ChunkSpec.read(files.spec), files.settings(name)
     dataset, train = read_dataset(files.dataset), spec.settings
     # A text's every step has the same batch_size x grad_accum windows; a table's last step of an epoch fewer rows.
     check_nproc(spec.nproc, train.batch_size * train.grad_accum if dataset.is_text else dataset.rows("train"), train,
                 f"{stage}: nproc")
-    if settings.slurm is None and (spec.nproc == 1 or processes.under_torchrun()):
+    if processes.under_torchrun() or settings.slurm is None and spec.nproc == 1:  # this process trains
         return trainer.main([name])
     # The trainer's processes run this working copy's code (`dvc exp run --temp` runs its own).
     src = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
     if settings.slurm:
+        from chunktrain.runner import slurm  # here: a chunk that runs here need not import it
+
         return slurm.run(settings.slurm, [sys.executable, *trainer.command(name)], nproc=spec.nproc, name=stage,
                          log_dir=files.snapshot.parent, out=files.out)
     return processes.launch(spec.nproc, trainer.command(name), device=spec.device, name=stage, out=files.out)

@@ -116,6 +116,20 @@ def test_the_per_key_layout_reruns_a_chunk_on_its_own_key(tmp_path):
     assert ran(project.dvc("repro")) == {"plan", "train@c2", "train@c3", "evaluate"}
 
 
+@pytest.mark.slow
+def test_the_stage_benchmark_times_dvc_repro_of_a_chunk_against_the_plain_loop(tmp_path):
+    """The per-step target's figure: `dvc repro -f -s train@c1` (which must run that stage alone) against
+    plain_loop.py on the same dataset folder; the epoch rates of both are parsed from their output (or it fails)."""
+    row = bench.stage_vs_plain(tmp_path, n_samples=2000, epochs=2, repeats=1)
+    assert row["figure"] == "chunk stage vs plain loop" and row["value"] > 0 and row["baseline"] > 0
+
+
+def test_an_only_run_replaces_its_own_rows_of_bench_json():
+    rows = [{"figure": "a", "value": 1}, {"figure": "b", "value": 2}]
+    assert bench.replace_rows(rows, [{"figure": "b", "value": 3}, {"figure": "c", "value": 4}]) == [
+        {"figure": "a", "value": 1}, {"figure": "b", "value": 3}, {"figure": "c", "value": 4}]
+
+
 def test_the_dvc_add_timer_finds_each_part_it_times(tmp_path):
     """dvc_add.py times DVC's own functions: a rename in DVC must fail here, not zero a figure of `make bench`."""
     env = project_env()

@@ -332,10 +332,11 @@ def specs_in(out) -> dict[str, bytes]:
     (lambda p: p["train"]["chunks"]["c3"].update(lr=0.01) or p["train"]["chunks"]["c2"].update(lr=0.002),
      {"train/c2.json", "evaluate.json"}),
     (lambda p: p["train"]["chunks"]["c1"].update(epochs=3), {"train/c1.json", "evaluate.json"}),
-    # how chunks run is no spec's: the runner reads it from params.yaml (runner/settings.py)
-    (lambda p: p["train"].update(snapshot_every_seconds=5), set()),
-    (lambda p: p["train"].update(snapshot_every_steps=10), set()),
-    (lambda p: p["train"].update(threads=3), set()),
+    # how chunks run is no stage's dep: run.json, which the runner reads (runner/settings.py)
+    (lambda p: p["train"].update(snapshot_every_seconds=5), {"run.json"}),
+    (lambda p: p["train"].update(snapshot_every_steps=10), {"run.json"}),
+    (lambda p: p["train"].update(threads=3), {"run.json"}),
+    (lambda p: p["train"]["chunks"]["c2"].update(launcher="slurm"), {"run.json"}),
     (lambda p: p.update(seed=1), {"synthetic.json", "data.json", "init.json", "evaluate.json", *CHUNKS}),
     (lambda p: p["synthetic"].update(noise=0.2), {"synthetic.json"}),
     (lambda p: p["data"].update(val_fraction=0.2), {"data.json"}),
@@ -347,8 +348,9 @@ def specs_in(out) -> dict[str, bytes]:
     (lambda p: p["train"].update(grad_clip=1.0), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(betas=[0.8, 0.99]), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(eval_batches=5), set()),  # a table's val loss is on the whole val split
-    (lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}), {"train/c4.json", "evaluate.json"}),
-    (lambda p: p["train"]["chunks"].pop("c3"), {"train/c3.json", "evaluate.json"}),
+    (lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}),
+     {"train/c4.json", "evaluate.json", "run.json"}),
+    (lambda p: p["train"]["chunks"].pop("c3"), {"train/c3.json", "evaluate.json", "run.json"}),
 ])
 def test_a_params_edit_changes_only_the_specs_of_the_stages_it_affects(tmp_path, params, edit, changed):
     path = write_params(tmp_path / "params.yaml", params)

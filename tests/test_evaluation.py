@@ -116,8 +116,8 @@ def test_a_nan_in_the_test_split_is_one_line_and_nothing_is_written(trained):
     pa.parquet.write_table(table.set_column(0, "x0", pa.array([math.nan] * table.num_rows, pa.float32())), path)
     with pytest.raises(PipelineError) as raised:
         trained.evaluate()
-    assert str(raised.value) == (f"data/dataset/test.parquet: column x0 has 200 NaN or infinite value(s), the first in row 0;"
-                                 " run `dvc repro generate`")
+    assert str(raised.value) == ("data/dataset/test.parquet: column x0 has 200 NaN or infinite value(s), the first in"
+                                 " row 0; run `dvc repro generate`")
     assert not any((trained.root / "metrics" / name).exists() for name in ("chunks.json", "best.json", "curves.csv"))
 
 

@@ -33,7 +33,7 @@ def node0_env(port: int, join_timeout: int = 60) -> dict:
 
 
 def node1_command(port: int) -> list[str]:
-    """The other node's plain shell line, as the README gives it."""
+    """The other node's plain shell line, as docs/distributed.md gives it."""
     return ["torchrun", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
             "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "d2", "src/train.py", *chunk_args("d2")]
 

@@ -278,8 +278,9 @@ def test_slurm_settings_change_no_spec_and_follow_the_chunk_tree(tmp_path, param
     without["train"].pop("launcher"), without["train"].pop("slurm")
     for chunk in without["train"]["chunks"].values():
         chunk.pop("launcher", None), chunk.pop("slurm", None)
-    assert ({name: spec.text() for name, spec in plan.plan(loaded).items()}
-            == {name: spec.text() for name, spec in plan.plan(Params.model_validate(without)).items()})
+    assert ({name: spec.text() for name, spec in plan.plan(loaded).items() if name != "run.json"}
+            == {name: spec.text() for name, spec in plan.plan(Params.model_validate(without)).items()
+                if name != "run.json"})  # run.json: how chunks run, which no stage depends on
 
 
 @pytest.mark.parametrize("time, seconds", [(1, 60), ("90", 5400), ("1:30", 90), ("2:00:00", 7200), ("1-12", 129600),

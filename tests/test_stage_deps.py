@@ -19,7 +19,7 @@ from chunktrain.testing import ROOT
 
 SRC = ROOT / "src"
 # Files that import a module named at run time, which no import statement shows, and the folder (under src/) whose
-# modules they may import: core/model.py's builder() imports model.arch's models.<module>.
+# modules they may import: recipe/model.py's builder() imports model.arch's models.<module>.
 DYNAMIC = {"chunktrain/recipe/model.py": "models"}
 RECIPE, MODELS = "src/chunktrain/recipe", "src/models"
 STAGES = {name: stage.get("do", stage)  # a foreach stage: its template

@@ -15,7 +15,7 @@ from chunktrain.recipe.errors import PipelineError, brief, did_you_mean
 from chunktrain.recipe.specs import (BUILT_IN_MODELS, CHUNK_NAME, INIT, OWN_MODEL, ChunkSpec, DecayParams, Dtype,
                                      EvaluateSpec, InitSpec, ModelSpec, ScheduleParams, Section, Spec, Task,
                                      TrainSettings, describe, validated)
-from chunktrain.runner.settings import RunSettings, SlurmParams
+from chunktrain.runner.settings import RunPlan, RunSettings, SlurmParams
 
 MAX_ARGS_VALUES = 10_000  # in model.args, counting every item of its lists and mappings
 
@@ -93,9 +93,9 @@ class TrainParams(Section):
     dtype: Dtype = "float32"  # bfloat16: autocast forward passes (on CPU too)
     eval_every: int | None = Field(default=None, gt=0)  # text only: steps between val losses (tables: every epoch)
     eval_batches: int = Field(default=20, gt=0)  # text only: seeded val batches per val loss
-    nproc: int = Field(default=1, gt=0)  # processes per chunk; over 1 runs the chunk under torchrun with DDP
+    nproc: int = Field(default=1, gt=0)  # processes per chunk; over 1 trains it with DDP (torchrun, or srun)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where present
-    threads: int | None = Field(default=None, gt=0)  # torch threads per process; None: its CPUs / its node's processes
+    threads: int | None = Field(default=None, gt=0)  # torch threads per process; None: see processes.set_threads
     snapshot_every_steps: int | None = Field(gt=0)  # None: no step-based snapshots
     snapshot_every_seconds: float | None = Field(gt=0)  # None: no time-based snapshots
     schedule: ScheduleParams = ScheduleParams()
@@ -252,13 +252,6 @@ def plan(params: Params) -> dict[str, Spec]:
         "init.json": init,
         "evaluate.json": EvaluateSpec(init=init, chunks=chunks),
         **{f"train/{name}.json": spec for name, spec in chunks.items()},
+        "run.json": RunPlan(chunks={name: params.train.run(name) for name in chunks}),
     }
 
-
-def run_settings(name: str, path: str | Path = "params.yaml") -> RunSettings:
-    """How chunk `name` runs, from params.yaml as it is when the chunk starts: no stage depends on these settings,
-    so the runner reads them itself."""
-    params = load_params(path)
-    if name not in params.train.chunks:
-        raise PipelineError(f"{path}: train.chunks has no chunk {name!r}; run `dvc repro`")
-    return params.train.run(name)

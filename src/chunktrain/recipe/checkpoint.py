@@ -1,7 +1,7 @@
 """The checkpoint: its keys, an atomic byte-deterministic save, a safe validated load, and its lineage.
 
 Identity by recipe: every checkpoint carries a lineage record whose id is computed from what made it (its
-parent's id, its spec, the dataset's id, the code's id), so a consumer recognises a stale or foreign
+parent's id, its spec, the dataset's id, the code's id, the device and threads), so a consumer recognises a stale or foreign
 checkpoint by comparing ids it has already loaded, never by hashing a file. Integrity by the archive's own
 CRC-32s: every loader checks each record's bytes against the CRC-32 torch.save wrote beside it, so a file
 changed after it was written (in place, even with its size and mtime kept, which DVC does not notice) is
@@ -35,7 +35,7 @@ MODEL_CONFIG = "model_config"  # what built model and optimizer: arch, args, tas
 # mean and std, the target's mean and std (regression) or class labels (classification); or a text's vocabulary
 # (the character of each token id). From init on, unchanged.
 TRANSFORM = "transform"
-# How it was made: {id, chunk, parent, spec, dataset, code, device}; see lineage().
+# How it was made: {id, chunk, parent, spec, dataset, code, device, threads}; see lineage().
 LINEAGE = "lineage"
 GLOBAL_STEP = "global_step"  # optimizer steps taken in total, across all chunks
 HISTORY = "history"  # one dict per round of the whole lineage: epoch (the round), step, train_loss, val_loss, lr, chunk

@@ -57,8 +57,9 @@ class OneProcess:
         `loss_sum`."""
         with autocast:
             loss = task.loss(model(x), y)
-        (loss if len(y) == rows else loss * (len(y) / rows)).backward()
-        loss_sum.add_(loss.detach(), alpha=len(y))
+        micro_rows = y.shape[0]  # len() of a tensor costs a Python call more, on every step
+        (loss if micro_rows == rows else loss * (micro_rows / rows)).backward()
+        loss_sum.add_(loss.detach(), alpha=micro_rows)
 
 
 def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, position: Position, *,
@@ -84,7 +85,7 @@ def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ba
             position.batch += 1
             position.step += 1
             if on_step:
-                on_step(position, len(y))
+                on_step(position, y.shape[0])
         # Every process holds the same weights, so each computes the same val loss; none waits for another.
         model.eval()
         with torch.no_grad(), autocast:
@@ -101,15 +102,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
                settings: TrainSettings, task: Task, parallel: OneProcess, autocast, loss_sum: torch.Tensor) -> None:
     """One optimizer step on the global batch (x, y): this process's share, in grad_accum micro-batches; the
     step's loss sum is added to `loss_sum`."""
-    lo, hi = parallel.share(len(y))
+    rows = y.shape[0]
+    lo, hi = parallel.share(rows)
+    if hi - lo < rows:  # one of several processes; a slice of the whole batch would cost two views a step
+        x, y = x[lo:hi], y[lo:hi]
     optimizer.zero_grad(set_to_none=True)
     if settings.grad_accum == 1:
-        parallel.backward(model, x[lo:hi], y[lo:hi], len(y), task, autocast, loss_sum)
+        parallel.backward(model, x, y, rows, task, autocast, loss_sum)
     else:
-        for micro_x, micro_y in zip(x[lo:hi].tensor_split(settings.grad_accum),
-                                    y[lo:hi].tensor_split(settings.grad_accum)):
+        for micro_x, micro_y in zip(x.tensor_split(settings.grad_accum), y.tensor_split(settings.grad_accum)):
             if len(micro_y):
-                parallel.backward(model, micro_x, micro_y, len(y), task, autocast, loss_sum)
+                parallel.backward(model, micro_x, micro_y, rows, task, autocast, loss_sum)
     if settings.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
     optimizer.step()

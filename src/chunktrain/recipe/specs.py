@@ -34,7 +34,7 @@ class Section(BaseModel):
 
 
 def validated(model: type[BaseModel], value, where, json: bool = False):
-    """`value` (a mapping, or JSON text) as a `model`; any problem is one PipelineError naming the keys, from `where`."""
+    """`value` (a mapping, or JSON text) as a `model`; a problem is one PipelineError, naming `where` and the keys."""
     try:
         return model.model_validate_json(value) if json else model.model_validate(value)
     except ValidationError as error:

@@ -1,1 +1,2 @@
-"""One chunk of training: the loop, its schedule, processes, snapshots and stopping."""
+"""The runner: how a chunk runs (here, under torchrun or as SLURM jobs; threads, stop signals, snapshot timing,
+progress, live charts). It changes no checkpoint's bytes, so no stage depends on it: fixing it retrains nothing."""

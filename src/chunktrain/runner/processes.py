@@ -38,11 +38,11 @@ def resolve_device(setting: str, local_rank: int) -> torch.device:
 
 
 def set_threads(setting: int | None) -> int:
-    """Set torch's threads: train.threads, else OMP_NUM_THREADS, else the CPUs this process may use shared by the
-    chunk's processes on this node."""
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    threads = setting or (int(omp) if omp.isdigit() and int(omp) > 0 else
-                          max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    """Set torch's threads: train.threads, else OMP_NUM_THREADS, else SLURM's CPUs per task in a job that sets them,
+    else the CPUs this process may use shared by the chunk's processes on this node."""
+    counts = [os.environ.get(name, "") for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")]
+    given = next((int(count) for count in counts if count.isdigit() and int(count) > 0), None)
+    threads = setting or given or max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     return threads
 

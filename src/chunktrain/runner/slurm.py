@@ -9,7 +9,6 @@ when the last job does, so DVC sees the chunk end then. docs/slurm.md is the use
 """
 
 import contextlib
-import os
 import re
 import shlex
 import shutil
@@ -121,9 +120,10 @@ def job_script(slurm: SlurmParams, command: list[str], nproc: int) -> str:
     first, span = MASTER_PORTS
     group = ("export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS"
              ' LOCAL_WORLD_SIZE=$SLURM_NTASKS_PER_NODE; exec "$@"')
+    # One node's processes meet on its loopback; several nodes on the first's name, as SLURM's node list has it.
+    address = '127.0.0.1' if slurm.nodes == 1 else '"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
     return "\n".join(["#!/bin/sh",
-                      'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
-                      f" MASTER_PORT=$(({first} + SLURM_JOB_ID % {span}))",
+                      f"export MASTER_ADDR={address} MASTER_PORT=$(({first} + SLURM_JOB_ID % {span}))",
                       f"exec {shlex.join([*srun, 'sh', '-c', group, 'trainer', *command])}", ""])
 
 

@@ -10,7 +10,6 @@ neither a DVC output nor tracked by git, so DVC's deleting a stage's outputs bef
 import argparse
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch

@@ -15,7 +15,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chunktrain.evaluation import CURVE_COLUMNS, tree_curves
-from chunktrain.params import run_settings
 from chunktrain.recipe.batches import Batches, TextBatches
 from chunktrain.recipe.checkpoint import EPOCH, GLOBAL_STEP, save_checkpoint
 from chunktrain.recipe.chunk import ChunkState, chunk_schedule, prepare, recipe_id, round_metrics
@@ -27,7 +26,7 @@ from chunktrain.recipe.parallel import DataParallel, World
 from chunktrain.recipe.snapshot import save_snapshot
 from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec
 from chunktrain.runner import processes, snapshots
-from chunktrain.runner.settings import RunSettings
+from chunktrain.runner.settings import RunPlan, RunSettings
 from chunktrain.runner.stopping import Interrupted, ParentWatch, StopSignals
 
 MODULE = "chunktrain.runner.trainer"
@@ -44,11 +43,16 @@ class ChunkFiles:
     snapshot: Path  # mid-chunk snapshot, outside DVC's outputs; deleted on success
     live: Path = Path("metrics/live.csv")  # the charts' rows of the chunk in training (LiveCurves); in git, no output
 
+    run: Path = Path("data/plan/run.json")  # how it runs (runner/settings.py); no stage depends on it
+
     @classmethod
     def of(cls, name: str) -> "ChunkFiles":
         return cls(spec=Path(f"data/plan/train/{name}.json"), dataset=Path("data/dataset"),
                    out=Path(f"data/checkpoints/{name}.pt"), metrics=Path(f"metrics/train/{name}.json"),
                    snapshot=Path(f".resume/{name}/{snapshots.FILE}"))
+
+    def settings(self, name: str) -> RunSettings:
+        return RunPlan.read(self.run).of(name, self.run)
 
     def parent(self, spec: ChunkSpec) -> Path:
         """The checkpoint the chunk starts from."""
@@ -72,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("chunk", help="the chunk's name: trains train@<chunk> of dvc.yaml, from the repo's root")
     name = chunk_name(parser.parse_args(argv).chunk)
-    files, settings = ChunkFiles.of(name), run_settings(name)
-    spec = ChunkSpec.read(files.spec)
+    files = ChunkFiles.of(name)
+    spec, settings = ChunkSpec.read(files.spec), files.settings(name)
     world = processes.join(spec.nproc, spec.device, f"train@{name}: nproc", settings.threads)
     state = prepare(spec, files.parent(spec), files.dataset, files.snapshot, world, recipe_id())
     train(state, files, world, settings)
@@ -96,7 +100,8 @@ def train(state: ChunkState, files: ChunkFiles, world: World, settings: RunSetti
         taker = SnapshotTaker(state, files.snapshot, settings, world)
 
         def on_step(position: Position, rows: int) -> None:
-            progress.step(rows)
+            if progress.shown:  # a bar on a terminal only; a log gets the round lines
+                progress.step(rows)
             taker.step(position, parallel.stop)
 
         def on_round(record: dict) -> None:
@@ -157,6 +162,7 @@ class Progress:
         self.unit = "window" if isinstance(batches, TextBatches) else "sample"
         self.bar = tqdm(total=rounds * self.samples, initial=done, unit=self.unit, unit_scale=True, leave=False,
                         desc=f"train@{name}", disable=None if enabled else True)
+        self.shown = not self.bar.disable
         self.started = time.perf_counter()
 
     def __enter__(self) -> "Progress":
