@@ -25,9 +25,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from chunktrain.core.config import ChunkSpec, Runtime  # noqa: E402
-from chunktrain.testing import PROJECT_FILES, TINY_PARAMS, Project, new_project, project_env, ran  # noqa: E402
-from chunktrain.training import chunk, parallel  # noqa: E402
+from chunktrain.recipe.chunk import prepare, recipe_id  # noqa: E402
+from chunktrain.recipe.specs import ChunkSpec  # noqa: E402
+from chunktrain.runner import processes, trainer  # noqa: E402
+from chunktrain.testing import (PROJECT_FILES, TINY_PARAMS, Project, new_project, project_env, ran,  # noqa: E402
+                                stage_command)
 from fast_repro import stages_in_order  # noqa: E402
 from plain_loop import mlp, train  # noqa: E402
 
@@ -131,22 +133,28 @@ def revision(rev: str, work: Path) -> Layout:
     return Layout(rev, root, lambda *args: setup(*args)["params"], setup(10, 1, 1)["files"])
 
 
-def wall(command: list[str], cwd: Path = ROOT) -> tuple[float, str]:
+def wall(command: list[str], cwd: Path = ROOT, env: dict | None = None) -> tuple[float, str]:
     """Seconds a command takes, and its output; fails loudly if it fails."""
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=dict(project_env(), PYTHONPATH=str(ROOT / "src")), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    result = subprocess.run(command, cwd=cwd, env=dict(project_env(), PYTHONPATH=str(ROOT / "src"), **(env or {})),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}")
     return seconds, result.stdout
 
 
-def timed_dvc(project: Project, *args: str) -> tuple[float, str]:
+def timed_dvc(project: Project, *args: str, env: dict | None = None) -> tuple[float, str]:
     """Seconds a dvc command takes in the project, and its output."""
     started = time.perf_counter()
-    output = project.dvc(*args)
+    output = project.dvc(*args, env=env)
     return time.perf_counter() - started, output
+
+
+def stage_process(name: str) -> list[str]:
+    """Stage `name` as DVC runs it, to run in the project's folder: dvc.yaml's command through the shell, with
+    $DVC_STAGE set (`python` is this venv's: project_env puts it first on PATH)."""
+    return ["env", f"DVC_STAGE={name}", "sh", "-c", stage_command(name)]
 
 
 def figure(name: str, value: float, baseline: float, unit: str, target: str, ok: bool, note: str) -> dict:
@@ -155,35 +163,35 @@ def figure(name: str, value: float, baseline: float, unit: str, target: str, ok:
             "ratio": value / baseline, "target": target, "met": ok, "note": note}
 
 
-def quiet_stages(root: Path, params: dict) -> Project:
-    """Data and an init checkpoint on temp paths, made without the stages' progress lines."""
-    stages = new_project(root, params, git=False)
+def quiet_project(root: Path, params: dict) -> Project:
+    """A project folder with its data and init checkpoint, made by its stages without their progress lines."""
+    project = new_project(root, params, git=False)
     with contextlib.redirect_stdout(io.StringIO()):
-        stages.generate()
-        stages.init()
-    return stages
+        project.generate()
+        project.init()
+    return project
 
 
 def throughput(work: Path) -> dict:
-    """samples/s of a chunk's training (chunk.train_chunk) vs the plain loop on the same tensors, epoch by epoch."""
+    """samples/s of a chunk's training (trainer.train) vs the plain loop on the same tensors, epoch by epoch."""
     # 80,000 rows: an epoch of about 0.4 s, long enough that a busy moment of a shared machine is a small part of it.
-    stages = quiet_stages(work / "throughput", pipeline_params(100_000, 1, 1))
-    spec, runtime = ChunkSpec.read(stages.spec("train/c1.json")), Runtime.read(stages.spec("runtime.json"))
-    files = chunk.ChunkFiles(parent=stages.checkpoint("init"), dataset=stages.dataset, out=stages.checkpoint("c1"),
-                             metrics=work / "c1.json", snapshot=work / "snapshot.pt")
-    world = parallel.join(1, "cpu", "nproc")  # the plain loop runs on the CPU
+    project = quiet_project(work / "throughput", pipeline_params(100_000, 1, 1))
     plain_model = mlp(16, MODEL["args"]["hidden"])
     stage_rates, plain_rates = [], []
-    for _ in range(2 * REPEATS + 1):
-        # What src/train.py runs after reading its inputs: the loop with progress, metrics, snapshot checks.
-        with contextlib.redirect_stdout(io.StringIO()):
-            state = chunk.prepare(spec, files, world, code="bench")
-            started = time.perf_counter()
-            chunk.train_chunk(state, files, world, runtime)
-        stage_rates.append(state.batches.samples / (time.perf_counter() - started))
-        train_split, val_split = state.batches.train, state.batches.val
-        plain_rates += train(plain_model, train_split.x, train_split.y, val_split.x, val_split.y, epochs=1,
-                             batch_size=TRAIN["batch_size"], lr=TRAIN["lr"])
+    with contextlib.chdir(project.root):  # the trainer's files are dvc.yaml's paths, from the project's root
+        files = trainer.ChunkFiles.of("c1")
+        spec, settings, code = ChunkSpec.read(files.spec), files.settings("c1"), recipe_id()
+        world = processes.join(1, "cpu", "nproc", settings.threads)  # the plain loop runs on the CPU, in turn
+        for _ in range(2 * REPEATS + 1):
+            # What the trainer runs after reading its inputs: the loop with progress, metrics, snapshot checks.
+            with contextlib.redirect_stdout(io.StringIO()):
+                state = prepare(spec, files.parent(spec), files.dataset, files.snapshot, world, code)
+                started = time.perf_counter()
+                trainer.train(state, files, world, settings)
+            stage_rates.append(state.batches.samples / (time.perf_counter() - started))
+            train_split, val_split = state.batches.train, state.batches.val
+            plain_rates += train(plain_model, train_split.x, train_split.y, val_split.x, val_split.y, epochs=1,
+                                 batch_size=TRAIN["batch_size"], lr=TRAIN["lr"])
     # The first round of each pays one-off costs (torch imports torch._dynamo on an optimizer's first use).
     stage, plain = statistics.median(stage_rates[1:]), statistics.median(plain_rates[1:])
     return figure("training throughput", stage, plain, "samples/s", ">= 0.95", stage / plain >= 0.95,
@@ -191,24 +199,13 @@ def throughput(work: Path) -> dict:
                   " one-epoch chunks after one to warm up, stage and plain in turn, in one process")
 
 
-def train_command(stages: Project, name: str) -> list[str]:
-    """src/train.py as dvc.yaml runs it, on the Stages' temp paths."""
-    spec = ChunkSpec.read(stages.spec(f"train/{name}.json"))
-    return [PYTHON, str(ROOT / "src/train.py"), "--spec", str(stages.spec(f"train/{name}.json")),
-            "--parent", str(stages.checkpoint(spec.parent)), "--dataset", str(stages.dataset),
-            "--out", str(stages.checkpoint(name)),
-            "--metrics", str(stages.root / f"metrics/{name}.json"),
-            "--snapshot", str(stages.root / f".resume/{name}/snapshot.pt"),
-            "--runtime", str(stages.spec("runtime.json"))]
-
-
 def fixed_cost(work: Path) -> dict:
     """A chunk that trains (next to) nothing vs `python -c "import torch"`."""
     # 10 rows leave 8 to train on: one step of one 8-row batch, the least a chunk can do.
-    stages = quiet_stages(work / "fixed", pipeline_params(10, 1, 1))
+    project = quiet_project(work / "fixed", pipeline_params(10, 1, 1))
     stage, bare, optimizer = [], [], []
     for _ in range(REPEATS + 2):
-        stage.append(wall(train_command(stages, "c1"))[0])
+        stage.append(wall(stage_process("train@c1"), cwd=project.root)[0])
         bare.append(wall([PYTHON, "-c", "import torch"])[0])
         # What any training script pays too: torch imports torch._dynamo on the first optimizer call.
         optimizer.append(wall([PYTHON, "-c", "import torch; torch.optim.Adam(torch.nn.Linear(1, 1).parameters())"])[0])
@@ -216,6 +213,51 @@ def fixed_cost(work: Path) -> dict:
     return figure("fixed cost of a stage", value, baseline, "s", "<= 1.5", value / baseline <= 1.5,
                   "src/train.py on 8 rows, 1 step; baseline: python -c 'import torch'; import torch and build"
                   f" an Adam: {statistics.median(optimizer):.2f} s")
+
+
+STAGE_EPOCHS = 15  # the issue's workload of the per-step target: one chunk of 15 epochs on 64,000 training rows
+
+
+def stage_vs_plain(work: Path, n_samples: int = 80_000, epochs: int = STAGE_EPOCHS, repeats: int = REPEATS) -> dict:
+    """`dvc repro -f -s train@c1`, one chunk of `epochs` epochs, vs plain_loop.py training as many on the same
+    dataset in one process; in turn, which goes first alternating; both at the stage's default thread count."""
+    project = new_project(work / "stage", pipeline_params(n_samples, 1, epochs))
+    project.dvc("repro", "init")
+    # train.threads' default, the CPUs this process may use, set for the plain loop's torch too
+    env = {"OMP_NUM_THREADS": str(processes.available_cpus())}
+    stage, plain, loop_rates = [], [], {"stage": [], "plain": []}
+
+    def run_stage() -> None:
+        seconds, output = timed_dvc(project, "repro", "-f", "-s", "train@c1", env=env)
+        assert ran(output) == {"train@c1"}, output
+        stage.append(seconds)
+        loop_rates["stage"] += epoch_rates(output)[1:]
+
+    def run_plain() -> None:
+        seconds, output = wall([PYTHON, str(ROOT / "benchmarks/plain_loop.py"), "--dataset", str(project.dataset),
+                                "--epochs", str(epochs)], env=env)
+        plain.append(seconds)
+        loop_rates["plain"] += json.loads(output.splitlines()[-1])["samples_per_s"][1:]
+
+    for repeat in range(repeats):
+        pair = [run_stage, run_plain]
+        for run in pair if repeat % 2 == 0 else pair[::-1]:
+            run()
+    value, baseline = statistics.median(stage), statistics.median(plain)
+    loop_stage, loop_plain = (statistics.median(loop_rates[name]) for name in ("stage", "plain"))
+    return figure("chunk stage vs plain loop", value, baseline, "s", "<= 1.05", value / baseline <= 1.05,
+                  f"dvc repro -f -s train@c1: {epochs} epochs of {int(n_samples * 0.8):,} rows, MLP 16-128-128-1, Adam,"
+                  f" batch 128, {env['OMP_NUM_THREADS']} thread(s) (OMP_NUM_THREADS, both); baseline: plain_loop.py"
+                  f" on the same dataset folder, one process; median of {repeats} each, in turn (stage"
+                  f" {', '.join(f'{t:.2f}' for t in stage)} s; plain {', '.join(f'{t:.2f}' for t in plain)} s)."
+                  f" In the loop, epochs after the first, val loss included: stage {loop_stage:,.0f}, plain"
+                  f" {loop_plain:,.0f} samples/s ({loop_stage / loop_plain:.3f})")
+
+
+def epoch_rates(output: str) -> list[float]:
+    """samples/s of each epoch, from a table chunk's progress lines ("train@c1 epoch 2/15: ... 1,234 samples/s")."""
+    rates = re.findall(r"^train@\S+ epoch \d+/\d+: .* ([\d,]+) samples/s$", output, re.MULTILINE)
+    return [float(rate.replace(",", "")) for rate in rates]
 
 
 HEAVY = 0.05  # s: an imported package worth naming
@@ -462,7 +504,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"  {row['figure']}: {row['note']}")
 
 
-BENCHMARKS = ["throughput", "fixed-cost", "imports", "pipeline", "incremental", "handoff", "growth"]
+BENCHMARKS = ["throughput", "stage", "fixed-cost", "imports", "pipeline", "incremental", "handoff", "growth"]
 
 
 def main() -> None:
@@ -472,13 +514,15 @@ def main() -> None:
                         help="the issue's workload (about 20 s of plain training on 2 idle cores) instead of ~3 s")
     parser.add_argument("--before", metavar="REV",
                         help="also measure git revision REV's whole pipeline and growth curve, in turn with this one's")
-    parser.add_argument("--only", choices=BENCHMARKS, help="this benchmark alone; prints it, writes no --out")
+    parser.add_argument("--only", choices=BENCHMARKS,
+                        help="this benchmark alone; its rows replace theirs in --out, marked with this command")
     args = parser.parse_args()
     n_samples, epochs = (200_000, 13) if args.full else (30_000, 2)
     with tempfile.TemporaryDirectory(prefix="chunktrain-bench-") as work:
         work = Path(work)
         before = revision(args.before, work) if args.before else None
         measures = {"throughput": lambda: [throughput(work)],
+                    "stage": lambda: [stage_vs_plain(work)],
                     "fixed-cost": lambda: [fixed_cost(work)],
                     "imports": lambda: imports(work),
                     "pipeline": lambda: whole_pipeline(work, n_samples, epochs, before),
@@ -493,12 +537,21 @@ def main() -> None:
             rows += measures[name]()
             print(f"{name}: {time.perf_counter() - started:.0f} s: {rows[-1]}", file=sys.stderr, flush=True)
     print_table(rows)
-    if args.only:  # metrics/bench.json keeps the last full run
-        return
+    result = {"command": " ".join(["python benchmarks/bench.py", *sys.argv[1:]]), "machine": machine(),
+              "repeats": REPEATS, "figures": rows}
+    if args.only and args.out.exists():  # the other rows stay as the run that the file's command names left them
+        last = json.loads(args.out.read_text())
+        result = {**last, "figures": replace_rows(last["figures"], [{**row, "command": result["command"],
+                                                                      "machine": result["machine"]} for row in rows])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python benchmarks/bench.py", *sys.argv[1:]])
-    args.out.write_text(json.dumps({"command": command, "machine": machine(), "repeats": REPEATS, "figures": rows},
-                                   indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def replace_rows(rows: list[dict], new: list[dict]) -> list[dict]:
+    """`rows` with each row of `new` in place of the one of the same figure, or appended."""
+    by_figure = {row["figure"]: row for row in new}
+    kept = [by_figure.pop(row["figure"], row) for row in rows]
+    return kept + list(by_figure.values())
 
 
 def machine() -> str:

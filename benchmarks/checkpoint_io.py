@@ -19,7 +19,7 @@ import torch
 
 from chunktrain.recipe.checkpoint import MODEL_CONFIG, load_checkpoint, make_checkpoint, save_checkpoint
 from chunktrain.recipe.model import build_model, build_optimizer
-from chunktrain.runner.trainer import restore
+from chunktrain.recipe.chunk import restore
 
 # 16*10000 + 10000*10000 + 10000 weights and biases: 100.2M parameters, 1.2 GB with Adam's two moments.
 CONFIG = {"arch": "mlp", "args": {"hidden": [10_000, 10_000]}, "task": "regression", "inputs": 16, "outputs": 1,

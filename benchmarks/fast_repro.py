@@ -18,11 +18,11 @@ from pathlib import Path
 
 def stages_in_order(project: Path) -> list[tuple[str, str]]:
     """(name, command) of every stage of the project's dvc.yaml, each after the stages it depends on; the name as
-    DVC addresses it (train@c1)."""
+    DVC addresses it from the project's root (train@c1), as it sets $DVC_STAGE for the command."""
     import networkx
     from dvc.repo import Repo
 
-    with Repo(str(project)) as repo:
+    with contextlib.chdir(project), Repo(".") as repo:  # DVC addresses a stage relative to the working directory
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         return [(stage.addressing, stage.cmd) for stage in reversed(list(networkx.topological_sort(graph)))]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from bench import PYTHON, ROOT, figure, machine, print_table, quiet_stages, train_command  # puts src/ on sys.path
+from bench import PYTHON, ROOT, figure, machine, print_table, quiet_project, stage_process  # puts src/ on sys.path
 from plain_gpt import RECIPE
 
 from chunktrain.recipe import checkpoint as ckpt  # noqa: E402
@@ -54,7 +54,7 @@ def recipe_params(steps: int) -> dict:
     assert sum(chunk["steps"] for chunk in chunks.values()) == train["schedule"]["total"] == RECIPE["total"]
     scale = steps / RECIPE["total"]
     params["data"]["source"] = "data/text.txt"
-    params["synthetic"] = {"n_samples": 10, "n_features": 1, "noise": 0.1}  # Stages.generate runs synthesize too
+    params["synthetic"] = {"n_samples": 10, "n_features": 1, "noise": 0.1}  # Project.generate runs synthesize too
     train["device"] = "cpu"  # as the plain loop
     train["eval_every"] = int(train["eval_every"] * scale)
     train["schedule"] = {**train["schedule"], "warmup": int(train["schedule"]["warmup"] * scale), "total": steps}
@@ -63,12 +63,12 @@ def recipe_params(steps: int) -> dict:
     return params
 
 
-def text_stages(root: Path, corpus: Path, params: dict) -> Project:
-    """The dataset of `corpus` (copied in as data/text.txt: a source must lie inside the repo) and the init
-    checkpoint, on temp paths."""
+def text_project(root: Path, corpus: Path, params: dict) -> Project:
+    """A project folder with the dataset of `corpus` (copied in as data/text.txt: a source must lie inside the repo)
+    and the init checkpoint."""
     (root / "data").mkdir(parents=True)
     shutil.copyfile(corpus, root / "data/text.txt")
-    return quiet_stages(root, params)
+    return quiet_project(root, params)
 
 
 # wait4's peak RSS of a child is at least its parent's RSS at the fork (Linux carries the high-water mark through fork
@@ -104,18 +104,18 @@ def recipe(work: Path, corpus: Path, steps: int, threads: int | None = None) -> 
     """c1..c4 as stage processes, each beside plain_gpt.py doing the same steps (which goes first alternates),
     then `whole` and plain_gpt.py doing all the steps; the raw results."""
     params = recipe_params(steps)
-    stages = text_stages(work / "recipe", corpus, params)
+    project = text_project(work / "recipe", corpus, params)
     env, chunk = stage_env(threads), steps // CHUNKS
     train = params["train"]
     tokens = chunk * train["batch_size"] * RECIPE["block_size"]  # trained on by each process
     stage, plain = [], []  # one run per chunk each
 
     def run_stage(index: int) -> dict:
-        seconds, _, output = timed(train_command(stages, f"c{index + 1}"), env)
+        seconds, _, output = timed(stage_process(f"train@c{index + 1}"), env, cwd=project.root)
         return {"seconds": seconds, "tokens_per_s": tokens / seconds, "in_loop": in_loop_rates(output)}
 
     def run_plain(index: int, length: int = chunk, weights: Path | None = None) -> dict:
-        seconds, _, output = timed([PYTHON, str(ROOT / "benchmarks/plain_gpt.py"), "--dataset", str(stages.dataset),
+        seconds, _, output = timed([PYTHON, str(ROOT / "benchmarks/plain_gpt.py"), "--dataset", str(project.dataset),
                                     "--first", str(index * chunk), "--steps", str(length),
                                     "--warmup", str(train["schedule"]["warmup"]), "--total", str(steps),
                                     "--eval-every", str(train["eval_every"]),
@@ -128,16 +128,16 @@ def recipe(work: Path, corpus: Path, steps: int, threads: int | None = None) -> 
         pair = [lambda: stage.append(run_stage(index)), lambda: plain.append(run_plain(index))]
         for run in pair if index % 2 == 0 else pair[::-1]:
             run()
-    whole_seconds = timed(train_command(stages, "whole"), env)[0]
+    whole_seconds = timed(stage_process("train@whole"), env, cwd=project.root)[0]
     # The recipe written plainly, all at once: its val loss, measured as a chunk's is, sets the bar beside nanoGPT's.
     plain_whole = run_plain(0, steps, work / "plain.pt")
-    chunked, whole = (ckpt.load_checkpoint(stages.checkpoint(name)) for name in (f"c{CHUNKS}", "whole"))
-    first = ckpt.load_checkpoint(stages.checkpoint("c1"))[ckpt.HISTORY][-1]["val_loss"]
+    chunked, whole = (ckpt.load_checkpoint(project.checkpoint(name)) for name in (f"c{CHUNKS}", "whole"))
+    first = ckpt.load_checkpoint(project.checkpoint("c1"))[ckpt.HISTORY][-1]["val_loss"]
     plain_state = torch.load(work / "plain.pt", weights_only=True)
     return {"steps": steps, "tokens": tokens, "stage": stage, "plain": plain, "whole_seconds": whole_seconds,
             "plain_whole_seconds": plain_whole["seconds"], "first_val_loss": first,
             "val_loss": chunked[ckpt.HISTORY][-1]["val_loss"], "whole_val_loss": whole[ckpt.HISTORY][-1]["val_loss"],
-            "val_losses": {name: {count: seeded_val_loss(chunked, state, stages.dataset, count, params["seed"])
+            "val_losses": {name: {count: seeded_val_loss(chunked, state, project.dataset, count, params["seed"])
                                   for count in (train["eval_batches"], STEADY_BATCHES)}
                            for name, state in (("chunks", chunked[ckpt.MODEL_STATE]), ("plain", plain_state))},
             "difference": difference(chunked, whole), "eval_every": train["eval_every"], "threads": threads}
@@ -225,22 +225,20 @@ def memory(work: Path, threads: int | None = None, sizes: tuple[int, ...] = MEMO
                        "chunks": {"c1": {"from": "init", "steps": MEMORY_STEPS}}}
     megabyte, env, result = tiny_text(1_000_000), stage_env(threads), {}
     for size in sizes:
-        stages = new_project(work / f"memory-{size}", params, git=False)
-        (stages.root / "data").mkdir()
-        with open(stages.root / "data/text.txt", "w") as text:
+        project = new_project(work / f"memory-{size}", params, git=False)
+        (project.root / "data").mkdir()
+        with open(project.root / "data/text.txt", "w") as text:
             for _ in range(size):
                 text.write(megabyte)
         with contextlib.redirect_stdout(io.StringIO()):
-            stages.plan()
-        # data.source is relative to the repo, here the stages' root
-        generate = timed([PYTHON, str(ROOT / "src/generate.py"), "--spec", str(stages.spec("data.json")),
-                          "--out", str(stages.dataset)], env, cwd=stages.root)
+            project.plan()
+        generate = timed(stage_process("generate"), env, cwd=project.root)
         with contextlib.redirect_stdout(io.StringIO()):
-            stages.init()
-        train = timed(train_command(stages, "c1"), env)
+            project.init()
+        train = timed(stage_process("train@c1"), env, cwd=project.root)
         result[size] = {"generate_seconds": generate[0], "generate_rss": generate[1], "train_seconds": train[0],
                         "train_rss": train[1]}
-        shutil.rmtree(stages.root)  # 600 MB at 200 MB of text
+        shutil.rmtree(project.root)  # 600 MB at 200 MB of text
     return result
 
 

@@ -21,38 +21,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from chunktrain.testing import TINY_PARAMS, Project, new_project, write_params  # noqa: E402
+from bench import stage_process  # noqa: E402
+from chunktrain.testing import TINY_PARAMS, Project, new_project, project_env  # noqa: E402
 
 
-def stage_command(stages: Project, plan: Path) -> list[str]:
-    """dvc.yaml's train@c1 command, with the specs of `plan`."""
-    return [sys.executable, str(ROOT / "src/train.py"), "--spec", str(plan / "train/c1.json"),
-            "--parent", str(stages.checkpoint("init")), "--dataset", str(stages.dataset),
-            "--out", str(stages.checkpoint("c1")), "--metrics", str(stages.root / "metrics/c1.json"),
-            "--snapshot", str(stages.root / ".resume/c1/snapshot.pt"), "--runtime", str(plan / "runtime.json")]
-
-
-def timed(command: list[str], stages: Project) -> float:
-    stages.checkpoint("c1").unlink(missing_ok=True)
+def timed(project: Project, params: dict) -> float:
+    """Seconds of stage train@c1, run as dvc.yaml runs it, under `params` (stage plan writes train.launcher to
+    data/plan/run.json, which the runner reads as the chunk starts; no stage depends on it)."""
+    project.params = params
+    project.plan()
+    project.checkpoint("c1").unlink(missing_ok=True)
     started = time.perf_counter()
-    subprocess.run(command, cwd=stages.root, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(stage_process("train@c1"), cwd=project.root, env=project_env(), check=True,
+                   stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
 def measure(folder: Path, repeats: int, slurm: dict) -> dict:
     params = copy.deepcopy(TINY_PARAMS)
     params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 1}}
-    stages = new_project(folder, params, git=False)
-    stages.generate()
-    stages.init()  # plans with launcher local into stages.plan_dir
-    import plan
-    params["train"].update(launcher="slurm", slurm=slurm)
-    plan.main(["--params", str(write_params(folder / "params-slurm.yaml", params)), "--out", str(folder / "plan-slurm")])
-    commands = {"local": stage_command(stages, stages.plan_dir), "slurm": stage_command(stages, folder / "plan-slurm")}
+    project = new_project(folder, params, git=False)
+    project.generate()
+    project.init()
+    launchers = {"local": params, "slurm": {**params, "train": {**params["train"], "launcher": "slurm", "slurm": slurm}}}
     times: dict[str, list[float]] = {"local": [], "slurm": []}
     for repeat in range(repeats):
         for launcher in ("local", "slurm") if repeat % 2 == 0 else ("slurm", "local"):  # which goes first alternates
-            times[launcher].append(timed(commands[launcher], stages))
+            times[launcher].append(timed(project, launchers[launcher]))
     local, via_slurm = (statistics.median(times[name]) for name in ("local", "slurm"))
     return {"repeats": repeats, "local_s": round(local, 2), "slurm_s": round(via_slurm, 2),
             "overhead_s": round(via_slurm - local, 2), "ratio": round(via_slurm / local, 2),

@@ -33,16 +33,16 @@ def main() -> None:
     params["train"].update(batch_size=128, chunks={"c1": {"from": "init", "epochs": 2}})
     host = os.cpu_count()
     with tempfile.TemporaryDirectory() as tmp:
-        stages = new_project(Path(tmp), params, git=False)
-        stages.generate()
-        stages.init()
+        project = new_project(Path(tmp), params, git=False)
+        project.generate()
+        project.init()
         rate = {"host cores": [], "auto": []}
         for _ in range(args.repeat):
             for label, threads in (("host cores", host), ("auto", None)):
                 params["train"]["threads"] = threads
-                write_params(stages.params_path, params)
+                write_params(project.params_path, params)
                 started = time.perf_counter()
-                stages.train("c1")
+                project.train("c1")
                 rate[label].append(2 * 40_000 / (time.perf_counter() - started))
     median = {label: statistics.median(values) for label, values in rate.items()}
     print(f"{args.cpus} of {host} CPUs; auto gives {available_cpus()} thread(s), torch's default {host}")
