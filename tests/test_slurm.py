@@ -1,7 +1,8 @@
 """train.launcher slurm against a real SLURM on 127.0.0.1 (tests/slurm_cluster.py): munged, slurmctld and slurmd.
 
-A chunk through SLURM equals the chunk run here byte for byte; one longer than its time limit finishes over
-several jobs, byte-identical; a cancelled job leaves its snapshot for `dvc repro`; every failure is one line.
+A chunk through SLURM equals the chunk run here byte for byte; a job stopped at its time limit or signalled
+before it leaves a snapshot that the next job resumes, byte-identical, on another CPU count too; a cancelled job
+leaves its snapshot for `dvc repro`; every failure is one line.
 """
 
 import copy
@@ -131,59 +132,85 @@ def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path)
 
 
 @slow
-def test_a_chunk_longer_than_its_time_limit_finishes_over_several_jobs_byte_identical(cluster, tmp_path, local_c1):
-    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, the signal comes 10 to 40 s into
-    each job. Training sleeps 1.7 s a step, 85 s in all, more than two jobs can do: with max_restarts 1 the first
-    `dvc repro` runs out of restarts, and the next one finishes the chunk. Its jobs get one CPU where the first had
-    the node's (cpus_per_task was unset): the chunk keeps the thread count it started with, so its bytes hold."""
-    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=1)
-    slow = {"CHUNKTRAIN_TEST_SLEEP": "1.7"}
-    line, output = repro_fails(project, env=slow)
-    assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 1 restart\(s\),"
+def test_a_job_past_its_time_limit_leaves_a_snapshot_that_a_job_of_another_size_resumes_byte_identical(
+        cluster, tmp_path, local_c1):
+    """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, its signal comes 10 to 40 s into the
+    job, and training sleeps 1 s a step, 50 s in all. With max_restarts 0 the job's stop ends `dvc repro`. The next
+    job is granted one CPU where the first had the node's (cpus_per_task was unset): the chunk keeps the thread
+    count it started with, so its bytes are those of the chunk run here."""
+    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=0)
+    line, output = repro_fails(project, env={"CHUNKTRAIN_TEST_SLEEP": "1"})
+    assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 0 restart\(s\),"
                         r" train.slurm.max_restarts; its snapshot is kept in .resume/c1: raise train.slurm.time or"
                         r" max_restarts and run `dvc repro`", line), line
-    first = jobs_in(output)
-    assert len(first) == 2 and "submitting restart 1 of at most 1" in output
-    assert (project.path / ".resume/c1/snapshot.pt").exists()
+    assert len(jobs_in(output)) == 1 and (project.path / ".resume/c1/snapshot.pt").exists()
 
-    project.edit_params(lambda p: p["train"]["slurm"].update(max_restarts=6, cpus_per_task=1))
-    output = project.dvc("repro", env=slow)
-    jobs = first + jobs_in(output)
-    print(f"{len(jobs)} jobs, checkpoint sha256 {checkpoint(project)}, local {local_c1}")
+    project.edit_params(lambda p: p["train"]["slurm"].update(cpus_per_task=1))
+    output = project.dvc("repro")
     assert "resuming c1 from step" in output
     threads = os.cpu_count()
-    if threads > 1:  # the first job's trainer took the node's CPUs; the next ones are granted one
+    if threads > 1:  # the first job's trainer took the node's CPUs; this one is granted one
         assert f"c1: {threads} threads per process, as the snapshot was taken with (1 otherwise here)" in output
     assert checkpoint(project) == local_c1
 
 
+def start_repro(project: Project, sleep: str) -> subprocess.Popen:
+    """`dvc repro` in its own process group, as a terminal runs it, training `sleep` seconds a step."""
+    return subprocess.Popen(["dvc", "repro"], cwd=project.path, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**project_env(), "CHUNKTRAIN_TEST_SLEEP": sleep},
+                            start_new_session=True)
+
+
+def training_job(cluster, project: Project, first: str) -> str:
+    """The chunk's job once its trainer prints `first` (and a few steps more)."""
+    wait_for(lambda: any(first in path.read_text() for path in (project.path / ".resume/c1").glob("slurm-*.out")),
+             "the job to start training")
+    time.sleep(2)
+    [job] = cluster.jobs()
+    return job
+
+
 @slow
-@pytest.mark.parametrize("stop", ["scancel", "ctrl-c"])
-def test_a_stopped_job_keeps_its_snapshot_and_dvc_repro_resumes(cluster, tmp_path, local_c1, stop):
-    """`scancel` of the job, or Ctrl-C where `dvc repro` runs (which cancels the job): the trainer writes its snapshot."""
+def test_a_job_signalled_before_its_time_limit_is_submitted_again_and_resumes_within_one_repro(
+        cluster, tmp_path, local_c1):
+    """SIGUSR1 to the job's batch shell is what SLURM sends before the time limit (--signal=B:USR1@lead) or a
+    preemption with a grace signal: every trainer writes the snapshot and stops, and the stage submits the job again."""
     project = slurm_project(tmp_path / "repo")
-    repro = subprocess.Popen(["dvc", "repro"], cwd=project.path, text=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, env={**project_env(), "CHUNKTRAIN_TEST_SLEEP": "0.3"},
-                             start_new_session=True)
+    repro = start_repro(project, "0.2")
     try:
-        log = project.path / ".resume/c1"
-        wait_for(lambda: any("epochs 1..2" in path.read_text() for path in log.glob("slurm-*.out")),
-                 "the job to start training")
-        time.sleep(3)
-        [job] = cluster.jobs()
-        if stop == "scancel":
-            cluster.run("scancel", job)
-        else:
-            os.killpg(repro.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        job = training_job(cluster, project, "epochs 1..2")
+        cluster.run("scancel", "--batch", "--signal=USR1", job)
         output, _ = repro.communicate(timeout=120)
     finally:
         repro.kill()
-    assert repro.returncode != 0
-    assert (f"error: train@c1: job {job} was cancelled (scancel); its snapshot is kept in .resume/c1:"
-            " `dvc repro` resumes from it" if stop == "scancel" else
-            f"error: train@c1 stopped by SIGINT and its job {job} cancelled; `dvc repro` resumes from its snapshot"
-            ) in output
-    assert (project.path / ".resume/c1/snapshot.pt").exists() and cluster.jobs() == []
+    assert repro.returncode == 0, output
+    assert f"train@c1: job {job} stopped at its time limit or by a preemption; submitting restart 1" in output
+    assert len(jobs_in(output)) == 2 and "resuming c1 from step" in output
+    assert checkpoint(project) == local_c1
+
+
+@slow
+def test_a_cancelled_job_or_ctrl_c_keeps_the_snapshot_and_dvc_repro_resumes(cluster, tmp_path, local_c1):
+    """`scancel` of the job, then Ctrl-C where the next `dvc repro` runs (which cancels its job): each time the
+    trainer writes its snapshot, and the last `dvc repro` ends with the bytes of the chunk run here."""
+    project = slurm_project(tmp_path / "repo")
+    for stop in ("scancel", "ctrl-c"):
+        repro = start_repro(project, "0.2")
+        try:
+            job = training_job(cluster, project, "epochs 1..2" if stop == "scancel" else "resuming c1")
+            if stop == "scancel":
+                cluster.run("scancel", job)
+            else:
+                os.killpg(repro.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+            output, _ = repro.communicate(timeout=120)
+        finally:
+            repro.kill()
+        assert repro.returncode != 0
+        assert (f"error: train@c1: job {job} was cancelled (scancel); its snapshot is kept in .resume/c1:"
+                " `dvc repro` resumes from it" if stop == "scancel" else
+                f"error: train@c1 stopped by SIGINT and its job {job} cancelled; `dvc repro` resumes from its"
+                " snapshot") in output, output
+        assert (project.path / ".resume/c1/snapshot.pt").exists() and cluster.jobs() == []
     resumed = project.dvc("repro")
     assert "resuming c1 from step" in resumed
     assert checkpoint(project) == local_c1
