@@ -1,10 +1,15 @@
 """Fixtures: tiny params, stage inputs on temp paths, and the project copied into a temp git repo."""
 
 import copy
+import os
 
 import pytest
 
 from chunktrain.testing import TINY_PARAMS, Project, new_project
+
+# `make test` runs two test processes on this 2-core machine: one torch thread in each of them and in every stage
+# they start, or the threads of tiny models wait on each other. A test of the default count unsets it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ def test_the_plain_gpt_loop_decays_the_parameters_chunktrain_decays():
     assert plain[0]["weight_decay"] == 0.1 and any(p is model.wte.weight for p in plain[0]["params"])
 
 
+@pytest.mark.slow
 def test_the_gpt_benchmark_names_the_option_for_a_missing_corpus(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpt.py"), "--corpus", str(tmp_path / "none.txt")],
                             capture_output=True, text=True)
@@ -130,6 +131,7 @@ def test_an_only_run_replaces_its_own_rows_of_bench_json():
         {"figure": "a", "value": 1}, {"figure": "b", "value": 3}, {"figure": "c", "value": 4}]
 
 
+@pytest.mark.slow
 def test_the_dvc_add_timer_finds_each_part_it_times(tmp_path):
     """dvc_add.py times DVC's own functions: a rename in DVC must fail here, not zero a figure of `make bench`."""
     env = project_env()

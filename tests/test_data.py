@@ -105,6 +105,7 @@ def test_bad_values_in_a_split_are_one_line_naming_file_and_column(generated, tm
     assert str(raised.value) == f"{path}: {message}; run `dvc repro generate`"
 
 
+@pytest.mark.slow
 def test_the_training_stage_reads_its_data_without_importing_pandas(generated):
     """pandas costs every training stage about half a second of start-up (see benchmarks/)."""
     code = (f"import sys; import train; from chunktrain.recipe.splits import read_dataset;"

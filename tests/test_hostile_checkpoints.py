@@ -113,17 +113,17 @@ def tamper(path: Path) -> None:
     assert path.stat().st_size == stat.st_size and path.stat().st_ino == stat.st_ino
 
 
-@pytest.mark.parametrize("stage, command", [("train@c2", "dvc repro -f -s train@c2"),
-                                            ("", "dvc repro -f -s train@c2")])  # predict, sample: from its lineage
-def test_a_checkpoint_changed_in_place_is_refused_on_load(reproduced, tmp_path, stage, command):
+def test_a_checkpoint_changed_in_place_is_refused_on_load(stages, tmp_path):
+    stages.train("c1")
     path = tmp_path / "c2.pt"
-    shutil.copy(reproduced[0].path / "data/checkpoints/c2.pt", path)
-    load_checkpoint(path, stage)
+    shutil.copy(stages.train("c2"), path)
+    load_checkpoint(path, "train@c2")
     tamper(path)
-    with pytest.raises(CheckpointError) as raised:
-        load_checkpoint(path, stage)
-    assert str(raised.value) == (f"{path} was changed after it was written (Bad CRC-32 for file 'archive/data/0');"
-                                 f" run `{command}` to rebuild it")
+    for stage in ("train@c2", ""):  # a stage's load, or predict's and sample's: the command from its lineage
+        with pytest.raises(CheckpointError) as raised:
+            load_checkpoint(path, stage)
+        assert str(raised.value) == (f"{path} was changed after it was written (Bad CRC-32 for file 'archive/data/0');"
+                                     " run `dvc repro -f -s train@c2` to rebuild it")
 
 
 @slow
@@ -170,6 +170,7 @@ def test_a_same_size_code_edit_with_the_mtime_kept_refuses_nothing_and_is_record
 
 # Damage 5: the snapshots command deletes snapshots and nothing else.
 
+@slow
 def test_clear_snapshots_deletes_only_snapshots_in_the_snapshot_folder(project):
     command = [sys.executable, "-m", "chunktrain.runner.snapshots"]
     env = {"PYTHONPATH": "src"}

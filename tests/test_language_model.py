@@ -122,7 +122,7 @@ def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, dtype):
     text_params["train"]["dtype"] = dtype
     text_params["train"]["chunks"]["whole"] = {"from": "init", "steps": 40}
@@ -135,6 +135,7 @@ def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, d
     assert [record["step"] for record in whole["history"]] == [10, 20, 30, 40]  # a val loss every eval_every
 
 
+@pytest.mark.slow
 def test_bfloat16_autocast_changes_the_numbers(text_stages, text_params):
     text_stages.init()
     float32 = losses(load_checkpoint(text_stages.train("c1")))

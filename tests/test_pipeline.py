@@ -76,28 +76,31 @@ CHUNKS = {"train@c1", "train@c2", "train@c3"}
 @pytest.mark.parametrize("edit, reruns", [
     pytest.param(edit_params(lambda p: p["train"]["chunks"]["c2"].update(lr=0.003)),
                  {"plan", "train@c2", "train@c3", "evaluate"}, id="a chunk's lr"),  # c3 takes c2's lr
-    pytest.param(edit_params(lambda p: p["train"].update(snapshot_every_seconds=5)), {"plan"},
+    pytest.param(edit_params(lambda p: p["train"].update(snapshot_every_seconds=5)), {"plan"}, marks=slow,
                  id="snapshot_every_seconds"),
-    pytest.param(edit_params(lambda p: p.update(seed=1)), ALL_STAGES, id="seed"),
+    pytest.param(edit_params(lambda p: p.update(seed=1)), ALL_STAGES, marks=slow, id="seed"),
     pytest.param(edit_params(lambda p: p["model"]["args"].update(hidden=[8])), {"plan", "init", *CHUNKS, "evaluate"},
-                 id="model.args"),
+                 marks=slow, id="model.args"),
     pytest.param(edit_params(lambda p: p["train"].update(grad_clip=1.0)), {"plan", *CHUNKS, "evaluate"},
-                 id="train.grad_clip"),
-    pytest.param(append_to("params.yaml", "# a comment\n"), set(), id="a comment in params.yaml"),
+                 marks=slow, id="train.grad_clip"),
+    pytest.param(append_to("params.yaml", "# a comment\n"), set(), marks=slow, id="a comment in params.yaml"),
     # and evaluate once the checkpoints change: their lineage carries the code's id
     pytest.param(append_to("src/chunktrain/recipe/loop.py"), {"init", *CHUNKS, "evaluate"}, id="the recipe"),
     pytest.param(append_to("src/chunktrain/runner/slurm.py"), set(), id="the runner"),
-    pytest.param(append_to("src/train.py"), set(), id="the train stage's command"),
-    pytest.param(append_to("src/chunktrain/runner/settings.py"), {"plan"}, id="the runner's settings plan checks"),
-    pytest.param(append_to("src/predict.py"), set(), id="src/predict.py"),
-    pytest.param(append_to("src/models/__init__.py"), {"init", *CHUNKS, "evaluate"}, id="the user's model builders"),
-    pytest.param(append_to("src/chunktrain/recipe/model.py"), {"init", *CHUNKS, "evaluate"}, id="the model code"),
-    pytest.param(append_to("src/chunktrain/evaluation.py"), {"evaluate"}, id="evaluation code"),
-    pytest.param(write_bytecode, set(), id="a __pycache__ file"),
+    pytest.param(append_to("src/train.py"), set(), marks=slow, id="the train stage's command"),
+    pytest.param(append_to("src/chunktrain/runner/settings.py"), {"plan"}, marks=slow,
+                 id="the runner's settings plan checks"),
+    pytest.param(append_to("src/predict.py"), set(), marks=slow, id="src/predict.py"),
+    pytest.param(append_to("src/models/__init__.py"), {"init", *CHUNKS, "evaluate"}, marks=slow,
+                 id="the user's model builders"),
+    pytest.param(append_to("src/chunktrain/recipe/model.py"), {"init", *CHUNKS, "evaluate"}, marks=slow,
+                 id="the model code"),
+    pytest.param(append_to("src/chunktrain/evaluation.py"), {"evaluate"}, marks=slow, id="evaluation code"),
+    pytest.param(write_bytecode, set(), marks=slow, id="a __pycache__ file"),
     pytest.param(edit_params(lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1})),
-                 {"plan", "train@c4", "evaluate"}, id="appending a chunk"),
+                 {"plan", "train@c4", "evaluate"}, marks=slow, id="appending a chunk"),
     pytest.param(edit_params(lambda p: p["train"]["chunks"].pop("c3")), {"plan", "evaluate"},
-                 id="removing a chunk"),
+                 marks=slow, id="removing a chunk"),
 ])
 def test_an_edit_reruns_exactly_the_stages_that_read_what_it_changed(project, edit, reruns):
     """What `dvc repro` reruns for the edit itself: plan (if params.yaml's values changed), then each stage whose
@@ -165,6 +168,7 @@ def test_train_refuses_a_parent_checkpoint_of_another_seed_in_one_line(project, 
     assert "Traceback" not in result.stdout
 
 
+@slow
 def test_writing_into_an_output_in_place_leaves_the_cache_intact(project):
     """.dvc/config's cache.type (reflink or copy, never a link): an output and its cache object are two files."""
     path = project.path / "data/checkpoints/c1.pt"
@@ -238,6 +242,7 @@ def png_pixels(path) -> bytes:
     return zlib.decompress(pixels)
 
 
+@slow
 def test_make_plots_draws_every_chart_offline_as_png_svg_and_one_page(branched, tmp_path):
     """src/plots.py (make plots) renders what dvc plots show would, with no network: no script is fetched."""
     project = branched[0].copy(tmp_path / "repo")

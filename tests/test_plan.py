@@ -13,6 +13,7 @@ NAME = "../../victim;touch marker;#"
 VICTIMS = ["victim;touch marker;#.pt", "victim;touch marker;#.json"]  # where train@<NAME>'s outputs would be
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["repro"], ["exp", "run"]], ids=["dvc repro", "dvc exp run"])
 def test_a_hostile_chunk_name_stops_in_plan_before_any_command_or_deletion(project, command):
     for victim in VICTIMS:

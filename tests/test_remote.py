@@ -17,6 +17,7 @@ def use_remote(project: Project, url: Path) -> None:
     project.dvc("remote", "modify", "--local", "storage", "url", str(url))
 
 
+@pytest.mark.slow
 def test_the_default_remote_is_a_local_folder_beside_the_project(reproduced):
     project, _ = reproduced
     # Resolved relative to .dvc/, so the url `../../chunktrain-storage` lands beside the project folder.

@@ -99,6 +99,7 @@ def test_the_snapshots_command_lists_and_clears(interrupted):
     assert not (project.path / ".resume/c2").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_writers_temp_file_changes_neither_dvc_nor_git(project):
     (project.path / "data/checkpoints/.c3.pt.999999999.abc.tmp").write_bytes(b"partial")
     assert project.status() == {}

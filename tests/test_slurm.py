@@ -135,23 +135,24 @@ def test_a_chunk_on_two_processes_in_a_job_equals_it_run_here(cluster, tmp_path)
 def test_a_job_past_its_time_limit_leaves_a_snapshot_that_a_job_of_another_size_resumes_byte_identical(
         cluster, tmp_path, local_c1):
     """SLURM looks at time limits every 30 s: with --time=1 and a lead of 20 s, its signal comes 10 to 40 s into the
-    job, and training sleeps 1 s a step, 50 s in all. With max_restarts 0 the job's stop ends `dvc repro`. The next
-    job is granted one CPU where the first had the node's (cpus_per_task was unset): the chunk keeps the thread
-    count it started with, so its bytes are those of the chunk run here."""
-    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=0)
-    line, output = repro_fails(project, env={"CHUNKTRAIN_TEST_SLEEP": "1"})
+    job, and training sleeps 1 s a step, 50 s in all. With max_restarts 0 the job's stop ends `dvc repro`. The first
+    job is granted one CPU, the next the node's (the thread count follows the job, no OMP_NUM_THREADS): the chunk
+    keeps the thread count it started with, so its bytes are those of the chunk run here on one thread."""
+    project = slurm_project(tmp_path / "repo", time=1, signal_lead=20, max_restarts=0, cpus_per_task=1)
+    any_threads = {"OMP_NUM_THREADS": ""}
+    line, output = repro_fails(project, env={**any_threads, "CHUNKTRAIN_TEST_SLEEP": "1"})
     assert re.fullmatch(r"error: train@c1: job \d+ stopped at its time limit \(time 1\) after 0 restart\(s\),"
                         r" train.slurm.max_restarts; its snapshot is kept in .resume/c1: raise train.slurm.time or"
                         r" max_restarts and run `dvc repro`", line), line
     assert len(jobs_in(output)) == 1 and (project.path / ".resume/c1/snapshot.pt").exists()
 
-    project.edit_params(lambda p: p["train"]["slurm"].update(cpus_per_task=1))
-    output = project.dvc("repro")
+    project.edit_params(lambda p: p["train"]["slurm"].pop("cpus_per_task"))
+    output = project.dvc("repro", env=any_threads)
     assert "resuming c1 from step" in output
-    threads = os.cpu_count()
-    if threads > 1:  # the first job's trainer took the node's CPUs; this one is granted one
-        assert f"c1: {threads} threads per process, as the snapshot was taken with (1 otherwise here)" in output
-    assert checkpoint(project) == local_c1
+    threads = len(os.sched_getaffinity(0))
+    if threads > 1:  # the first job's trainer was granted one CPU; this one takes the node's
+        assert f"c1: 1 threads per process, as the snapshot was taken with ({threads} otherwise here)" in output
+    assert checkpoint(project) == local_c1  # OMP_NUM_THREADS=1 (conftest.py): one thread
 
 
 def start_repro(project: Project, sleep: str) -> subprocess.Popen:
