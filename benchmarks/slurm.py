@@ -43,7 +43,8 @@ def measure(folder: Path, repeats: int, slurm: dict) -> dict:
     project = new_project(folder, params, git=False)
     project.generate()
     project.init()
-    launchers = {"local": params, "slurm": {**params, "train": {**params["train"], "launcher": "slurm", "slurm": slurm}}}
+    via_slurm = {**params, "train": {**params["train"], "launcher": "slurm", "slurm": slurm}}
+    launchers = {"local": params, "slurm": via_slurm}
     times: dict[str, list[float]] = {"local": [], "slurm": []}
     for repeat in range(repeats):
         for launcher in ("local", "slurm") if repeat % 2 == 0 else ("slurm", "local"):  # which goes first alternates
