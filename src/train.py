@@ -15,7 +15,7 @@ from chunktrain.recipe.errors import PipelineError, brief, run_stage
 from chunktrain.recipe.parallel import check_nproc
 from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec
 from chunktrain.recipe.splits import read_dataset
-from chunktrain.runner import processes, trainer
+from chunktrain.runner import processes, slurm, trainer
 
 STAGE = "train@"  # dvc.yaml's stage train@<chunk>
 
@@ -40,8 +40,6 @@ def main(argv: list[str] | None = None) -> None:
     src = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
     if settings.slurm:
-        from chunktrain.runner import slurm  # here: a chunk that runs here need not import it
-
         return slurm.run(settings.slurm, [sys.executable, *trainer.command(name)], nproc=spec.nproc, name=stage,
                          log_dir=files.snapshot.parent, out=files.out)
     return processes.launch(spec.nproc, trainer.command(name), device=spec.device, name=stage, out=files.out)
