@@ -40,3 +40,9 @@ def stages(tmp_path, params) -> Project:
     stages.generate()
     stages.init()
     return stages
+
+
+def pytest_collection_modifyitems(items):
+    """The SLURM tests first: they take the longest file (about 4 minutes, most of it waiting on the scheduler), so
+    under `--dist loadfile` one worker starts them at once while the other takes the rest."""
+    items.sort(key=lambda item: item.path.name != "test_slurm.py")
