@@ -4,6 +4,6 @@
 
 and name it in params.yaml as model.arch: models.my_net:build, with model.args the keyword arguments it takes.
 The contract (what `inputs`, `outputs` and the module's forward mean for a table and for a text) is in
-src/chunktrain/core/model.py. Stages init, train and evaluate depend on this folder, so editing a model here
+src/chunktrain/recipe/model.py. Stages init, train and evaluate depend on this folder, so editing a model here
 reruns them.
 """
