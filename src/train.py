@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", help="train@<chunk>, as DVC gives it in $DVC_STAGE")
     stage = parser.parse_args(argv).stage
     name = stage.removeprefix(STAGE)
-    if not (stage.startswith(STAGE) and CHUNK_NAME.fullmatch(name) and name != INIT):
+    if not (stage.startswith(STAGE) and trainer.is_chunk_name(name)):
         raise PipelineError(f"stage {brief(stage)} is not train@<chunk> with a chunk name matching"
                             f" {CHUNK_NAME.pattern} and not {INIT!r}; run `dvc repro` (stage plan refuses such names)")
     files = trainer.ChunkFiles.of(name)

@@ -59,9 +59,14 @@ class ChunkFiles:
         return self.out.with_name(f"{spec.parent}.pt")
 
 
+def is_chunk_name(text: str) -> bool:
+    """Whether `text` may name a chunk: safe as a stage name, a shell word and a file stem (stage plan's rule)."""
+    return bool(CHUNK_NAME.fullmatch(text)) and text != INIT
+
+
 def chunk_name(text: str) -> str:
     """A chunk name that is safe as a path part, or one line."""
-    if not CHUNK_NAME.fullmatch(text) or text == INIT:
+    if not is_chunk_name(text):
         raise PipelineError(f"chunk {brief(text)} is not a name matching {CHUNK_NAME.pattern} and not {INIT!r};"
                             " run `dvc repro` (stage plan refuses such names)")
     return text
@@ -100,8 +105,7 @@ def train(state: ChunkState, files: ChunkFiles, world: World, settings: RunSetti
         taker = SnapshotTaker(state, files.snapshot, settings, world)
 
         def on_step(position: Position, rows: int) -> None:
-            if progress.shown:  # a bar on a terminal only; a log gets the round lines
-                progress.step(rows)
+            progress.step(rows)
             taker.step(position, parallel.stop)
 
         def on_round(record: dict) -> None:
@@ -162,7 +166,6 @@ class Progress:
         self.unit = "window" if isinstance(batches, TextBatches) else "sample"
         self.bar = tqdm(total=rounds * self.samples, initial=done, unit=self.unit, unit_scale=True, leave=False,
                         desc=f"train@{name}", disable=None if enabled else True)
-        self.shown = not self.bar.disable
         self.started = time.perf_counter()
 
     def __enter__(self) -> "Progress":
@@ -210,8 +213,8 @@ class LiveCurves:
 
     def update(self, history: list[dict]) -> None:
         if self.path:
-            self._try(lambda: write_rows(self.path, tree_curves([f"{self.name} (training)"],
-                                                                {f"{self.name} (training)": history}), CURVE_COLUMNS))
+            branch = f"{self.name} (training)"
+            self._try(lambda: write_rows(self.path, tree_curves([branch], {branch: history}), CURVE_COLUMNS))
         if self.signal and self.path:
             self._try(lambda: write_json(self.signal, {"pid": os.getpid(), "step": history[-1]["step"]}))
 
