@@ -121,3 +121,32 @@ def crash_at(n: int):
             raise Crash()
 
     return crash_point
+
+
+@pytest.mark.slow
+def test_a_stop_signal_after_the_last_step_lets_the_chunk_write_its_outputs_and_complete(tmp_path):
+    """SIGTERM while c1 writes its checkpoint (CHUNKTRAIN_KILL_SIGNAL: the signal comes at that very moment): the
+    chunk has trained all it should, so it writes its outputs and ends complete, bytes those of an undisturbed run.
+    tests/test_slurm.py does the same for SLURM's SIGUSR1 in each phase of writing the outputs."""
+    project = new_project(tmp_path / "repo", TINY_PARAMS)
+    project.dvc("repro", "train@c1")
+    undisturbed = sha256(project.path / "data/checkpoints/c1.pt")
+    output = project.dvc("repro", "-f", "-s", "train@c1",
+                         env={"CHUNKTRAIN_KILL_AT": "save:c1.pt:1", "CHUNKTRAIN_KILL_SIGNAL": "TERM"})
+    assert "train@c1: SIGTERM came after the last step; the chunk's outputs are written and it is complete" in output
+    assert sha256(project.path / "data/checkpoints/c1.pt") == undisturbed
+    assert not (project.path / ".resume/c1").exists() and "train@c1" not in project.status()
+
+
+@pytest.mark.slow
+def test_the_header_says_the_lr_the_chunk_trains_with_and_when_it_starts_past_the_schedule(tmp_path):
+    """A linear decay to 0.001 at epoch 4 (25 steps an epoch): c1 falls from the peak, c2 nearly to min_lr, where c3
+    trains."""
+    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"],
+                                       "schedule": {"warmup": 0.0, "decay": "linear", "total": 4, "min_lr": 0.001}}}
+    project = new_project(tmp_path / "repo", params)
+    output = project.dvc("repro")
+    assert "train@c1: epochs 1..2 from data/checkpoints/init.pt, lr 0.01 to 0.00559, batch size 64" in output
+    assert "train@c2: epochs 3..4 from data/checkpoints/c1.pt, lr 0.0055 to 0.00109, batch size 64" in output
+    assert ("train@c3: epochs 5..6 from data/checkpoints/c2.pt, lr 0.001 (past train.schedule.total 4: every step"
+            " at min_lr; to train on at a higher lr, see README, \"Extending a run\"), batch size 64") in output

@@ -350,3 +350,19 @@ def test_a_job_starts_the_trainer_once_per_process_meeting_on_the_first_node():
     one = slurm.job_script(SlurmParams(), ["python", "-m", "chunktrain.runner.trainer", "c1"], nproc=1)
     assert one.splitlines()[1:] == ["exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 python -m"
                                     " chunktrain.runner.trainer c1"]
+
+
+@slow
+@pytest.mark.parametrize("phase", ["save:c1.pt:1", "save:c1.json:3", "clear:1"],
+                         ids=["writing-the-checkpoint", "writing-the-metrics", "removing-the-snapshot"])
+def test_slurms_warning_after_the_last_step_lets_the_job_write_the_outputs_and_complete(cluster, tmp_path, local_c1,
+                                                                                          phase):
+    """SLURM's SIGUSR1 in each phase after c1's last step (timed there by CHUNKTRAIN_KILL_SIGNAL; the metrics are
+    also written after each of the two rounds): the trainer writes every output, and its job completes; no second
+    job starts over."""
+    project = slurm_project(tmp_path / "repo")
+    output = project.dvc("repro", env={"CHUNKTRAIN_KILL_AT": phase, "CHUNKTRAIN_KILL_SIGNAL": "USR1"})
+    assert "train@c1: SIGUSR1 came after the last step; the chunk's outputs are written and it is complete" in output
+    assert len(jobs_in(output)) == 1 and "restart" not in output
+    assert checkpoint(project) == local_c1 and not (project.path / ".resume/c1").exists()
+    assert json.loads((project.path / "metrics/train/c1.json").read_text())["epoch"] == 2

@@ -79,13 +79,6 @@ def prepare(spec: ChunkSpec, parent_path: Path, dataset_path: Path, snapshot_pat
     position = start_position(parent, snapshot, world.device)
     if snapshot:
         say(f"resuming {spec.name} from step {snapshot[RESUME]['step']} of the chunk")
-    length = (f"epochs {parent[EPOCH] + 1}..{parent[EPOCH] + settings.epochs}" if settings.epochs else
-              f"steps {parent[GLOBAL_STEP] + 1}..{parent[GLOBAL_STEP] + settings.steps}")
-    threads = record["threads"]
-    say(f"train@{spec.name}: {length} from {parent_path}, lr {settings.lr}, batch size {settings.batch_size}"
-        + (f" x {settings.grad_accum}" if settings.grad_accum > 1 else "")
-        + (f", {world.size} processes x" if world.size > 1 else ",")
-        + f" {threads} thread{'s' if threads > 1 else ''}")
     return ChunkState(spec, batches, parent, record, model, optimizer, position, make_task(parent[TRANSFORM]))
 
 

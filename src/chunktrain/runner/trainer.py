@@ -7,6 +7,7 @@ the runner's hooks (a clean stop on a signal, snapshots, progress, live charts) 
 
 import argparse
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -85,15 +86,49 @@ def main(argv: list[str] | None = None) -> None:
     spec, settings = ChunkSpec.read(files.spec), files.settings(name)
     world = processes.join(spec.nproc, spec.device, f"train@{name}: nproc", settings.threads)
     state = prepare(spec, files.parent(spec), files.dataset, files.snapshot, world, recipe_id())
-    train(state, files, world, settings)
     if world.writes:
-        write_outputs(state, files)
+        print(header(state, files.parent(spec), world), flush=True)
+    # From the first step to the last output, a stop signal stops at a clean step; one that comes after the last
+    # step (SLURM's warning before a time limit, say) lets the outputs be written, and the chunk is complete.
+    with StopSignals() as signals:
+        train(state, files, world, settings, signals)
+        if world.writes:
+            write_outputs(state, files)
+    if signals.received and world.writes:
+        print(f"train@{name}: {signal.Signals(signals.received).name} came after the last step; the chunk's outputs"
+              " are written and it is complete", flush=True)
 
 
-def train(state: ChunkState, files: ChunkFiles, world: World, settings: RunSettings) -> None:
+def header(state: ChunkState, parent_path: Path, world: World) -> str:
+    """What the chunk trains, with the lr of its first and last step as the schedule gives them."""
+    spec, parent, settings = state.spec, state.parent, state.spec.settings
+    length = (f"epochs {parent[EPOCH] + 1}..{parent[EPOCH] + settings.epochs}" if settings.epochs else
+              f"steps {parent[GLOBAL_STEP] + 1}..{parent[GLOBAL_STEP] + settings.steps}")
+    start, end, step = parent[EPOCH], parent[EPOCH] + settings.rounds, 1 / state.batches.steps  # in rounds
+    lr = chunk_schedule(spec, start)
+    first, last = f"{lr(start, start + step):.3g}", f"{lr(end - step, end):.3g}"
+    threads = state.lineage["threads"]
+    return (f"train@{spec.name}: {length} from {parent_path}, lr {first}" + (f" to {last}" if last != first else "")
+            + past_schedule(spec, start) + f", batch size {settings.batch_size}"
+            + (f" x {settings.grad_accum}" if settings.grad_accum > 1 else "")
+            + (f", {world.size} processes x" if world.size > 1 else ",")
+            + f" {threads} thread{'s' if threads > 1 else ''}")
+
+
+def past_schedule(spec: ChunkSpec, rounds_before: int) -> str:
+    """A note when the chunk starts where train.schedule's decay has already reached min_lr."""
+    settings = spec.settings
+    total = settings.schedule.total
+    if settings.cooldown or total is None or rounds_before * (settings.eval_every if settings.steps else 1) < total:
+        return ""
+    return (f" (past train.schedule.total {total:g}: every step at min_lr; to train on at a higher lr, see README,"
+            " \"Extending a run\")")
+
+
+def train(state: ChunkState, files: ChunkFiles, world: World, settings: RunSettings, signals: StopSignals) -> None:
     """The chunk's rounds, with a clean stop on a signal, snapshots, progress and live charts."""
     spec, parent = state.spec, state.parent
-    with StopSignals() as signals, LiveCurves(files.live, spec.name, enabled=world.writes) as live, \
+    with LiveCurves(files.live, spec.name, enabled=world.writes) as live, \
             Progress(spec.name, parent[EPOCH], spec.settings.rounds, state.batches, state.position, files.metrics,
                      enabled=world.writes) as progress:
         watch = ParentWatch()
@@ -121,6 +156,7 @@ def write_outputs(state: ChunkState, files: ChunkFiles) -> None:
     """The checkpoint, then the metrics, then the snapshot's removal: until all are done, a rerun can resume."""
     save_checkpoint(state.checkpoint(state.position), files.out)
     write_json(files.metrics, round_metrics(state.position.history[-1]))  # a chunk resumed after its last round
+    crash_point("clear")
     snapshots.clear(files.snapshot)
 
 
@@ -151,11 +187,14 @@ class SnapshotTaker:
 
 
 class Progress:
-    """A progress bar over the chunk's samples (on a terminal), one line per round, and the live metrics file.
+    """A progress bar over the chunk's samples on a terminal, else a line every LOG_SECONDS; a line per round; and
+    the live metrics file.
 
     The metrics file is rewritten (atomically) after every round, so `dvc exp show` and editors that
     watch it follow a running chunk; its last content is the chunk's final metrics.
     """
+
+    LOG_SECONDS = 60.0  # off a terminal (a log file, a SLURM job's output): where the chunk is, this often
 
     def __init__(self, name: str, rounds_before: int, rounds: int, batches: Batches, position: Position,
                  metrics: Path, enabled: bool):
@@ -166,7 +205,8 @@ class Progress:
         self.unit = "window" if isinstance(batches, TextBatches) else "sample"
         self.bar = tqdm(total=rounds * self.samples, initial=done, unit=self.unit, unit_scale=True, leave=False,
                         desc=f"train@{name}", disable=None if enabled else True)
-        self.started = time.perf_counter()
+        self.total, self.done, self.first = rounds * self.samples, done, done
+        self.started = self.round_started = self.logged = time.perf_counter()
 
     def __enter__(self) -> "Progress":
         return self
@@ -176,16 +216,28 @@ class Progress:
 
     def step(self, samples: int) -> None:
         self.bar.update(samples)
+        self.done += samples
+        if self.enabled and self.bar.disable and time.perf_counter() - self.logged >= self.LOG_SECONDS:
+            self.logged = time.perf_counter()
+            rate = (self.done - self.first) / (self.logged - self.started)
+            print(f"train@{self.name}: {self.done / self.total:.0%} of the chunk, {rate:,.0f} {self.unit}s/s,"
+                  f" {self.left()} left", flush=True)
 
     def round(self, record: dict) -> None:
-        rate = self.samples / (time.perf_counter() - self.started)
+        rate = self.samples / (time.perf_counter() - self.round_started)
         if self.enabled:
             write_json(self.metrics, round_metrics(record))
             where = (f"epoch {record['epoch']}/{self.last_round}" if self.unit == "sample"
                      else f"step {record['step']}")
             self.bar.write(f"train@{self.name} {where}: train_loss {record['train_loss']:.5f}"
-                           f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} {self.unit}s/s")
-        self.started = time.perf_counter()
+                           f"  val_loss {record['val_loss']:.5f}  lr {record['lr']:g}  {rate:,.0f} {self.unit}s/s"
+                           + (f", {self.left()} left" if self.done < self.total else ""))
+        self.round_started = self.logged = time.perf_counter()
+
+    def left(self) -> str:
+        """The time the chunk has left at the speed this process has trained it so far."""
+        rate = (self.done - self.first) / (time.perf_counter() - self.started)
+        return tqdm.format_interval((self.total - self.done) / rate) if rate > 0 else "?"
 
 
 class LiveCurves:
