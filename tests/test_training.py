@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import re
 
 import pytest
 import torch
@@ -122,6 +123,17 @@ def test_a_chunks_metrics_file_is_rewritten_after_every_epoch(stages, monkeypatc
     assert [(metrics["epoch"], metrics["step"]) for metrics in seen] == [(1, 25), (2, 50)]  # 25 steps an epoch
     assert set(seen[0]) == {"epoch", "step", "train_loss", "val_loss"}
     assert json.loads((stages.root / "metrics/train/c1.json").read_text()) == seen[-1]
+
+
+def test_off_a_terminal_a_chunk_says_where_it_is_its_speed_and_the_time_left(stages, monkeypatch, capsys):
+    """Under pytest, as in a log file or a SLURM job's output, there is no progress bar: a line every LOG_SECONDS
+    (here after every step), and the round's line with the time the chunk has left."""
+    monkeypatch.setattr(trainer.Progress, "LOG_SECONDS", 0.0)
+    stages.train("c1")
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if re.fullmatch(r"train@c1: \d+% of the chunk, [\d,]+ samples/s, \S+ left", line)]
+    assert len(steps) == 50 and steps[-1].startswith("train@c1: 100% of the chunk")  # 25 steps an epoch
+    assert re.search(r"train@c1 epoch 1/2: .* samples/s, \d\d:\d\d left$", "\n".join(lines), re.MULTILINE)
 
 
 class Crash(Exception):
