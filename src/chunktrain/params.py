@@ -68,13 +68,16 @@ class ModelParams(Section):
         return self
 
 
+MAX_KNOB = 1e3  # an lr or weight decay above it can only be a mistake (above 3.4e38 it overflows the optimizer)
+
+
 class ChunkParams(Section):
     parent: str = Field(alias="from")
     epochs: int | None = Field(default=None, gt=0)  # a table's chunks count epochs
     steps: int | None = Field(default=None, gt=0)  # a text's chunks count optimizer steps
-    lr: float | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0, le=MAX_KNOB)
     batch_size: int | None = Field(default=None, gt=0)
-    weight_decay: float | None = Field(default=None, ge=0)
+    weight_decay: float | None = Field(default=None, ge=0, le=MAX_KNOB)
     nproc: int | None = Field(default=None, gt=0)
     cooldown: Literal["linear", "cosine"] | None = None  # from the lr at the chunk's start down to min_lr
     launcher: Literal["local", "slurm"] | None = None  # where it and the chunks continuing it run (SlurmParams)
@@ -83,9 +86,9 @@ class ChunkParams(Section):
 
 class TrainParams(Section):
     optimizer: Literal["sgd", "adam", "adamw"]
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=MAX_KNOB)
     batch_size: int = Field(gt=0)
-    weight_decay: float = Field(ge=0)
+    weight_decay: float = Field(ge=0, le=MAX_KNOB)
     decay_params: DecayParams = "matrices"  # see recipe/model.py decay_groups
     betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(default=[0.9, 0.999], min_length=2, max_length=2)
     grad_clip: float | None = Field(default=None, gt=0)  # max norm of the gradient; None: no clipping

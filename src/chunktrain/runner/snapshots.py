@@ -9,6 +9,7 @@ neither a DVC output nor tracked by git, so DVC's deleting a stage's outputs bef
 
 import argparse
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def clear(path: Path) -> None:
     if not path.parent.is_dir():  # nothing there, or a file in the folder's place: no snapshot to clear
         return
     for stale in [path, *stale_temp_files(path)]:
+        if stale.is_dir() and not stale.is_symlink():  # no snapshot could be written there: not ours to delete
+            print(f"warning: {stale} is a folder, not a snapshot; left alone", file=sys.stderr)
+            continue
         stale.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
