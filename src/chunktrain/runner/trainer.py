@@ -229,9 +229,9 @@ class LiveCurves:
     def _try(self, action) -> None:
         try:
             action()
-        except OSError as error:  # the charts are a view: a full disk must not stop training
-            print(f"warning: train@{self.name}: live charts off for this chunk ({error.strerror or error})",
-                  file=sys.stderr)
+        except (OSError, PipelineError) as error:  # the charts are a view: a full disk must not stop training,
+            reason = getattr(error, "strerror", None) or error  # nor a lineage's spec stage plan no longer wrote
+            print(f"warning: train@{self.name}: live charts off for this chunk ({reason})", file=sys.stderr)
             self.path = None
 
 
