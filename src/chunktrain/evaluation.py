@@ -37,7 +37,7 @@ def best_chunk(scores: dict[str, dict]) -> str:
 CURVE_COLUMNS = ["branch", "chunk", "step", "epoch", "train_loss", "val_loss", "lr", "loss"]
 LOSS_NAMES = {"regression": "MSE in the target's units", "classification": "cross-entropy (nats)",
               "language_model": "cross-entropy per token (nats)"}
-STEPS_KEPT = 300  # a chunk's steps on the lr chart at most, besides each round's ends and the schedule's turns
+STEPS_KEPT = 200  # a chunk's steps on the lr chart at most, besides each round's ends and the schedule's turns
 
 
 def tree_curves(leaves: list[str], histories: dict[str, list[dict]], specs: dict[str, ChunkSpec]) -> list[dict]:
@@ -71,7 +71,7 @@ def branch_curve(branch: str, history: list[dict], specs: dict[str, ChunkSpec]) 
 
 def kept_steps(spec: ChunkSpec, epoch: int, per_round: int) -> list[int]:
     """The batches of global round `epoch` whose lr the chart draws: all of a short chunk's, else one in every
-    few (STEPS_KEPT a chunk), the round's first and last, and the steps either side of a turn of the schedule
+    few (STEPS_KEPT a chunk), the round's first and last, and the steps around a turn of the schedule
     (the warmup's end, the decay's), so that straight lines between them are its exact shape or close to it."""
     settings = spec.settings
     stride = math.ceil(settings.rounds * per_round / STEPS_KEPT)
@@ -80,6 +80,6 @@ def kept_steps(spec: ChunkSpec, epoch: int, per_round: int) -> list[int]:
     kept = {0, per_round - 1} | set(range(0, per_round, stride))
     for turn in turns:
         if epoch - 1 < turn <= epoch:
-            batch = math.ceil((turn - (epoch - 1)) * per_round) - 1  # the step that reaches it
-            kept |= {batch, min(batch + 1, per_round - 1)}
+            batch = math.ceil((turn - (epoch - 1)) * per_round) - 1  # the step that reaches it, give or take
+            kept |= {near for near in (batch - 1, batch, batch + 1) if 0 <= near < per_round}  # a float's last bit
     return sorted(kept)
