@@ -284,6 +284,14 @@ def test_a_forged_language_model_is_one_line_at_sample(tmp_path, capsys):
     refused(capsys, lambda: sample_script.main(["--checkpoint", str(tmp_path / "forged.pt"), "--tokens", "5"]),
             r"forged.pt holds no usable model \(model_config.args: .* do not fit gpt: missing a required argument")
 
+    def repeat_a_character(checkpoint):  # two ids of one character: the text would decode wrong
+        vocab = checkpoint[ckpt.TRANSFORM]["vocab"]
+        vocab[1] = vocab[0]
+
+    forge(stages.checkpoint("init"), tmp_path / "repeated.pt", repeat_a_character)
+    refused(capsys, lambda: sample_script.main(["--checkpoint", str(tmp_path / "repeated.pt"), "--tokens", "5"]),
+            r"repeated.pt holds no usable model \(transform: character '.+' appears more than once\)")
+
 
 @pytest.mark.slow  # make starts a fresh python, which takes seconds to import torch
 def test_make_predict_takes_paths_with_spaces(regressor, tmp_path):
