@@ -1,6 +1,7 @@
 """params.yaml's schema, read as DVC reads it, and the spec files stage plan writes from it."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -355,6 +356,27 @@ def specs_in(out) -> dict[str, bytes]:
 def test_a_params_edit_changes_only_the_specs_of_the_stages_it_affects(tmp_path, params, edit, changed):
     path = write_params(tmp_path / "params.yaml", params)
     before = planned(path, tmp_path / "plan")
+    edit(params)
+    after = planned(write_params(path, params), tmp_path / "plan")
+    assert {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)} == changed
+
+
+@pytest.mark.parametrize("edit, changed", [
+    (lambda p: p.update(seed=1), {"data.json", "init.json", "evaluate.json", *CHUNKS}),
+    (lambda p: p["synthetic"].update(n_samples=50), set()),
+    (lambda p: p["data"].update(source="data/other.csv"), {"data.json"}),
+    (lambda p: p["data"].update(source=SYNTHETIC_SOURCE), {"synthetic.json", "data.json"}),
+])
+def test_the_synthetic_spec_changes_only_while_data_source_is_the_synthetic_table(tmp_path, params, edit, changed):
+    """With an own table nothing reads synthesize's output: its spec is empty, and only moving data.source to or
+    from the synthetic table changes it."""
+    (tmp_path / "data").mkdir()
+    for name in ("own.csv", "other.csv"):
+        (tmp_path / "data" / name).write_text("x,y\n1,2\n")
+    params["data"]["source"] = "data/own.csv"
+    path = write_params(tmp_path / "params.yaml", params)
+    before = planned(path, tmp_path / "plan")
+    assert json.loads(before["synthetic.json"]) == {"seed": None, "synthetic": None}
     edit(params)
     after = planned(write_params(path, params), tmp_path / "plan")
     assert {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)} == changed
