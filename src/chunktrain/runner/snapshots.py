@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.recipe.checkpoint import CheckpointError, load_checkpoint
+from chunktrain.recipe.checkpoint import GLOBAL_STEP, TRANSFORM, CheckpointError, load_checkpoint
 from chunktrain.recipe.files import stale_temp_files
 from chunktrain.recipe.snapshot import RESUME
+from chunktrain.recipe.splits import is_text
 
 FILE = "snapshot.pt"  # a chunk's snapshot is <folder>/<chunk>/snapshot.pt
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
@@ -64,12 +65,16 @@ def is_snapshot(path: Path) -> bool:
 
 
 def describe(path: Path) -> str:
-    """One line about a snapshot file: where in its chunk it was taken, and its size."""
+    """One line about a snapshot file: where in its chunk it was taken, in the units its training log uses (a
+    text's steps, a table's epochs and batches), and its size."""
     if not is_snapshot(path):
         return f"{path}: not a snapshot, left alone"
     try:
-        state = load_checkpoint(path)[RESUME]
-        where = f"step {state['step']} (epoch {state['epoch']}, batch {state['batch']})"
+        snapshot = load_checkpoint(path)
+        state = snapshot[RESUME]
+        where = (f"step {state['step']} of the chunk (global step {snapshot[GLOBAL_STEP]})"
+                 if is_text(snapshot[TRANSFORM]) else
+                 f"step {state['step']} of the chunk (epoch {state['epoch']}, batch {state['batch']})")
     except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what this listing helps find
         where = f"unusable ({error})"
     return f"{path}: {where}, {path.stat().st_size / 2**20:.1f} MiB"
