@@ -14,9 +14,10 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r requirements.txt
 	touch $@
 
+# src/run.py is `dvc repro`, then each stage's wall time; after Ctrl-C, where the chunk stopped, as the last line.
 run: setup
 	python src/plan.py --params params.yaml  # fail fast, before dvc builds the graph
-	dvc repro
+	python src/run.py
 	dvc metrics show
 
 # Two worker processes, each taking whole test files (their module and session fixtures stay in one process).

@@ -64,20 +64,24 @@ def is_snapshot(path: Path) -> bool:
     return isinstance(data, dict) and isinstance(data.get(RESUME), dict)
 
 
-def describe(path: Path) -> str:
-    """One line about a snapshot file: where in its chunk it was taken, in the units its training log uses (a
-    text's steps, a table's epochs and batches), and its size."""
-    if not is_snapshot(path):
-        return f"{path}: not a snapshot, left alone"
+def position(path: Path) -> str:
+    """Where in its chunk the snapshot at `path` was taken, in the units its training log uses (a text's steps, a
+    table's epochs and batches), or why it cannot be used."""
     try:
         snapshot = load_checkpoint(path)
         state = snapshot[RESUME]
-        where = (f"step {state['step']} of the chunk (global step {snapshot[GLOBAL_STEP]})"
-                 if is_text(snapshot[TRANSFORM]) else
-                 f"step {state['step']} of the chunk (epoch {state['epoch']}, batch {state['batch']})")
-    except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what this listing helps find
-        where = f"unusable ({error})"
-    return f"{path}: {where}, {path.stat().st_size / 2**20:.1f} MiB"
+        return (f"step {state['step']} of the chunk (global step {snapshot[GLOBAL_STEP]})"
+                if is_text(snapshot[TRANSFORM]) else
+                f"step {state['step']} of the chunk (epoch {state['epoch']}, batch {state['batch']})")
+    except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what the listing helps find
+        return f"unusable ({error})"
+
+
+def describe(path: Path) -> str:
+    """One line about a snapshot file: its position, and its size."""
+    if not is_snapshot(path):
+        return f"{path}: not a snapshot, left alone"
+    return f"{path}: {position(path)}, {path.stat().st_size / 2**20:.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> None:
