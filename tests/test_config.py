@@ -510,3 +510,16 @@ def test_the_synthetic_source_is_where_stage_synthesize_writes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["synthesize"]["outs"] == [SYNTHETIC_SOURCE]
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["source"] == SYNTHETIC_SOURCE
+
+
+def test_plan_notes_the_checkpoint_of_a_chunk_params_yaml_no_longer_has(tmp_path, params, capsys):
+    """A removed chunk's checkpoint stays (DVC deletes no output of a stage gone from dvc.yaml): make run's check
+    says so, where the user meets it."""
+    folder = tmp_path / "data/checkpoints"
+    folder.mkdir(parents=True)
+    for name in ("init", "c1", "c4"):
+        (folder / f"{name}.pt").write_bytes(b"")
+    plan.main(["--params", str(write_params(tmp_path / "params.yaml", params)), "--checkpoints", str(folder)])
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("plan: note")]
+    assert notes == [f"plan: note: {folder}/c4.pt is the checkpoint of chunk c4, which params.yaml no longer has;"
+                     f" DVC keeps it and its dvc.lock entry: `rm {folder}/c4.pt` if you removed the chunk for good"]
