@@ -11,15 +11,13 @@ import re
 import signal
 import sys
 import time
-from pathlib import Path
 
 import dvc.stage.run
 from dvc.cli import main as dvc_main
 from dvc.stage.exceptions import StageCmdFailedError
 
-from chunktrain.runner.stopping import StopSignals
-
 EXITED = re.compile(r"exited with (-?\d+)$")  # the end of DVC's StageCmdFailedError message
+STOPS = {128 + signal.SIGINT: signal.SIGINT, 128 + signal.SIGTERM: signal.SIGTERM}  # a stopped stage's exit codes
 
 
 class StageTimes:
@@ -36,8 +34,8 @@ class StageTimes:
                 return cmd_run(stage, *args, **kwargs)
             except StageCmdFailedError as error:
                 code = EXITED.search(str(error))
-                if code and int(code[1]) - 128 in {int(sig) for sig in StopSignals.SIGNALS}:
-                    self.stopped = stage.addressing, signal.Signals(int(code[1]) - 128)
+                if code and int(code[1]) in STOPS:
+                    self.stopped = stage.addressing, STOPS[int(code[1])]
                 raise
             finally:
                 self.times.append((stage.addressing, time.perf_counter() - started))
