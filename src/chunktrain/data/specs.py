@@ -111,6 +111,12 @@ class SyntheticSpec(Spec):
     seed: int | None
     synthetic: SyntheticParams | None
 
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "SyntheticSpec":
+        if (self.seed is None) != (self.synthetic is None):
+            raise ValueError("seed and synthetic: give both (the synthetic table) or neither (no table)")
+        return self
+
 
 class DataSpec(Spec):
     """Stage generate: the splits of data.source, shuffled by the seed, encoded for the task."""
