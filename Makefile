@@ -14,9 +14,10 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r requirements.txt
 	touch $@
 
+# src/run.py is `dvc repro`, then each stage's wall time; after Ctrl-C, where the chunk stopped, as the last line.
 run: setup
-	python src/plan.py --params params.yaml  # fail fast, before dvc builds the graph
-	dvc repro
+	python src/plan.py --params params.yaml --checkpoints data/checkpoints  # fail fast, before dvc builds the graph
+	python src/run.py
 	dvc metrics show
 
 # Two worker processes, each taking whole test files (their module and session fixtures stay in one process).
@@ -33,16 +34,10 @@ snapshots: setup
 clear-snapshots: setup
 	PYTHONPATH=src python -m chunktrain.runner.snapshots --clear
 
-# One row per experiment, best val_loss first: its best chunk and the params that differ; fits 120 columns
-# while few params differ. ALL=1: a row per chunk of every experiment instead (src/exps.py).
+# One row per experiment, best val_loss first: the chunks it trained, the last of them and its best chunk, each with
+# its val_loss, and the params that differ; within 120 columns. ALL=1: a row per chunk of every experiment instead.
 exps: setup
-ifdef ALL
-	@python src/exps.py
-else
-	@dvc exp show --csv --only-changed --drop 'Created|typ|parent|State|Executor|.*/|train_loss|test_mae|checkpoint' \
-	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
-	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
-endif
+	@python src/exps.py $(if $(ALL),--all)
 
 # Ratios to plain baselines measured in the same run; about 20 minutes. Writes metrics/bench_gpt.json (nanoGPT's
 # recipe, on ../shared/data/tinyshakespeare.txt) and metrics/bench.json. GPT="--steps 200": the recipe scaled down;

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from chunktrain.data.specs import SYNTHETIC_DEFAULT, DataParams, DataSpec, SyntheticParams, SyntheticSpec
+from chunktrain.data.specs import (SYNTHETIC_DEFAULT, SYNTHETIC_SOURCE, DataParams, DataSpec, SyntheticParams,
+                                   SyntheticSpec)
 from chunktrain.recipe.errors import PipelineError, brief, did_you_mean
 from chunktrain.recipe.specs import (BUILT_IN_MODELS, CHUNK_NAME, INIT, OWN_MODEL, ChunkSpec, DecayParams, Dtype,
                                      EvaluateSpec, InitSpec, ModelSpec, ScheduleParams, Section, Spec, Task,
@@ -249,8 +250,10 @@ def plan(params: Params) -> dict[str, Spec]:
                               nproc=params.train.inherited(name, "nproc"),
                               device=params.train.device)
               for name, chunk in params.train.chunks.items()}
+    synthetic = params.data.source == SYNTHETIC_SOURCE
     return {
-        "synthetic.json": SyntheticSpec(seed=params.seed, synthetic=params.synthetic),
+        "synthetic.json": SyntheticSpec(seed=params.seed if synthetic else None,
+                                        synthetic=params.synthetic if synthetic else None),
         "data.json": DataSpec(seed=params.seed, task=params.task, data=params.data),
         "init.json": init,
         "evaluate.json": EvaluateSpec(init=init, chunks=chunks),
