@@ -50,22 +50,29 @@ bench: setup
 plots: setup
 	python src/plots.py --out metrics/plots
 
+# What the user gives reaches the scripts through the environment, as typed: neither make nor the shell reads `$`,
+# quotes or spaces in it.
+predict sample: export CHECKPOINT_ARG = $(value CHECKPOINT)
+predict: export INPUT_ARG = $(value INPUT)
+predict: export OUTPUT_ARG = $(value OUTPUT)
+sample: export PROMPT_ARG = $(value PROMPT)
+
 # The checkpoint predict and sample use: CHECKPOINT=data/checkpoints/c2.pt, or by default the best chunk's.
-BEST = $(if $(CHECKPOINT),echo "$(CHECKPOINT)",python -c 'import json, pathlib, sys; best = pathlib.Path("metrics/best.json");\
-  print(json.loads(best.read_text())["checkpoint"]) if best.is_file() else sys.exit("error: no metrics/best.json yet:\
-  run make run, or give CHECKPOINT=data/checkpoints/<chunk>.pt")')
+BEST = if [ -n "$$CHECKPOINT_ARG" ]; then printf '%s\n' "$$CHECKPOINT_ARG"; else python -c 'import json, pathlib, sys;\
+  best = pathlib.Path("metrics/best.json"); print(json.loads(best.read_text())["checkpoint"]) if best.is_file() else\
+  sys.exit("error: no metrics/best.json yet: run make run, or give CHECKPOINT=data/checkpoints/<chunk>.pt")'; fi
 
 # make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=...]
 predict: setup
-	@checkpoint="$$($(BEST))" && python src/predict.py $(if $(INPUT),--input "$(INPUT)") \
-	  $(if $(OUTPUT),--output "$(OUTPUT)") --checkpoint "$$checkpoint"
+	@checkpoint="$$($(BEST))" && python src/predict.py $${INPUT_ARG:+--input "$$INPUT_ARG"} \
+	  $${OUTPUT_ARG:+--output "$$OUTPUT_ARG"} --checkpoint "$$checkpoint"
 
 # A language model's text: make sample [PROMPT="ROMEO:"] [TOKENS=500] [SEED=0] [CHECKPOINT=...]
 TOKENS ?= 500
 SEED ?= 0
 sample: setup
-	@checkpoint="$$($(BEST))" && python src/sample.py --checkpoint "$$checkpoint" $(if $(PROMPT),--prompt "$(PROMPT)") \
-	  --tokens $(TOKENS) --temperature 0.8 --top_k 20 --seed $(SEED)
+	@checkpoint="$$($(BEST))" && python src/sample.py --checkpoint "$$checkpoint" $${PROMPT_ARG:+--prompt "$$PROMPT_ARG"} \
+	  --tokens "$(TOKENS)" --temperature 0.8 --top_k 20 --seed "$(SEED)"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import dvc.api
+from dvc.exceptions import DvcException
 import pandas as pd
 import yaml
 
@@ -53,7 +54,7 @@ def chunk_scores(rev: str) -> dict[str, dict]:
     """metrics/chunks.json of `rev`: each chunk's scores; empty if it was not evaluated or is in no cache here."""
     try:
         text = Path(CHUNKS).read_text() if rev == "workspace" else dvc.api.read(CHUNKS, rev=rev)
-    except (OSError, dvc.api.DvcException):
+    except (OSError, DvcException):
         return {}
     return json.loads(text)
 

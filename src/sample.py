@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError("--prompt: give at least one character")
     if args.tokens < 1:
         raise PipelineError(f"--tokens {args.tokens}: give at least 1")
-    if not args.temperature > 0:
-        raise PipelineError(f"--temperature {args.temperature}: must be above 0")
+    if not 1e-3 <= args.temperature <= 1e3:  # outside, logits / temperature overflow or every draw is uniform
+        raise PipelineError(f"--temperature {args.temperature}: must be from 0.001 to 1000 (for the likeliest"
+                            " character every time, give --top_k 1)")
+    if not 0 <= args.seed < 2**64:  # what torch.Generator takes
+        raise PipelineError(f"--seed {args.seed}: must be from 0 to 2**64 - 1")
     if args.top_k is not None and args.top_k < 1:
         raise PipelineError(f"--top_k {args.top_k}: give at least 1")
     if "OMP_NUM_THREADS" not in os.environ:

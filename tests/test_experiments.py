@@ -93,3 +93,15 @@ def test_make_exps_all_prints_every_chunk_of_every_experiment(experiments):
     assert chunks["longer"] == {"c1", "c2", "c3", "c4"} and chunks["slower"] == {"c1", "c2", "c3"}
     losses = [float(row.split()[columns.index("val_loss")]) for row in rows]
     assert losses == sorted(losses)
+
+
+def test_make_exps_reads_a_revision_without_chunk_scores_as_none(monkeypatch):
+    """A commit before evaluate ran has no metrics/chunks.json: DVC's error, not a traceback (probe 30)."""
+    import exps
+    from dvc.exceptions import PathMissingError
+
+    def missing(path, rev):
+        raise PathMissingError(path, rev)
+
+    monkeypatch.setattr(exps.dvc.api, "read", missing)
+    assert exps.chunk_scores("abc123") == {}
