@@ -1,4 +1,5 @@
-"""Stage train in process: chunks continue bit for bit, resume from a snapshot, refuse a parent of another recipe."""
+"""Stage train in process: chunks continue bit for bit and keep their best round, resume from a snapshot, refuse a
+parent of another recipe."""
 
 import itertools
 import json
@@ -75,7 +76,9 @@ def test_a_chunk_keeps_its_best_round_bit_for_bit_and_continues_from_its_last(ov
     write_params(overfitting.params_path, params)
     stopped = load_checkpoint(overfitting.train("stopped"))
     c1 = load_checkpoint(overfitting.checkpoint("c1"))
-    assert c1[ckpt.BEST][ckpt.EPOCH] == 1  # a chunk's best is among its own rounds
+    assert c1[ckpt.BEST][ckpt.EPOCH] == 1  # a chunk's best is among its own rounds; here its last, stored once:
+    assert all(tensor.untyped_storage().data_ptr() == c1[ckpt.MODEL_STATE][key].untyped_storage().data_ptr()
+               for key, tensor in c1[ckpt.BEST][ckpt.MODEL_STATE].items())
     for kept in (whole, chunked):  # the whole run's best round, and the chunked one's (c2's first)
         assert kept[ckpt.BEST][ckpt.EPOCH] == 2
         for key, tensor in stopped[ckpt.MODEL_STATE].items():
@@ -87,21 +90,6 @@ def test_a_chunk_keeps_its_best_round_bit_for_bit_and_continues_from_its_last(ov
     assert same[0]["val_loss"] == stopped[ckpt.HISTORY][-1]["val_loss"] < chunks["c1"]["val_loss"]
     best = json.loads((overfitting.root / "metrics/best.json").read_text())
     assert (best["chunk"], best["epoch"]) == ("c2", 2)
-
-
-def test_a_resume_after_the_best_round_keeps_it_to_the_same_bytes(overfitting, params, monkeypatch):
-    params["train"].update(snapshot_every_steps=4, snapshot_every_seconds=None)
-    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 6}}  # 6 steps an epoch
-    write_params(overfitting.params_path, params)
-    overfitting.init()
-    uninterrupted = sha256(overfitting.train("c1"))
-    overfitting.checkpoint("c1").unlink()
-    with monkeypatch.context() as patch:
-        crash_at_step(patch, 22)  # the snapshot at step 20, in epoch 4, holds epoch 2 as the best
-        with pytest.raises(Crash):
-            overfitting.train("c1")
-    assert load_checkpoint(overfitting.root / ".resume/c1/snapshot.pt")[ckpt.BEST][ckpt.EPOCH] == 2
-    assert sha256(overfitting.train("c1")) == uninterrupted
 
 
 def test_the_shuffle_depends_on_seed_and_global_epoch_only():
@@ -220,3 +208,18 @@ def test_a_snapshot_of_another_recipe_is_not_resumed_from(snapshotting, params, 
     out = capsys.readouterr().out
     assert "skipping snapshot" in out and "it was taken with another spec" in out and "resuming" not in out
     assert [record["lr"] for record in c1[ckpt.HISTORY]] == [0.005, 0.005]
+
+
+def test_a_resume_after_the_best_round_keeps_it_to_the_same_bytes(overfitting, params, monkeypatch):
+    params["train"].update(snapshot_every_steps=4, snapshot_every_seconds=None)
+    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 6}}  # 6 steps an epoch
+    write_params(overfitting.params_path, params)
+    overfitting.init()
+    uninterrupted = sha256(overfitting.train("c1"))
+    overfitting.checkpoint("c1").unlink()
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 22)  # the snapshot at step 20, in epoch 4, holds epoch 2 as the best
+        with pytest.raises(Crash):
+            overfitting.train("c1")
+    assert load_checkpoint(overfitting.root / ".resume/c1/snapshot.pt")[ckpt.BEST][ckpt.EPOCH] == 2
+    assert sha256(overfitting.train("c1")) == uninterrupted
