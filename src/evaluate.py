@@ -8,7 +8,8 @@ import argparse
 import math
 from pathlib import Path
 
-from chunktrain.recipe.checkpoint import GLOBAL_STEP, HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage, load_checkpoint
+from chunktrain.recipe.checkpoint import (GLOBAL_STEP, HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage,
+                                          load_checkpoint)
 from chunktrain.recipe.specs import INIT, ChunkSpec, EvaluateSpec
 from chunktrain.recipe.errors import PipelineError, run_stage
 from chunktrain.recipe.files import write_json, write_rows

@@ -21,7 +21,7 @@ from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec, InitSpec
 from chunktrain.recipe.errors import PipelineError, brief
 from chunktrain.recipe.files import write_atomically
 
-FORMAT_VERSION = 6  # 6: BEST; 5: CRC-32s checked; 4: any model (arch and args), two optimizer groups, rounds; 3: LINEAGE
+FORMAT_VERSION = 6  # 6: BEST; 5: CRC-32s checked; 4: any model, two optimizer groups, rounds; 3: LINEAGE
 
 # The keys, defined once. The first four are the PyTorch checkpointing tutorial's.
 # Rounds completed in total, across all chunks: a table's epochs, or a text's rounds of train.eval_every steps.
