@@ -21,7 +21,7 @@ from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec, InitSpec
 from chunktrain.recipe.errors import PipelineError, brief
 from chunktrain.recipe.files import write_atomically
 
-FORMAT_VERSION = 5  # 5: CRC-32s checked; 4: any model (arch and args), two optimizer groups, rounds; 3: LINEAGE
+FORMAT_VERSION = 6  # 6: BEST; 5: CRC-32s checked; 4: any model, two optimizer groups, rounds; 3: LINEAGE
 
 # The keys, defined once. The first four are the PyTorch checkpointing tutorial's.
 # Rounds completed in total, across all chunks: a table's epochs, or a text's rounds of train.eval_every steps.
@@ -39,10 +39,15 @@ TRANSFORM = "transform"
 LINEAGE = "lineage"
 GLOBAL_STEP = "global_step"  # optimizer steps taken in total, across all chunks
 HISTORY = "history"  # one dict per round of the whole lineage: epoch (the round), step, train_loss, val_loss, lr, chunk
+# The chunk's own round with the lowest val loss (the earlier on a tie): {EPOCH: the round, MODEL_STATE: its weights},
+# what evaluate, predict and sample use; its losses are HISTORY's record of that round. None in init's checkpoint and
+# in a snapshot taken before the chunk's first round ended. The keys above stay the last round's, which a child
+# continues from.
+BEST = "best"
 VERSION = "format_version"
 
 KEYS = (EPOCH, MODEL_STATE, OPTIMIZER_STATE, LOSS, RNG_STATE, MODEL_CONFIG, TRANSFORM, LINEAGE, GLOBAL_STEP, HISTORY,
-        VERSION)
+        BEST, VERSION)
 
 
 class CheckpointError(PipelineError):
@@ -145,11 +150,30 @@ def load_checkpoint(path: str | Path, stage: str = "") -> dict:
         raise CheckpointError(path, f"lacks keys {sorted(missing)}", stage)
     if not isinstance(checkpoint[TRANSFORM], dict) or not isinstance(checkpoint[LINEAGE], dict):
         raise CheckpointError(path, "carries no data transform or lineage", stage)
+    if checkpoint[BEST] is not None and _best_record(checkpoint) is None:
+        raise CheckpointError(path, "names a best round that is not one of its chunk's rounds", stage)
     changed = changed_record(path)
     if changed:
         raise CheckpointError(path, f"was changed after it was written ({changed})",
                               stage or _stage(checkpoint[LINEAGE]), force=True)
     return checkpoint
+
+
+def best_round(checkpoint: dict) -> tuple[dict | None, dict]:
+    """The history record and the weights of the round a loaded checkpoint predicts with: its chunk's best round,
+    or init's weights (no record)."""
+    if checkpoint[BEST] is None:
+        return None, checkpoint[MODEL_STATE]
+    return _best_record(checkpoint), checkpoint[BEST][MODEL_STATE]
+
+
+def _best_record(checkpoint: dict) -> dict | None:
+    """HISTORY's record of BEST's round if it is a round of the checkpoint's own chunk and BEST holds weights."""
+    best, history = checkpoint[BEST], checkpoint[HISTORY]
+    if not isinstance(best, dict) or not isinstance(best.get(MODEL_STATE), dict) or not isinstance(history, list):
+        return None
+    return next((record for record in history if isinstance(record, dict) and record.get("epoch") == best.get(EPOCH)
+                 and record.get("chunk") == checkpoint[LINEAGE].get("chunk")), None)
 
 
 def changed_record(path: Path) -> str | None:
@@ -225,8 +249,8 @@ def restore_rng_state(state: dict) -> None:
 
 
 def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_config: dict, lineage: dict,
-                    global_step: int, history: list[dict], transform: dict) -> dict:
-    """Gather everything an exact continuation needs, under the keys above."""
+                    global_step: int, history: list[dict], transform: dict, best: dict | None = None) -> dict:
+    """Gather everything an exact continuation needs, under the keys above, and the best round's weights."""
     return {
         EPOCH: epoch,
         MODEL_STATE: model.state_dict(),
@@ -238,5 +262,6 @@ def make_checkpoint(model, optimizer, *, epoch: int, loss: float | None, model_c
         LINEAGE: lineage,
         GLOBAL_STEP: global_step,
         HISTORY: history,
+        BEST: best,
         VERSION: FORMAT_VERSION,
     }
