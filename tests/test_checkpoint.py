@@ -38,7 +38,7 @@ def test_round_trip_restores_every_key(tmp_path):
     original = make()
     save_checkpoint(original, tmp_path / "c1.pt")
     loaded = load_checkpoint(tmp_path / "c1.pt")
-    assert set(loaded) == set(ckpt.KEYS)
+    assert set(loaded) == {*ckpt.KEYS, ckpt.DIGEST}
     assert_same_state(loaded, original)
     for key in set(ckpt.KEYS) - {ckpt.MODEL_STATE, ckpt.OPTIMIZER_STATE, ckpt.RNG_STATE}:
         assert loaded[key] == original[key], key

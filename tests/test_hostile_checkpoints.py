@@ -2,6 +2,7 @@
 read-only disks. Each through the command a user types, asserting what lands on disk."""
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -10,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from chunktrain.recipe.checkpoint import LINEAGE, CheckpointError, load_checkpoint
 from chunktrain.testing import Project, new_project, sha256
@@ -124,6 +126,21 @@ def test_a_checkpoint_changed_in_place_is_refused_on_load(stages, tmp_path):
             load_checkpoint(path, stage)
         assert str(raised.value) == (f"{path} was changed after it was written (Bad CRC-32 for file 'archive/data/0');"
                                      " run `dvc repro -f -s train@c2` to rebuild it")
+
+
+def test_a_checkpoint_loaded_edited_and_saved_again_is_refused_on_load(stages, tmp_path):
+    """torch.save writes CRC-32s of its own: the weights x3 with the lineage kept (probe 59) pass the CRC check, not
+    the sha256 save_checkpoint took of the tensors."""
+    stages.train("c1")
+    path = stages.train("c2")
+    checkpoint = dict(load_checkpoint(path))
+    checkpoint["model_state_dict"] = {key: value * 3 for key, value in checkpoint["model_state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "edited.pt")  # not over the file its tensors are memory-mapped from
+    os.replace(tmp_path / "edited.pt", path)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} was changed after it was written (its tensors are not those its sha256 was taken of: loaded,"
+            " edited and saved again?); run `dvc repro -f -s train@c2` to rebuild it")):
+        load_checkpoint(path, "train@c2")
 
 
 @slow

@@ -8,6 +8,7 @@ import time
 
 import psutil
 import pytest
+import torch
 
 from chunktrain.recipe import checkpoint as ckpt
 from chunktrain.recipe.checkpoint import load_checkpoint
@@ -77,15 +78,16 @@ def test_a_corrupt_snapshot_is_skipped_with_a_warning(interrupted):
 
 @pytest.mark.slow
 def test_a_snapshot_saved_again_with_other_weights_is_not_resumed_from(interrupted):
-    """Loaded, its weights scaled, saved whole with its lineage and position kept (probe 31): a consistent file
-    whose CRCs are right, but not the tensors its digest was taken of."""
+    """Loaded, its weights scaled, saved whole by torch.save with its lineage and position kept (probe 31): a
+    consistent file whose CRC-32s are right, but not the tensors its sha256 was taken of."""
     project, uninterrupted = interrupted
     snapshot = dict(load_checkpoint(project.path / SNAPSHOT))
     snapshot[ckpt.MODEL_STATE] = {key: value * 100 for key, value in snapshot[ckpt.MODEL_STATE].items()}
-    ckpt.save_checkpoint(snapshot, project.path / SNAPSHOT)
+    torch.save(snapshot, project.path / "edited.pt")  # not over the file its tensors are memory-mapped from
+    os.replace(project.path / "edited.pt", project.path / SNAPSHOT)
     output = rerun_c2(project).stdout
-    assert (f"warning: skipping snapshot {SNAPSHOT}: its tensors are not those it was written with (their sha256"
-            " differs: saved again after an edit, or damaged)") in output and "resuming" not in output
+    assert (f"warning: skipping corrupt snapshot {SNAPSHOT}: {SNAPSHOT} was changed after it was written (its tensors"
+            " are not those its sha256 was taken of") in output and "resuming" not in output
     assert sha256(project.path / C2) == uninterrupted
 
 

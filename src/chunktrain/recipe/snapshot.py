@@ -6,7 +6,6 @@ A snapshot's lineage is the one the finished chunk will carry, and it is used on
 runner's (runner/snapshots.py).
 """
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,34 +15,13 @@ from chunktrain.recipe.checkpoint import (BEST, EPOCH, GLOBAL_STEP, HISTORY, LIN
                                           load_checkpoint, save_checkpoint)
 from chunktrain.recipe.loop import Position
 
-RESUME = "resume"  # snapshots only: {epoch, batch, loss_sum, step, digest}
+RESUME = "resume"  # snapshots only: {epoch, batch, loss_sum, step}
 
 
 def save_snapshot(path: Path, checkpoint: dict, position: Position, step: int) -> None:
     """Write checkpoint + position over the previous snapshot, atomically."""
     save_checkpoint({**checkpoint, RESUME: {"epoch": position.epoch, "batch": position.batch,
-                                            "loss_sum": position.loss_sum, "step": step,
-                                            "digest": digest(checkpoint)}}, path)
-
-
-def digest(checkpoint: dict) -> str:
-    """sha256 of every tensor in the checkpoint with where it sits (0.6 s a GiB here). A snapshot, which no DVC hash
-    covers, carries its own: one loaded, edited and saved again keeps the old digest and is not resumed from."""
-    hasher = hashlib.sha256()
-
-    def walk(value, where: str) -> None:
-        if isinstance(value, torch.Tensor):
-            hasher.update(f"{where} {value.dtype} {tuple(value.shape)};".encode())
-            hasher.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        elif isinstance(value, dict):
-            for key in sorted(value, key=str):
-                walk(value[key], f"{where}/{key}")
-        elif isinstance(value, (list, tuple)):
-            for index, item in enumerate(value):
-                walk(item, f"{where}/{index}")
-
-    walk(checkpoint, "")
-    return hasher.hexdigest()
+                                            "loss_sum": position.loss_sum, "step": step}}, path)
 
 
 def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, parent: dict, rounds: int,
@@ -64,10 +42,6 @@ def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, pare
             raise KeyError(f"no {RESUME!r} position: a checkpoint, not a snapshot")
     except (CheckpointError, KeyError) as error:
         log(f"warning: skipping corrupt snapshot {path}: {str(error)[:200]}")
-        return None
-    if snapshot[RESUME].get("digest") != digest({key: value for key, value in snapshot.items() if key != RESUME}):
-        log(f"warning: skipping snapshot {path}: its tensors are not those it was written with (their sha256"
-            " differs: saved again after an edit, or damaged)")
         return None
     saved = snapshot[LINEAGE]
     threads = saved.get("threads")
