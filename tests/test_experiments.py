@@ -19,7 +19,8 @@ def experiments(reproduced, tmp_path_factory) -> Project:
     project.dvc("exp", "run", "--queue", "-n", "longer", "-S", "+train.chunks.c4={from: c3, epochs: 1}")
     project.dvc("exp", "run", "--queue", "-n", "slower", "-S", "+train.chunks.c3.lr=0.001")
     try:
-        project.dvc("exp", "run", "--run-all", "-j", "2")  # waits for the experiments; stop_queue ends the workers
+        # Waits for the experiments, not for the workers: DVC can leave one running for good (see stop_queue).
+        project.dvc("exp", "run", "--run-all", "-j", "2", timeout=500)
         yield project
     finally:
         stop_queue(project)

@@ -277,7 +277,7 @@ def test_the_queue_runs_two_experiments_chunks_as_two_jobs_at_once(cluster, tmp_
     watcher.start()
     try:
         # Waits for both experiments, not for the workers: DVC can leave one running for good (see stop_queue).
-        project.dvc("exp", "run", "--run-all", "-j", "2", env={"CHUNKTRAIN_TEST_SLEEP": "0.3"})
+        project.dvc("exp", "run", "--run-all", "-j", "2", env={"CHUNKTRAIN_TEST_SLEEP": "0.3"}, timeout=500)
     finally:
         done.set()
         watcher.join()
