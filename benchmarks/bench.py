@@ -257,7 +257,7 @@ def stage_vs_plain(work: Path, n_samples: int = 80_000, epochs: int = STAGE_EPOC
 
 def epoch_rates(output: str) -> list[float]:
     """samples/s of each epoch, from a table chunk's progress lines ("train@c1 epoch 2/15: ... 1,234 samples/s")."""
-    rates = re.findall(r"^train@\S+ epoch \d+/\d+: .* ([\d,]+) samples/s$", output, re.MULTILINE)
+    rates = re.findall(r"^train@\S+ epoch \d+/\d+: .* ([\d,]+) samples/s(?:, \S+ left)?$", output, re.MULTILINE)
     return [float(rate.replace(",", "")) for rate in rates]
 
 

@@ -158,7 +158,7 @@ def seeded_val_loss(checkpoint: dict, state: dict, dataset: Path, count: int, se
 
 def in_loop_rates(output: str) -> list[float]:
     """tokens/s of each round, from the stage's progress lines ("train@c1 step 250: ... 1,234 windows/s")."""
-    rates = re.findall(r"^train@\S+ step \d+: .* ([\d,]+) windows/s$", output, re.MULTILINE)
+    rates = re.findall(r"^train@\S+ step \d+: .* ([\d,]+) windows/s(?:, \S+ left)?$", output, re.MULTILINE)
     return [float(rate.replace(",", "")) * RECIPE["block_size"] for rate in rates]
 
 
