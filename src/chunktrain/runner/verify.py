@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         copy = Copy(Path(folder), name, files, spec, recorded, end, total)
         results = {"whole": copy.whole(), "halves": copy.halves(), "killed": copy.killed()}
     here = next((result.checkpoint[LINEAGE] for result in results.values() if result.checkpoint), None)
+    same = here and all(here.get(part) == recorded.get(part) for part in PLATFORM)
     print(f"platform: {describe(here) if here else 'unknown (no way trained)'};"
-          + (" the checkpoint's own" if here and here["id"] == recorded["id"]
-             else f" {files.out} was trained on {describe(recorded)}"))
+          + (" the checkpoint's own" if same else f" {files.out} was trained on {describe(recorded)}"))
     whole = results["whole"].checkpoint
     failures = 0
     for way, result in results.items():
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             verdict = history_comparison(reference, result.checkpoint, files.out.name, parent[EPOCH])
         else:
             verdict = comparison(whole, result.checkpoint, "the whole way") if whole else "not compared"
-        identical = verdict.startswith("identical")
-        failures += not identical
+        failures += verdict.startswith(("DIFFERS", "FAILED", "not compared"))
         print(f"{way + ':':8} {verdict}" + (f"; {result.how}" if result.checkpoint and result.how else ""))
     if failures:
         print(f"likely cause: {cause(results, reference, spec, files, parent)}")
@@ -197,7 +196,7 @@ def history_comparison(reference: dict, actual: dict, what: str, parent_rounds: 
             return f"DIFFERS from {what} at {difference[0]} ({difference[1]})"
         return (f"identical to {what}'s first {len(done)} rounds of history, the reference the other two are"
                 " compared with")
-    return "trained; no round ends within these steps, so it is only the reference the other two are compared with"
+    return f"no round of {what}'s history ends within these steps: the reference the other two are compared with"
 
 
 def first_difference(expected, actual, where: str = "") -> tuple[str, str] | None:
