@@ -105,7 +105,7 @@ def test_verify_names_a_draw_from_pythons_global_random_in_the_users_model(tmp_p
     project = trained(tmp_path, params, monkeypatch, model=NOISY_MODEL)
     code, out = verify_exit(project, capsys, "--steps", "6")
     assert code == 1, out
-    assert "steps 1..6 of its 50" in out.splitlines()[0]
+    assert "three ways (steps 1..6 of its 50)" in out.splitlines()[0]
     assert re.search(r"^whole: +no round of c2.pt's history ends within these steps", out, re.MULTILINE), out
     assert re.search(r"^halves: +DIFFERS from the whole way at model_state_dict\.weight \(largest difference",
                      out, re.MULTILINE), out

@@ -62,28 +62,31 @@ def main(argv: list[str] | None = None) -> None:
     if end < 1:
         raise PipelineError("--steps: give at least 1 step")
     recorded = reference[LINEAGE]
-    print(f"verify {name}: trained again from {files.parent(spec)}, steps 1..{end} of its {total}, three ways,"
-          f" each compared with {files.out}" + ("" if end == total else "'s history and the whole way"))
+    print(f"verify {name}: training it again from {files.parent(spec)} three ways (steps 1..{end}"
+          + (f", all of it), each compared with {files.out}" if end == total
+             else f" of its {total}), each compared with {files.out}'s history and the whole way"), flush=True)
     with tempfile.TemporaryDirectory(prefix=f"verify-{name}-") as folder:
         copy = Copy(Path(folder), name, files, spec, recorded, end, total)
-        results = {"whole": copy.whole(), "halves": copy.halves(), "killed": copy.killed()}
-    here = next((result.checkpoint[LINEAGE] for result in results.values() if result.checkpoint), None)
-    same = here and all(here.get(part) == recorded.get(part) for part in PLATFORM)
-    print(f"platform: {describe(here) if here else 'unknown (no way trained)'};"
-          + (" the checkpoint's own" if same else f" {files.out} was trained on {describe(recorded)}"))
-    whole = results["whole"].checkpoint
-    failures = 0
-    for way, result in results.items():
-        if result.checkpoint is None:
-            verdict = f"FAILED: {result.how}"
-        elif end == total:
-            verdict = comparison(reference, result.checkpoint, files.out.name)
-        elif way == "whole":
-            verdict = history_comparison(reference, result.checkpoint, files.out.name, parent[EPOCH])
-        else:
-            verdict = comparison(whole, result.checkpoint, "the whole way") if whole else "not compared"
-        failures += verdict.startswith(("DIFFERS", "FAILED", "not compared"))
-        print(f"{way + ':':8} {verdict}" + (f"; {result.how}" if result.checkpoint and result.how else ""))
+        first = copy.whole()
+        whole = first.checkpoint
+        here = whole[LINEAGE] if whole else None
+        same = here and all(here.get(part) == recorded.get(part) for part in PLATFORM)
+        print(f"platform: {describe(here) if here else 'unknown (the whole way failed)'};"
+              + (" the checkpoint's own" if same else f" {files.out} was trained on {describe(recorded)}"), flush=True)
+        results, failures = {}, 0
+        for way, train in (("whole", lambda: first), ("halves", copy.halves), ("killed", copy.killed)):
+            result = results[way] = train()
+            if result.checkpoint is None:
+                verdict = f"FAILED: {result.how}"
+            elif end == total:
+                verdict = comparison(reference, result.checkpoint, files.out.name)
+            elif way == "whole":
+                verdict = history_comparison(reference, result.checkpoint, files.out.name, parent[EPOCH])
+            else:
+                verdict = comparison(whole, result.checkpoint, "the whole way") if whole else "not compared"
+            failures += verdict.startswith(("DIFFERS", "FAILED", "not compared"))
+            print(f"{way + ':':8} {verdict}" + (f"; {result.how}" if result.checkpoint and result.how else ""),
+                  flush=True)
     if failures:
         print(f"likely cause: {cause(results, reference, spec, files, parent)}")
         sys.exit(1)
