@@ -14,9 +14,10 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r requirements.txt
 	touch $@
 
+# src/run.py is `dvc repro`, then each stage's wall time; after Ctrl-C, where the chunk stopped, as the last line.
 run: setup
-	python src/plan.py --params params.yaml  # fail fast, before dvc builds the graph
-	dvc repro
+	python src/plan.py --params params.yaml --checkpoints data/checkpoints  # fail fast, before dvc builds the graph
+	python src/run.py
 	dvc metrics show
 
 # Two worker processes, each taking whole test files (their module and session fixtures stay in one process).
@@ -39,16 +40,10 @@ verify: setup
 	PYTHONPATH=src python -m chunktrain.runner.verify $(or $(CHUNK),$(error give the chunk: make verify CHUNK=c2)) \
 	  $(if $(STEPS),--steps $(STEPS))
 
-# One row per experiment, best val_loss first: its best chunk and the params that differ; fits 120 columns
-# while few params differ. ALL=1: a row per chunk of every experiment instead (src/exps.py).
+# One row per experiment, best val_loss first: the chunks it trained, the last of them and its best chunk, each with
+# its val_loss, and the params that differ; within 120 columns. ALL=1: a row per chunk of every experiment instead.
 exps: setup
-ifdef ALL
-	@python src/exps.py
-else
-	@dvc exp show --csv --only-changed --drop 'Created|typ|parent|State|Executor|.*/|train_loss|test_mae|checkpoint' \
-	  --keep '(chunk|epoch|val_loss|test_mse)$$' --sort-by metrics/best.json:val_loss --precision 4 \
-	  | sed 's/train\.chunks\./chunks./g' | column -s, -t
-endif
+	@python src/exps.py $(if $(ALL),--all)
 
 # Ratios to plain baselines measured in the same run; about 20 minutes. Writes metrics/bench_gpt.json (nanoGPT's
 # recipe, on ../shared/data/tinyshakespeare.txt) and metrics/bench.json. GPT="--steps 200": the recipe scaled down;
@@ -61,22 +56,29 @@ bench: setup
 plots: setup
 	python src/plots.py --out metrics/plots
 
+# What the user gives reaches the scripts through the environment, as typed: neither make nor the shell reads `$`,
+# quotes or spaces in it.
+predict sample: export CHECKPOINT_ARG = $(value CHECKPOINT)
+predict: export INPUT_ARG = $(value INPUT)
+predict: export OUTPUT_ARG = $(value OUTPUT)
+sample: export PROMPT_ARG = $(value PROMPT)
+
 # The checkpoint predict and sample use: CHECKPOINT=data/checkpoints/c2.pt, or by default the best chunk's.
-BEST = $(if $(CHECKPOINT),echo "$(CHECKPOINT)",python -c 'import json, pathlib, sys; best = pathlib.Path("metrics/best.json");\
-  print(json.loads(best.read_text())["checkpoint"]) if best.is_file() else sys.exit("error: no metrics/best.json yet:\
-  run make run, or give CHECKPOINT=data/checkpoints/<chunk>.pt")')
+BEST = if [ -n "$$CHECKPOINT_ARG" ]; then printf '%s\n' "$$CHECKPOINT_ARG"; else python -c 'import json, pathlib, sys;\
+  best = pathlib.Path("metrics/best.json"); print(json.loads(best.read_text())["checkpoint"]) if best.is_file() else\
+  sys.exit("error: no metrics/best.json yet: run make run, or give CHECKPOINT=data/checkpoints/<chunk>.pt")'; fi
 
 # make predict INPUT=new.csv OUTPUT=predictions.csv [CHECKPOINT=...]
 predict: setup
-	@checkpoint="$$($(BEST))" && python src/predict.py $(if $(INPUT),--input "$(INPUT)") \
-	  $(if $(OUTPUT),--output "$(OUTPUT)") --checkpoint "$$checkpoint"
+	@checkpoint="$$($(BEST))" && python src/predict.py $${INPUT_ARG:+--input "$$INPUT_ARG"} \
+	  $${OUTPUT_ARG:+--output "$$OUTPUT_ARG"} --checkpoint "$$checkpoint"
 
 # A language model's text: make sample [PROMPT="ROMEO:"] [TOKENS=500] [SEED=0] [CHECKPOINT=...]
 TOKENS ?= 500
 SEED ?= 0
 sample: setup
-	@checkpoint="$$($(BEST))" && python src/sample.py --checkpoint "$$checkpoint" $(if $(PROMPT),--prompt "$(PROMPT)") \
-	  --tokens $(TOKENS) --temperature 0.8 --top_k 20 --seed $(SEED)
+	@checkpoint="$$($(BEST))" && python src/sample.py --checkpoint "$$checkpoint" $${PROMPT_ARG:+--prompt "$$PROMPT_ARG"} \
+	  --tokens "$(TOKENS)" --temperature 0.8 --top_k 20 --seed "$(SEED)"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="the dataset folder generate wrote")
     parser.add_argument("--chunks", type=Path, required=True, help="JSON file: every chunk's losses and test scores")
     parser.add_argument("--best", type=Path, required=True, help="JSON file: the chunk with the lowest val_loss")
-    parser.add_argument("--curves", type=Path, required=True, help="CSV file: every branch's losses and lr by step")
+    parser.add_argument("--curves", type=Path, required=True, help="CSV file: every branch's losses by round and lr by step")
     args = parser.parse_args(argv)
     spec, dataset = EvaluateSpec.read(args.spec), read_dataset(args.dataset)
     test = None if dataset.is_text else dataset.split("test")
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     scores = {name: score(current(name), args.checkpoints / f"{name}.pt", test) for name in spec.chunks}
 
     write_summary(scores, args.chunks, args.best)
-    write_rows(args.curves, tree_curves(spec.leaves(), {name: checkpoints[name][HISTORY] for name in spec.chunks}),
-               CURVE_COLUMNS)
+    histories = {name: checkpoints[name][HISTORY] for name in spec.chunks}
+    write_rows(args.curves, tree_curves(spec.leaves(), histories, spec.chunks), CURVE_COLUMNS)
 
 
 def load_current(path: Path, spec: ChunkSpec, parent: dict, dataset_id: str) -> dict:

@@ -8,7 +8,7 @@ import torch
 from chunktrain.recipe.checkpoint import code_id, lineage, make_checkpoint, save_checkpoint
 from chunktrain.recipe.specs import InitSpec
 from chunktrain.recipe.errors import PipelineError, run_stage
-from chunktrain.recipe.model import build_model, build_optimizer, model_config
+from chunktrain.recipe.model import build_model, build_optimizer, check_built, model_config
 from chunktrain.recipe.splits import read_dataset
 
 CODE = ("init.py", "chunktrain/recipe", "models")  # under src/: its code deps in dvc.yaml
@@ -26,10 +26,8 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.dataset} was not written for model.task {spec.model.task}; run `dvc repro`")
     torch.manual_seed(spec.seed)
     config = model_config(spec.model, dataset.transform)
-    try:
-        model = build_model(config)
-    except (TypeError, ValueError) as error:  # what a builder raises for arguments it cannot use
-        raise PipelineError(f"model.args: {spec.model.arch} cannot build from {spec.model.args}: {error}") from None
+    model = build_model(config)
+    check_built(model, config)
     optimizer = build_optimizer(model, config)
     record = lineage(spec, None, dataset.id, code_id(Path(__file__).parent, *CODE))
     save_checkpoint(make_checkpoint(model, optimizer, epoch=0, loss=None, model_config=config, lineage=record,

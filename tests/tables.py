@@ -36,7 +36,6 @@ TARGET = {"classification": "species", "regression": "price"}
 def own_params(params: dict, task: str, source: str) -> dict:
     params["data"] = {"source": source, "target": TARGET[task], "features": FEATURES[task], "val_fraction": 0.2,
                       "test_fraction": 0.2}
-    params["synthetic"]["n_samples"] = 50  # stage synthesize still runs; its table goes unused
     params["model"]["task"] = task
     params["train"]["batch_size"] = 32
     return params

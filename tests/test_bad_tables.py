@@ -1,6 +1,7 @@
 """Each bad table is one line and nothing written: at generate (data.source) and at prediction (--input)."""
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -56,6 +57,12 @@ BAD = [
      r"target column 'species' holds float64 values; a classification target must be class labels"),
     ("regression", lambda: classification_table(rows=60).rename(columns={"species": "price"}),
      {"features": ["width", "weight"]}, r"target column 'price' is not numeric .* model.task is regression"),
+    ("regression", _regression(lambda f: f.rename(columns={"rooms": "prediction"}, inplace=True)), {"features": None},
+     r"tables/t.csv: feature column 'prediction' has a name predict writes its output under \(prediction,"
+     r" proba_<class>\); rename the column, or list it in data.exclude"),
+    ("regression", _regression(lambda f: f.__setitem__("price", f["price"] * 1e200)), {},
+     r"target column 'price' spreads too far to report an MSE in its units \(std 1.49e\+203, at most 1e\+100\);"
+     r" divide it by a power of ten"),
 ]
 
 
@@ -94,6 +101,17 @@ def test_bad_prediction_input_is_one_line_and_writes_nothing(checkpoint, tmp_pat
         predict.main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "new.csv"),
                       "--output", str(tmp_path / "out.csv")])
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_prediction_input_that_is_no_regular_file_is_named_so(checkpoint, tmp_path):
+    """A FIFO would block the reader, a link to /dev/zero never end: neither is "not found"."""
+    os.mkfifo(tmp_path / "new.csv")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    for name in ("new.csv", "zero.csv"):
+        with pytest.raises(PipelineError, match=rf"^--input {tmp_path / name} is not a regular file \(a folder, a"
+                                                rf" FIFO, a device, ...\)$"):
+            predict.main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / name), "--output",
+                          str(tmp_path / "out.csv")])
 
 
 def test_data_exclude_leaves_columns_out_of_every_column_but_the_target(tmp_path, params):

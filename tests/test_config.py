@@ -1,6 +1,7 @@
 """params.yaml's schema, read as DVC reads it, and the spec files stage plan writes from it."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -360,6 +361,27 @@ def test_a_params_edit_changes_only_the_specs_of_the_stages_it_affects(tmp_path,
     assert {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)} == changed
 
 
+@pytest.mark.parametrize("edit, changed", [
+    (lambda p: p.update(seed=1), {"data.json", "init.json", "evaluate.json", *CHUNKS}),
+    (lambda p: p["synthetic"].update(n_samples=50), set()),
+    (lambda p: p["data"].update(source="data/other.csv"), {"data.json"}),
+    (lambda p: p["data"].update(source=SYNTHETIC_SOURCE), {"synthetic.json", "data.json"}),
+])
+def test_the_synthetic_spec_changes_only_while_data_source_is_the_synthetic_table(tmp_path, params, edit, changed):
+    """With an own table nothing reads synthesize's output: its spec is empty, and only moving data.source to or
+    from the synthetic table changes it."""
+    (tmp_path / "data").mkdir()
+    for name in ("own.csv", "other.csv"):
+        (tmp_path / "data" / name).write_text("x,y\n1,2\n")
+    params["data"]["source"] = "data/own.csv"
+    path = write_params(tmp_path / "params.yaml", params)
+    before = planned(path, tmp_path / "plan")
+    assert json.loads(before["synthetic.json"]) == {"seed": None, "synthetic": None}
+    edit(params)
+    after = planned(write_params(path, params), tmp_path / "plan")
+    assert {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)} == changed
+
+
 def test_a_removed_chunk_leaves_no_spec_and_a_comment_changes_none(tmp_path, params):
     path = write_params(tmp_path / "params.yaml", params)
     before = planned(path, tmp_path / "plan")
@@ -488,3 +510,16 @@ def test_the_synthetic_source_is_where_stage_synthesize_writes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["synthesize"]["outs"] == [SYNTHETIC_SOURCE]
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["source"] == SYNTHETIC_SOURCE
+
+
+def test_plan_notes_the_checkpoint_of_a_chunk_params_yaml_no_longer_has(tmp_path, params, capsys):
+    """A removed chunk's checkpoint stays (DVC deletes no output of a stage gone from dvc.yaml): make run's check
+    says so, where the user meets it."""
+    folder = tmp_path / "data/checkpoints"
+    folder.mkdir(parents=True)
+    for name in ("init", "c1", "c4"):
+        (folder / f"{name}.pt").write_bytes(b"")
+    plan.main(["--params", str(write_params(tmp_path / "params.yaml", params)), "--checkpoints", str(folder)])
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("plan: note")]
+    assert notes == [f"plan: note: {folder}/c4.pt is the checkpoint of chunk c4, which params.yaml no longer has;"
+                     f" DVC keeps it and its dvc.lock entry: `rm {folder}/c4.pt` if you removed the chunk for good"]

@@ -47,18 +47,30 @@ def test_plots_diff_overlays_experiments_with_other_chunks_in_one_chart(experime
     assert branches == {("HEAD", "c3"), ("longer", "c4"), ("slower", "c3")}
 
 
-def test_make_exps_prints_one_row_per_experiment_best_val_loss_first(experiments):
+def make_exps(experiments: Project, *args: str) -> list[str]:
     shutil.copy(ROOT / "Makefile", experiments.path / "Makefile")
-    table = experiments.run("make", "--no-print-directory", "-o", ".venv/.installed", "exps").stdout.splitlines()
-    header, *rows = table
+    shutil.copy(ROOT / "src/exps.py", experiments.path / "src/exps.py")
+    return experiments.run("make", "--no-print-directory", "-o", ".venv/.installed", "exps", *args).stdout.splitlines()
+
+
+def test_make_exps_shows_the_chunks_each_experiment_trained_its_last_and_its_best_in_120_columns(experiments):
+    table = make_exps(experiments)
     assert max(len(line) for line in table) <= 120, "\n".join(table)
-    columns = header.split()
-    assert {"Experiment", "chunk", "epoch", "val_loss", "test_mse"} <= set(columns), header
-    assert {"chunks.c3.lr", "chunks.c4.from", "chunks.c4.epochs"} <= set(columns), header  # the params that differ
+    header, *rows = table
+    assert header.split() == ["Experiment", "trained", "last", "val_loss", "test_mse", "best", "val_loss", "test_mse",
+                              "params", "that", "differ"], header
     by_name = {row.split()[0]: row.split() for row in rows}
-    assert {"longer", "slower"} <= set(by_name)
-    losses = [float(by_name[name][columns.index("val_loss")]) for name in by_name if name in ("longer", "slower")]
-    assert losses == sorted(losses)
+    longer, slower = by_name["longer"], by_name["slower"]
+    # what each added or changed, with its own loss, whichever chunk is its best
+    assert longer[1:3] == ["c4", "c4"] and longer[8:] == ["chunks.c4={from:", "c3,", "epochs:", "1}"], longer
+    assert slower[1:3] == ["c3", "c3"] and slower[8:] == ["chunks.c3.lr=0.001"], slower
+    header_all, *rows_all = make_exps(experiments, "ALL=1")
+    every = {(row.split()[0], row.split()[1]): row.split() for row in rows_all}
+    val_loss = header_all.split().index("val_loss")
+    assert float(longer[3]) == float(every[("longer", "c4")][val_loss])
+    assert float(longer[6]) == min(float(row[val_loss]) for (name, _), row in every.items() if name == "longer")
+    best = [float(by_name[row.split()[0]][6]) for row in rows]
+    assert best == sorted(best)  # best val_loss first
 
 
 def test_exp_apply_leaves_only_the_applied_experiments_results(experiments, tmp_path):
@@ -72,10 +84,7 @@ def test_exp_apply_leaves_only_the_applied_experiments_results(experiments, tmp_
 
 
 def test_make_exps_all_prints_every_chunk_of_every_experiment(experiments):
-    shutil.copy(ROOT / "Makefile", experiments.path / "Makefile")
-    shutil.copy(ROOT / "src/exps.py", experiments.path / "src/exps.py")
-    header, *rows = experiments.run("make", "--no-print-directory", "-o", ".venv/.installed", "exps",
-                                    "ALL=1").stdout.splitlines()
+    header, *rows = make_exps(experiments, "ALL=1")
     columns = header.split()
     assert columns[:2] == ["Experiment", "chunk"] and "val_loss" in columns, header
     chunks = {}
@@ -84,3 +93,15 @@ def test_make_exps_all_prints_every_chunk_of_every_experiment(experiments):
     assert chunks["longer"] == {"c1", "c2", "c3", "c4"} and chunks["slower"] == {"c1", "c2", "c3"}
     losses = [float(row.split()[columns.index("val_loss")]) for row in rows]
     assert losses == sorted(losses)
+
+
+def test_make_exps_reads_a_revision_without_chunk_scores_as_none(monkeypatch):
+    """A commit before evaluate ran has no metrics/chunks.json: DVC's error, not a traceback (probe 30)."""
+    import exps
+    from dvc.exceptions import PathMissingError
+
+    def missing(path, rev):
+        raise PathMissingError(path, rev)
+
+    monkeypatch.setattr(exps.dvc.api, "read", missing)
+    assert exps.chunk_scores("abc123") == {}

@@ -121,6 +121,9 @@ def test_sample_script_prints_the_prompt_and_the_text(tmp_path, capsys):
 @pytest.mark.parametrize("option, match", [(["--prompt", "aZbY"], r"'YZ' not in the model's vocabulary \(11 char"),
                                            (["--tokens", "0"], "--tokens 0"),
                                            (["--temperature", "0"], "--temperature 0"),
+                                           (["--temperature", "1e-45"], r"--temperature 1e-45: must be from 0.001"),
+                                           (["--seed", str(2**64)], r"--seed 18446744073709551616: must be from 0"),
+                                           (["--seed", "-1"], r"--seed -1: must be from 0 to 2\*\*64 - 1"),
                                            (["--top_k", "0"], "--top_k 0")])
 def test_sample_script_refuses_bad_options(tmp_path, option, match):
     with pytest.raises(PipelineError, match=match):

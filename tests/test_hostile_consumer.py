@@ -284,16 +284,24 @@ def test_a_forged_language_model_is_one_line_at_sample(tmp_path, capsys):
     refused(capsys, lambda: sample_script.main(["--checkpoint", str(tmp_path / "forged.pt"), "--tokens", "5"]),
             r"forged.pt holds no usable model \(model_config.args: .* do not fit gpt: missing a required argument")
 
+    def repeat_a_character(checkpoint):  # two ids of one character: the text would decode wrong
+        vocab = checkpoint[ckpt.TRANSFORM]["vocab"]
+        vocab[1] = vocab[0]
+
+    forge(stages.checkpoint("init"), tmp_path / "repeated.pt", repeat_a_character)
+    refused(capsys, lambda: sample_script.main(["--checkpoint", str(tmp_path / "repeated.pt"), "--tokens", "5"]),
+            r"repeated.pt holds no usable model \(transform: character '.+' appears more than once\)")
+
 
 @pytest.mark.slow  # make starts a fresh python, which takes seconds to import torch
-def test_make_predict_takes_paths_with_spaces(regressor, tmp_path):
+def test_make_predict_takes_paths_as_typed_with_spaces_dollars_and_quotes(regressor, tmp_path):
     shutil.copy(ROOT / "Makefile", tmp_path)
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "my checkpoints").mkdir()
-    shutil.copy(regressor, tmp_path / "my checkpoints/init 1.pt")
-    regression_table(rows=5).to_csv(tmp_path / "a b.csv", index=False)
-    result = subprocess.run(["make", "-o", ".venv/.installed", "predict", "INPUT=a b.csv", "OUTPUT=out put.csv",
-                             "CHECKPOINT=my checkpoints/init 1.pt"], cwd=tmp_path, env=project_env(), text=True,
-                            capture_output=True)
+    (tmp_path / "my $HOME").mkdir()
+    shutil.copy(regressor, tmp_path / "my $HOME/init 1.pt")
+    regression_table(rows=5).to_csv(tmp_path / 'price$2023 "a".csv', index=False)
+    result = subprocess.run(["make", "-o", ".venv/.installed", "predict", 'INPUT=price$2023 "a".csv',
+                             "OUTPUT=out put`id`.csv", "CHECKPOINT=my $HOME/init 1.pt"], cwd=tmp_path,
+                            env=project_env(), text=True, capture_output=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(pd.read_csv(tmp_path / "out put.csv")) == 5
+    assert len(pd.read_csv(tmp_path / "out put`id`.csv")) == 5

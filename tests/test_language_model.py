@@ -14,7 +14,7 @@ from chunktrain.recipe.checkpoint import load_checkpoint
 from chunktrain.data.specs import DataParams
 from chunktrain.params import load_params
 from chunktrain.recipe.errors import PipelineError
-from chunktrain.recipe.gpt import gpt
+from chunktrain.recipe.gpt import gpt, sample
 from chunktrain.recipe.model import decay_groups
 from chunktrain.recipe.splits import Tokens, read_dataset
 from chunktrain.recipe.tasks import LanguageModel
@@ -156,6 +156,15 @@ def test_sample_prints_the_same_text_for_the_same_seed(text_stages, capsys):
     assert outputs[0] == outputs[1] != outputs[2] and outputs[0].startswith("To be") and len(outputs[0]) == 46
 
 
+def test_sample_in_pieces_for_its_progress_bar_draws_the_text_of_one_call():
+    model = gpt(20, 20, n_layer=1, n_head=2, n_embd=16, block_size=8).eval()
+    how = {"temperature": 0.8, "top_k": 5, "block_size": 8}
+    prompt = torch.tensor([1, 2, 3])
+    whole = sample(model, prompt, 25, generator=torch.Generator().manual_seed(3), **how)
+    pieces = sample_script.generate(model, prompt, 25, generator=torch.Generator().manual_seed(3), **how)
+    assert len(whole) == 28 and torch.equal(pieces, whole)
+
+
 def test_evaluate_chooses_the_best_chunk_on_the_val_loss_of_a_text(text_stages):
     text_stages.init()
     text_stages.train("c1")
@@ -191,6 +200,8 @@ def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path):
 
     killed = project.run("dvc", "repro", "-f", "-s", "train@c2", check=False, env={"CHUNKTRAIN_KILL_AT": "step:25"})
     assert killed.returncode != 0 and not (checkpoints / "c2.pt").exists()
+    listed = project.run("python", "-m", "chunktrain.runner.snapshots", env={"PYTHONPATH": "src"}).stdout
+    assert listed.startswith(".resume/c2/snapshot.pt: step 20 of the chunk (global step 60)"), listed  # as logs say
     resumed = project.dvc("repro", "-f", "-s", "train@c2")
     assert "resuming c2 from step 20 of the chunk" in resumed
     assert sha256(checkpoints / "c2.pt") == uninterrupted

@@ -3,8 +3,10 @@
 import copy
 import json
 
+import pandas as pd
 import pytest
 
+from chunktrain.data.specs import SYNTHETIC_SOURCE
 from chunktrain.testing import TINY_PARAMS, Project, new_project, ran
 from tables import classification_table, own_params, write_table
 
@@ -41,3 +43,17 @@ def test_replacing_the_table_reruns_every_stage_after_it(classifier, tmp_path):
     write_table(project.path / TABLE, "classification", classification_table(seed=5))
     project.dvc("add", TABLE)
     assert project.repro() == STAGES - {"plan", "synthesize"}
+
+
+def test_synthesize_writes_an_empty_table_and_its_params_rerun_nothing_with_an_own_table(classifier, tmp_path):
+    """Nothing reads the synthetic table here: its stage writes no rows, and seed and synthetic.* do not rerun it."""
+    project = classifier[0].copy(tmp_path / "repo")
+    assert pd.read_parquet(project.path / SYNTHETIC_SOURCE).shape == (0, 0)
+    project.edit_params(lambda p: p["synthetic"].update(n_samples=500))
+    assert project.repro() == {"plan"}
+    project.edit_params(lambda p: p.update(seed=1))
+    assert project.repro() == STAGES - {"synthesize"}
+    project.edit_params(lambda p: p["data"].update(source=SYNTHETIC_SOURCE, target="y", features=None) or
+                        p["model"].update(task="regression"))
+    assert project.repro() == STAGES
+    assert len(pd.read_parquet(project.path / SYNTHETIC_SOURCE)) == 500

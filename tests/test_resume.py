@@ -94,7 +94,7 @@ def test_the_snapshots_command_lists_and_clears(interrupted):
     project, _ = interrupted
     command = [sys.executable, "-m", "chunktrain.runner.snapshots"]
     listed = project.run(*command, env={"PYTHONPATH": "src"}).stdout
-    assert listed.startswith(f"{SNAPSHOT}: step 30 (epoch 4, batch 5)")
+    assert listed.startswith(f"{SNAPSHOT}: step 30 of the chunk (epoch 4, batch 5)")
     assert "deleted 1 snapshot(s) under .resume" in project.run(*command, "--clear", env={"PYTHONPATH": "src"}).stdout
     assert not (project.path / ".resume/c2").exists()
 

@@ -81,10 +81,10 @@ def test_a_chunk_override_changes_only_that_chunk(stages, params):
 
 
 def test_a_diverging_chunk_fails_and_writes_no_checkpoint(stages, params):
-    params["train"].update(optimizer="sgd", lr=1e6)
+    params["train"].update(optimizer="sgd", lr=1e3)  # the largest lr plan allows
     write_params(stages.params_path, params)
     stages.init()
-    with pytest.raises(PipelineError, match=r"training loss is (nan|inf) at step 25: the run diverged"):
+    with pytest.raises(PipelineError, match=r"training loss is (nan|inf) at step \d+: the run diverged"):
         stages.train("c1")
     assert list(stages.checkpoint("c1").parent.iterdir()) == [stages.checkpoint("init")]
     assert not (stages.root / "metrics/train/c1.json").exists()

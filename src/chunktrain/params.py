@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from chunktrain.data.specs import SYNTHETIC_DEFAULT, DataParams, DataSpec, SyntheticParams, SyntheticSpec
+from chunktrain.data.specs import (SYNTHETIC_DEFAULT, SYNTHETIC_SOURCE, DataParams, DataSpec, SyntheticParams,
+                                   SyntheticSpec)
 from chunktrain.recipe.errors import PipelineError, brief, did_you_mean
 from chunktrain.recipe.specs import (BUILT_IN_MODELS, CHUNK_NAME, INIT, OWN_MODEL, ChunkSpec, DecayParams, Dtype,
                                      EvaluateSpec, InitSpec, ModelSpec, ScheduleParams, Section, Spec, Task,
@@ -68,13 +69,16 @@ class ModelParams(Section):
         return self
 
 
+MAX_KNOB = 1e3  # an lr or weight decay above it can only be a mistake (above 3.4e38 it overflows the optimizer)
+
+
 class ChunkParams(Section):
     parent: str = Field(alias="from")
     epochs: int | None = Field(default=None, gt=0)  # a table's chunks count epochs
     steps: int | None = Field(default=None, gt=0)  # a text's chunks count optimizer steps
-    lr: float | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0, le=MAX_KNOB)
     batch_size: int | None = Field(default=None, gt=0)
-    weight_decay: float | None = Field(default=None, ge=0)
+    weight_decay: float | None = Field(default=None, ge=0, le=MAX_KNOB)
     nproc: int | None = Field(default=None, gt=0)
     cooldown: Literal["linear", "cosine"] | None = None  # from the lr at the chunk's start down to min_lr
     launcher: Literal["local", "slurm"] | None = None  # where it and the chunks continuing it run (SlurmParams)
@@ -83,9 +87,9 @@ class ChunkParams(Section):
 
 class TrainParams(Section):
     optimizer: Literal["sgd", "adam", "adamw"]
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=MAX_KNOB)
     batch_size: int = Field(gt=0)
-    weight_decay: float = Field(ge=0)
+    weight_decay: float = Field(ge=0, le=MAX_KNOB)
     decay_params: DecayParams = "matrices"  # see recipe/model.py decay_groups
     betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(default=[0.9, 0.999], min_length=2, max_length=2)
     grad_clip: float | None = Field(default=None, gt=0)  # max norm of the gradient; None: no clipping
@@ -246,8 +250,10 @@ def plan(params: Params) -> dict[str, Spec]:
                               nproc=params.train.inherited(name, "nproc"),
                               device=params.train.device)
               for name, chunk in params.train.chunks.items()}
+    synthetic = params.data.source == SYNTHETIC_SOURCE
     return {
-        "synthetic.json": SyntheticSpec(seed=params.seed, synthetic=params.synthetic),
+        "synthetic.json": SyntheticSpec(seed=params.seed if synthetic else None,
+                                        synthetic=params.synthetic if synthetic else None),
         "data.json": DataSpec(seed=params.seed, task=params.task, data=params.data),
         "init.json": init,
         "evaluate.json": EvaluateSpec(init=init, chunks=chunks),

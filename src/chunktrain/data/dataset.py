@@ -32,6 +32,9 @@ def make_splits(data: DataParams, task: str, seed: int) -> tuple[dict, dict]:
     tables.require_columns(frame, features, where, "feature")
     if not features:
         raise PipelineError(f"{where}: no feature columns besides the target {brief(data.target)}")
+    if taken := [name for name in features if name == "prediction" or name.startswith("proba_")]:
+        raise PipelineError(f"{where}: feature column {brief(taken[0])} has a name predict writes its output under"
+                            " (prediction, proba_<class>); rename the column, or list it in data.exclude")
     x = tables.numeric_columns(frame, features, where)
     y = frame[data.target].to_numpy()
     check_target(y, task, data.target, where)

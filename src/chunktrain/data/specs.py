@@ -24,7 +24,7 @@ class SyntheticParams(Section):
     noise: float = Field(ge=0)  # std of the Gaussian noise on the teacher's output
 
 
-# Written by stage synthesize whatever data.source says; a params.yaml for your own data may leave the section out.
+# Written by stage synthesize where data.source is its table; a params.yaml for your own data may leave it out.
 SYNTHETIC_DEFAULT = SyntheticParams(n_samples=200_000, n_features=16, noise=0.1)
 SYNTHETIC_SOURCE = "data/raw/synthetic.parquet"  # stage synthesize's out in dvc.yaml, the default data.source
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # a scheme (http:, ssh:, s3:, remote:, file:, C:): not a repo path
@@ -102,10 +102,20 @@ class DataParams(Section):
 
 
 class SyntheticSpec(Spec):
-    """Stage synthesize: the synthetic table."""
+    """Stage synthesize: the synthetic table, or (both None) no table, where data.source is another file.
 
-    seed: int
-    synthetic: SyntheticParams
+    The unused spec stays the same whatever seed and synthetic say, so editing them reruns no synthesize, and
+    switching data.source to or from the synthetic table reruns it (its run cache restores the table).
+    """
+
+    seed: int | None
+    synthetic: SyntheticParams | None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "SyntheticSpec":
+        if (self.seed is None) != (self.synthetic is None):
+            raise ValueError("seed and synthetic: give both (the synthetic table) or neither (no table)")
+        return self
 
 
 class DataSpec(Spec):

@@ -28,8 +28,10 @@ def read_table(path: str | Path, what: str = "table"):
     import pandas
 
     suffix = table_format(path, what)
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise PipelineError(f"{what} {path} not found")
+    if not Path(path).is_file():  # follows links: a FIFO, /dev/zero or a folder would hang or fail the reader
+        raise PipelineError(f"{what} {path} is not a regular file (a folder, a FIFO, a device, ...)")
     try:
         frame = getattr(pandas, READERS[suffix])(path)
         # read_csv renames a repeated name a, a to a, a.1; the header as written tells them apart

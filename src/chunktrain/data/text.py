@@ -1,6 +1,5 @@
 """A text as a dataset: a character vocabulary, and the text's token ids split into train and val."""
 
-from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +32,10 @@ def make_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def read_text(path: str) -> str:
+    """The text as its bytes say: CR and CRLF line ends stay what they are (no universal newlines)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as file:
+            return file.read()
     except UnicodeDecodeError as error:
         raise PipelineError(f"data.source: {brief(path)} is not UTF-8 text (byte {error.start}:"
                             f" {error.reason})") from None

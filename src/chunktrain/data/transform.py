@@ -17,6 +17,9 @@ from chunktrain.recipe.errors import PipelineError, brief
 MAX_STANDARDIZED = 1e6
 
 
+MAX_TARGET_STD = 1e100  # a regression target's; its MSE in the target's units must stay a finite float
+
+
 def mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means and population stds that cannot overflow, whatever the finite values: computed on the values
     scaled by a power of two near each column's largest magnitude, which changes no rounding."""
@@ -49,6 +52,10 @@ def fit_transform(x: np.ndarray, y: np.ndarray, features: list[str], target: str
         if not target_std > 0:
             raise PipelineError(f"{where}: target column {brief(target)} is constant in the train split (every"
                                 f" value {y[0]:g}); there is nothing to learn")
+        if target_std > MAX_TARGET_STD:  # its MSE is reported in the target's units: std squared, and more
+            raise PipelineError(f"{where}: target column {brief(target)} spreads too far to report an MSE in its"
+                                f" units (std {target_std:.3g}, at most {MAX_TARGET_STD:g}); divide it by a power"
+                                " of ten")
         transform.update(target_mean=float(target_mean), target_std=float(target_std))
         check_spread(y.astype(np.float64)[:, None], target_mean, target_std, [target], where, rows)
     else:

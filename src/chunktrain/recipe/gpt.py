@@ -84,6 +84,11 @@ def gpt(inputs: int, outputs: int, *, n_layer: int, n_head: int, n_embd: int, bl
     """The builder: a GPT over a vocabulary of `inputs` tokens, which must equal `outputs` (tied embeddings)."""
     if inputs != outputs:
         raise ValueError(f"gpt: inputs {inputs} and outputs {outputs} must both be the vocabulary size")
+    sizes = {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "block_size": block_size}
+    if wrong := [f"{key} {value!r}" for key, value in sizes.items() if type(value) is not int or value < 1]:
+        raise ValueError(f"gpt: {', '.join(wrong)} must be a positive integer")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"gpt: dropout {dropout!r} must be at least 0 and below 1")
     if n_embd % n_head:
         raise ValueError(f"gpt: n_embd {n_embd} is not a multiple of n_head {n_head}")
     return GPT(inputs, n_layer, n_head, n_embd, block_size, dropout, bias)

@@ -27,7 +27,7 @@ from chunktrain.recipe.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, C
 from chunktrain.recipe.specs import OWN_MODEL, ModelSpec, Task, validated
 from chunktrain.recipe.errors import PipelineError, brief
 from chunktrain.recipe.gpt import gpt
-from chunktrain.recipe.splits import check_transform, is_text
+from chunktrain.recipe.splits import LANGUAGE_MODEL, check_transform, is_text
 from chunktrain.recipe.tasks import output_width
 
 
@@ -54,13 +54,13 @@ def builder(arch: str) -> Callable[..., nn.Module]:
         raise PipelineError(f"model.arch: {brief(arch)} is neither a built-in architecture ({', '.join(ARCHITECTURES)})"
                             " nor models.<module>:<function>")
     module, function = arch.split(":")
+    file = f"src/{module.replace('.', '/')}.py"
     try:
         found = getattr(importlib.import_module(module), function)
-    except ImportError as error:
-        file = f"src/{module.replace('.', '/')}.py"
-        raise PipelineError(f"model.arch: cannot import {module} ({file}): {error}") from None
     except AttributeError:
-        raise PipelineError(f"model.arch: src/{module.replace('.', '/')}.py has no function {function!r}") from None
+        raise PipelineError(f"model.arch: {file} has no function {function!r}") from None
+    except (Exception, SystemExit) as error:  # the user's module: a syntax error, a raise or an exit at import
+        raise PipelineError(f"model.arch: cannot import {module} ({file}): {_said(error)}") from None
     if not callable(found):
         raise PipelineError(f"model.arch: {arch} is not a function")
     return found
@@ -111,11 +111,23 @@ def check_model(config, transform) -> None:
 
 def build_model(config: dict) -> nn.Module:
     """The configured module (see model_config); one too large for this machine's free memory is refused first."""
-    build = builder(config["arch"])
+    def build() -> nn.Module:
+        """The builder's module; whatever else it raises or returns is one line naming it."""
+        try:
+            model = builder(config["arch"])(config["inputs"], config["outputs"], **config["args"])
+        except PipelineError:
+            raise
+        except (Exception, SystemExit) as error:
+            raise PipelineError(f"model.args: {config['arch']} cannot build from {brief(config['args'])}:"
+                                f" {_said(error)}") from None
+        if not isinstance(model, nn.Module):
+            raise PipelineError(f"model.arch: {config['arch']} returned {type(model).__name__}, not an nn.Module")
+        return model
+
     with torch.random.fork_rng(devices=[]), torch.device("meta"):  # sized without memory, the seed's draws untouched
         try:
-            shape = build(config["inputs"], config["outputs"], **config["args"])
-        except (NotImplementedError, RuntimeError):  # a builder the meta device cannot run: built for real alone
+            shape = build()
+        except PipelineError:  # a builder the meta device cannot run: built for real alone
             shape = None
     if shape is not None:
         tensors = itertools.chain(shape.parameters(), shape.buffers())
@@ -124,7 +136,40 @@ def build_model(config: dict) -> nn.Module:
             args = ", ".join(f"{key}={brief(value)}" for key, value in config["args"].items())
             raise PipelineError(f"model.args ({args[:200]}) make a model of {size / 2**30:,.1f} GiB, more"
                                 f" than the {free / 2**30:,.1f} GiB of memory free here; use a smaller model")
-    return build(config["inputs"], config["outputs"], **config["args"])
+    return build()
+
+
+def check_built(model: nn.Module, config: dict) -> None:
+    """What init checks of a built model before anything trains: float32 parameters to train, and the output shape
+    the task needs on a dummy batch (a table's (2, outputs), a text's (2, T, outputs)); else one line."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    arch = f"model.arch: {config['arch']}"
+    if not parameters:
+        raise PipelineError(f"{arch} built a model with no trainable parameters")
+    if dtypes := sorted({str(p.dtype).removeprefix("torch.") for p in parameters} - {"float32"}):
+        raise PipelineError(f"{arch} built a model with {', '.join(dtypes)} parameters; the data and the loop are"
+                            " float32 (drop the .double() or .half(); bf16 is train.precision's to set)")
+    text = config["task"] == LANGUAGE_MODEL
+    batch = (torch.zeros(2, min(4, config["args"].get("block_size", 4)), dtype=torch.long) if text
+             else torch.zeros(2, config["inputs"]))
+    expected = (*batch.shape, config["outputs"]) if text else (2, config["outputs"])
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the seed's draws untouched
+        model.eval()
+        try:
+            output = model(batch)
+        except Exception as error:
+            raise PipelineError(f"{arch} fails on a batch of shape {tuple(batch.shape)}: {_said(error)}") from None
+        finally:
+            model.train()
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+        what = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+        raise PipelineError(f"{arch} maps a batch of shape {tuple(batch.shape)} to {what}; the task"
+                            f" {config['task']} needs {expected} (see recipe/model.py: a builder's contract)")
+
+
+def _said(error: BaseException) -> str:
+    """An exception as one short line: its type and first words."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}".removesuffix(": ")
 
 
 def load_trained(checkpoint: dict, path: str | Path, stage: str = "") -> nn.Module:

@@ -6,6 +6,7 @@ reads window by window, never whole.
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,7 +14,7 @@ from typing import Annotated, Literal
 import numpy as np
 import pyarrow.parquet
 import pyarrow.types
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
 from chunktrain.recipe.specs import validated
 from chunktrain.recipe.errors import PipelineError
@@ -71,6 +72,14 @@ class TextTransform(BaseModel):
 
     task: Literal["language_model"]
     vocab: list[Annotated[StrictStr, Field(min_length=1, max_length=1)]] = Field(min_length=1, max_length=65536)
+
+    @field_validator("vocab")
+    @classmethod
+    def _distinct(cls, vocab: list[str]) -> list[str]:
+        if len(set(vocab)) < len(vocab):  # two ids for one character: sampling would decode with a wrong mapping
+            [(repeated, _)] = Counter(vocab).most_common(1)
+            raise ValueError(f"character {repeated!r} appears more than once")
+        return vocab
 
 
 def check_transform(transform) -> None:

@@ -18,6 +18,7 @@ from chunktrain.runner.stopping import Interrupted
 
 STAGE_NODE = "CHUNKTRAIN_STAGE_NODE"  # set by launch() for its processes: the node whose stage waits for the output
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}  # exit codes of a rank stopped by a signal
+MAX_THREADS_PER_CORE = 8  # more threads per process than this many a core of the machine can only be a mistake
 
 
 def under_torchrun() -> bool:
@@ -40,9 +41,14 @@ def resolve_device(setting: str, local_rank: int) -> torch.device:
 def set_threads(setting: int | None) -> int:
     """Set torch's threads: train.threads, else OMP_NUM_THREADS, else SLURM's CPUs per task in a job that sets them,
     else the CPUs this process may use shared by the chunk's processes on this node."""
-    counts = [os.environ.get(name, "") for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")]
-    given = next((int(count) for count in counts if count.isdigit() and int(count) > 0), None)
-    threads = setting or given or max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    names = ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")
+    given = next(((name, int(os.environ[name])) for name in names
+                  if os.environ.get(name, "").isdigit() and int(os.environ[name]) > 0), (None, None))
+    source, threads = ("train.threads", setting) if setting else given
+    if threads and threads > MAX_THREADS_PER_CORE * (os.cpu_count() or 1):  # can only be a mistake
+        raise PipelineError(f"{source}: {threads} threads per process on a machine of {os.cpu_count()} cores; at"
+                            f" most {MAX_THREADS_PER_CORE} a core")
+    threads = threads or max(1, available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     return threads
 

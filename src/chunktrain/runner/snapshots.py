@@ -9,14 +9,16 @@ neither a DVC output nor tracked by git, so DVC's deleting a stage's outputs bef
 
 import argparse
 import contextlib
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from chunktrain.recipe.checkpoint import CheckpointError, load_checkpoint
+from chunktrain.recipe.checkpoint import GLOBAL_STEP, TRANSFORM, CheckpointError, load_checkpoint
 from chunktrain.recipe.files import stale_temp_files
 from chunktrain.recipe.snapshot import RESUME
+from chunktrain.recipe.splits import is_text
 
 FILE = "snapshot.pt"  # a chunk's snapshot is <folder>/<chunk>/snapshot.pt
 MAX_OVERHEAD = 0.02  # time-based snapshots are spaced so that writing them costs under 2% of training
@@ -49,6 +51,9 @@ def clear(path: Path) -> None:
     if not path.parent.is_dir():  # nothing there, or a file in the folder's place: no snapshot to clear
         return
     for stale in [path, *stale_temp_files(path)]:
+        if stale.is_dir() and not stale.is_symlink():  # no snapshot could be written there: not ours to delete
+            print(f"warning: {stale} is a folder, not a snapshot; left alone", file=sys.stderr)
+            continue
         stale.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
@@ -63,16 +68,24 @@ def is_snapshot(path: Path) -> bool:
     return isinstance(data, dict) and isinstance(data.get(RESUME), dict)
 
 
+def position(path: Path) -> str:
+    """Where in its chunk the snapshot at `path` was taken, in the units its training log uses (a text's steps, a
+    table's epochs and batches), or why it cannot be used."""
+    try:
+        snapshot = load_checkpoint(path)
+        state = snapshot[RESUME]
+        return (f"step {state['step']} of the chunk (global step {snapshot[GLOBAL_STEP]})"
+                if is_text(snapshot[TRANSFORM]) else
+                f"step {state['step']} of the chunk (epoch {state['epoch']}, batch {state['batch']})")
+    except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what the listing helps find
+        return f"unusable ({error})"
+
+
 def describe(path: Path) -> str:
-    """One line about a snapshot file: where in its chunk it was taken, and its size."""
+    """One line about a snapshot file: its position, and its size."""
     if not is_snapshot(path):
         return f"{path}: not a snapshot, left alone"
-    try:
-        state = load_checkpoint(path)[RESUME]
-        where = f"step {state['step']} (epoch {state['epoch']}, batch {state['batch']})"
-    except (CheckpointError, KeyError) as error:  # a corrupt snapshot is what this listing helps find
-        where = f"unusable ({error})"
-    return f"{path}: {where}, {path.stat().st_size / 2**20:.1f} MiB"
+    return f"{path}: {position(path)}, {path.stat().st_size / 2**20:.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> None:

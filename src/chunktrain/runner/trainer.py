@@ -263,7 +263,7 @@ class LiveCurves:
     """
 
     def __init__(self, path: Path, name: str, enabled: bool):
-        self.path, self.name = (path if enabled else None), name
+        self.path, self.name, self.lineage = (path if enabled else None), name, {}
         root = os.environ.get("DVC_ROOT") or next((str(p) for p in [Path.cwd(), *Path.cwd().parents]
                                                    if (p / ".dvc").is_dir()), None)
         self.signal = Path(root, ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED") if root and self.path else None
@@ -280,16 +280,24 @@ class LiveCurves:
     def update(self, history: list[dict]) -> None:
         if self.path:
             branch = f"{self.name} (training)"
-            self._try(lambda: write_rows(self.path, tree_curves([branch], {branch: history}), CURVE_COLUMNS))
+            self._try(lambda: write_rows(self.path, tree_curves([branch], {branch: history}, self.specs(history)),
+                                         CURVE_COLUMNS))
         if self.signal and self.path:
             self._try(lambda: write_json(self.signal, {"pid": os.getpid(), "step": history[-1]["step"]}))
+
+    def specs(self, history: list[dict]) -> dict[str, ChunkSpec]:
+        """The spec of every chunk in the lineage, which the lr of each step follows: the ones stage plan wrote,
+        which DVC has trained the lineage from."""
+        for name in {record["chunk"] for record in history} - set(self.lineage):
+            self.lineage[name] = ChunkSpec.read(ChunkFiles.of(name).spec)
+        return self.lineage
 
     def _try(self, action) -> None:
         try:
             action()
-        except OSError as error:  # the charts are a view: a full disk must not stop training
-            print(f"warning: train@{self.name}: live charts off for this chunk ({error.strerror or error})",
-                  file=sys.stderr)
+        except (OSError, PipelineError) as error:  # the charts are a view: a full disk must not stop training,
+            reason = getattr(error, "strerror", None) or error  # nor a lineage's spec stage plan no longer wrote
+            print(f"warning: train@{self.name}: live charts off for this chunk ({reason})", file=sys.stderr)
             self.path = None
 
 
