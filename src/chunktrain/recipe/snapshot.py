@@ -2,8 +2,8 @@
 match to be resumed from, so that a resumed chunk gives the bytes of an uninterrupted one.
 
 A snapshot's lineage is the one the finished chunk will carry, and it is used only by a run of the same lineage
-(parent, spec, dataset, code, and platform: device, torch version, deterministic algorithms), its thread count aside. When a chunk is taken and how snapshots are listed and cleared is the
-runner's (runner/snapshots.py).
+(parent, spec, dataset, code, and platform: device, torch version, deterministic algorithms), its thread count
+aside. When a chunk is taken and how snapshots are listed and cleared is the runner's (runner/snapshots.py).
 """
 
 from collections.abc import Callable
