@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         same = here and all(here.get(part) == recorded.get(part) for part in PLATFORM)
         print(f"platform: {describe(here) if here else 'unknown (the whole way failed)'};"
               + (" the checkpoint's own" if same else f" {files.out} was trained on {describe(recorded)}"), flush=True)
+        recipe = [part for part in differences(recorded, here) if part.split()[0] not in PLATFORM] if here else []
+        if recipe and recipe != ["lineage id"]:
+            print(f"note: {files.out} was made by another {', '.join(recipe)} than the project holds now;"
+                  " `dvc repro` retrains it", flush=True)
         results, failures = {}, 0
         for way, train in (("whole", lambda: first), ("halves", copy.halves), ("killed", copy.killed)):
             result = results[way] = train()
@@ -90,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     if failures:
         print(f"likely cause: {cause(results, reference, spec, files, parent)}")
         sys.exit(1)
-    print(f"{name} is exact here: all three ways gave the bits of {files.out}"
-          + ("" if end == total else f" (first {end} steps)"))
+    print(f"{name} is exact here: all three ways gave the bits of {files.out}" if end == total
+          else f"{name}'s first {end} steps are exact here: the three ways agree bit for bit")
 
 
 class Copy:
@@ -270,8 +274,7 @@ def cause(results: dict[str, Result], reference: dict, spec: ChunkSpec, files: C
     draw = global_draw(spec, files, parent)
     if draw:
         return (f"the model ({parent[MODEL_CONFIG]['arch']}) draws from {draw} in forward, which no checkpoint"
-                " carries and a new process seeds anew; draw from torch's generator (torch.rand, torch.randint,"
-                " torch.randn), which checkpoints carry")
+                " carries; draw from torch's generator (torch.rand, torch.randn), which they do")
     if first_difference(reference, results["whole"].checkpoint) is None:
         return ("state that a checkpoint does not carry: a generator of the model's own (torch.Generator,"
                 " random.Random, numpy's) or an attribute changed while training, which a resumed chunk starts"
