@@ -4,6 +4,7 @@ another platform is not resumed from; an op with no deterministic version stops 
 import contextlib
 import copy
 import re
+import shutil
 import sys
 import types
 
@@ -14,7 +15,7 @@ from chunktrain.recipe import checkpoint as ckpt
 from chunktrain.recipe.chunk import CODE
 from chunktrain.recipe.errors import PipelineError
 from chunktrain.runner import trainer, verify
-from chunktrain.testing import TINY_PARAMS, TINY_TEXT_PARAMS, assert_same_state, new_project, tiny_text, write_params
+from chunktrain.testing import ROOT, TINY_TEXT_PARAMS, assert_same_state, new_project, tiny_text, write_params
 
 from test_runtime import Crash, crash_at
 
@@ -86,26 +87,33 @@ def verify_exit(project, capsys, *args: str) -> tuple[int | str, str]:
     return code, capsys.readouterr().out
 
 
-@pytest.mark.parametrize("params, args, last", [
-    pytest.param(TINY_PARAMS, [], "c2 is exact here: all three ways gave the bits of data/checkpoints/c2.pt",
-                 id="table"),
-    pytest.param(TINY_TEXT_PARAMS, ["--steps", "12"],  # c2's first round of 10 steps, compared with c2.pt's
-                 "c2's first 12 steps are exact here: the three ways agree bit for bit", id="gpt-steps",
-                 marks=pytest.mark.slow),
-])
-def test_verify_trains_a_chunk_again_three_ways_and_finds_each_identical(tmp_path, params, args, last, monkeypatch,
-                                                                         capsys):
-    project = trained(tmp_path, copy.deepcopy(params), monkeypatch)
-    code, out = verify_exit(project, capsys, *args)
-    assert code == 0, out
+def assert_identical_three_ways(out: str, last: str) -> None:
     lines = out.splitlines()
     assert re.fullmatch(r"platform: torch \S+, cpu \(\w+\), 1 thread per process, deterministic algorithms on;"
                         " the checkpoint's own", lines[1]), out
-    assert [line.split(":")[0] for line in lines[2:5]] == ["whole", "halves", "killed"]
+    assert [line.split(":")[0] for line in lines[2:5]] == ["whole", "halves", "killed"], out
     assert all(re.search(r" identical to (c2.pt|the whole way)", line) for line in lines[2:5]), out
     assert "stopped by SIGINT after step" in lines[3] and re.search(r"SIGKILL at step \d+, (resumed|no snapshot)",
-                                                                   lines[4])
-    assert lines[-1] == last
+                                                                   lines[4]), out
+    assert lines[-1] == last, out
+
+
+def test_make_verify_finds_a_chunk_identical_three_ways(tmp_path, params, monkeypatch):
+    project = trained(tmp_path, params, monkeypatch)
+    shutil.copy(ROOT / "Makefile", project.path)
+    verified = project.run("make", "--no-print-directory", "-o", ".venv/.installed", "verify", "CHUNK=c2")
+    out = verified.stdout.split("\n", 2)[2]  # after make's echo of its command
+    assert out.startswith("verify c2: training it again from data/checkpoints/c1.pt three ways (steps 1..50, all"), out
+    assert_identical_three_ways(out, "c2 is exact here: all three ways gave the bits of data/checkpoints/c2.pt")
+
+
+@pytest.mark.slow
+def test_verify_finds_a_tiny_gpts_first_steps_identical_three_ways(tmp_path, monkeypatch, capsys):
+    project = trained(tmp_path, copy.deepcopy(TINY_TEXT_PARAMS), monkeypatch)
+    code, out = verify_exit(project, capsys, "--steps", "12")
+    assert code == 0, out
+    assert "whole:   identical to c2.pt's first 3 rounds of history" in out  # c1's two, c2's first
+    assert_identical_three_ways(out, "c2's first 12 steps are exact here: the three ways agree bit for bit")
 
 
 @pytest.mark.slow
