@@ -1,13 +1,15 @@
 """Stage `evaluate`: test metrics of every chunk's checkpoint, the best chunk, and one loss table of the tree.
 
-A text has no test split: its chunks are scored on their last val loss alone.
+Each chunk is scored with its best round's weights (the lowest val loss of its rounds, recipe/checkpoint.py's BEST).
+A text has no test split: its chunks are scored on that val loss alone.
 """
 
 import argparse
 import math
 from pathlib import Path
 
-from chunktrain.recipe.checkpoint import HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage, load_checkpoint
+from chunktrain.recipe.checkpoint import (GLOBAL_STEP, HISTORY, LINEAGE, TRANSFORM, CheckpointError, check_lineage,
+                                          load_checkpoint)
 from chunktrain.recipe.specs import INIT, ChunkSpec, EvaluateSpec
 from chunktrain.recipe.errors import PipelineError, run_stage
 from chunktrain.recipe.files import write_json, write_rows
@@ -57,7 +59,7 @@ def load_current(path: Path, spec: ChunkSpec, parent: dict, dataset_id: str) -> 
 
 
 def score(checkpoint: dict, path: Path, test) -> dict:
-    """A chunk's scores: its last round's losses and the task's metrics on the test split, if there is one."""
+    """A chunk's scores: its best round's losses and the task's metrics on the test split, if there is one."""
     losses, name = {}, checkpoint[LINEAGE]["chunk"]
     if test is not None:
         losses = evaluate(load_trained(checkpoint, path, f"train@{name}"), test, make_task(checkpoint[TRANSFORM]))
@@ -65,7 +67,8 @@ def score(checkpoint: dict, path: Path, test) -> dict:
         raise PipelineError(f"{path} gives a non-finite test loss ({next(iter(losses.values()))}); its weights"
                             f" are not finite: run `dvc repro train@{name}` to rebuild it")
     scores = chunk_scores(checkpoint, losses, path)
-    print(f"evaluate: {name} (step {scores['step']}): val_loss {scores['val_loss']:.5f}  "
+    print(f"evaluate: {name} (best round at step {scores['step']} of {checkpoint[GLOBAL_STEP]}):"
+          f" val_loss {scores['val_loss']:.5f}  "
           + "  ".join(f"test_{metric} {value:.5f}" for metric, value in losses.items()))
     return scores
 

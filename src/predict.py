@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
             raise PipelineError(f"--export {args.export}: expected a .pt2 file")
         check_writable(args.export, "--export")
     model = prediction.load_model(args.checkpoint)
+    if model.trained:
+        print(f"predict: {args.checkpoint}: the weights of its best round, epoch {model.trained['epoch']}"
+              f" (val_loss {model.trained['val_loss']:.5f})")
     if args.input:
         result = prediction.predict_table(model, tables.read_table(args.input, "--input"), args.input)
         tables.write_table(result, args.output)

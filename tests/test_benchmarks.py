@@ -1,5 +1,6 @@
 """The benchmarks are not run by the suite (they take minutes); these hold what their figures rest on."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -17,11 +18,30 @@ import bench  # noqa: E402
 import gpt  # noqa: E402
 import plain_gpt  # noqa: E402
 
+# benchmarks/tables.py by its path: the tests' own tables.py (tests/) holds the name
+_spec = importlib.util.spec_from_file_location("bench_tables", ROOT / "benchmarks/tables.py")
+bench_tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_tables)
+
 
 def test_the_benchmark_pipelines_have_valid_params():
     params = Params.model_validate(bench.pipeline_params(n_samples=30_000, chunks=5, epochs=2))
     assert list(params.train.chunks) == ["c1", "c2", "c3", "c4", "c5"]
     assert params.train.lineage("c5") == ["c1", "c2", "c3", "c4", "c5"]
+
+
+@pytest.mark.parametrize("variant", bench_tables.VARIANTS)
+def test_the_table_benchmark_trains_the_shipped_table_settings_or_a_variant_of_them(variant):
+    def dump(params, section):
+        return getattr(params, section).model_dump(exclude={"task"})
+
+    params = bench_tables.table_params("table.csv", "label", "classification", ["id"], bench_tables.VARIANTS[variant])
+    settings = Params.model_validate(params)
+    shipped = Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert (settings.data.source, settings.model.task, settings.data.exclude) == ("table.csv", "classification", ["id"])
+    changed = {key for key in ("model", "train")  # the task aside, which any own table sets
+               if dump(settings, key) != dump(shipped, key)}
+    assert changed == {key.split(".")[0] for key in bench_tables.VARIANTS[variant]}
 
 
 @pytest.mark.parametrize("steps", [16, 2000])

@@ -38,7 +38,7 @@ def test_round_trip_restores_every_key(tmp_path):
     original = make()
     save_checkpoint(original, tmp_path / "c1.pt")
     loaded = load_checkpoint(tmp_path / "c1.pt")
-    assert set(loaded) == set(ckpt.KEYS)
+    assert set(loaded) == {*ckpt.KEYS, ckpt.DIGEST}
     assert_same_state(loaded, original)
     for key in set(ckpt.KEYS) - {ckpt.MODEL_STATE, ckpt.OPTIMIZER_STATE, ckpt.RNG_STATE}:
         assert loaded[key] == original[key], key
@@ -122,7 +122,10 @@ def _damage(path, how: str) -> None:
     (lambda path: (save_checkpoint(make(), path), _damage(path, "garbage")), r"is truncated or corrupt \(.+\)"),
     (lambda path: (save_checkpoint(make(), path), _damage(path, "empty")), r"is truncated or corrupt \(.+\)"),
     (lambda path: torch.save({"epoch": 1, "payload": print}, path), "is truncated or corrupt"),  # unsafe pickle
-    (lambda path: torch.save({"epoch": 1}, path), r"is not a format-5 checkpoint \(found None\)"),
+    (lambda path: torch.save({"epoch": 1}, path), r"is not a format-6 checkpoint \(found None\)"),
+    (lambda path: torch.save({**make(), ckpt.VERSION: 5}, path), r"is not a format-6 checkpoint \(found 5\)"),
+    (lambda path: save_checkpoint({**make(), ckpt.BEST: {ckpt.EPOCH: 2, ckpt.MODEL_STATE: {}}}, path),
+     "names a best round that is not one of its chunk's rounds"),
     (lambda path: torch.save({ckpt.VERSION: ckpt.FORMAT_VERSION, ckpt.EPOCH: 1}, path), r"lacks keys \['"),
 ])
 def test_a_bad_checkpoint_is_one_line_naming_the_file_and_the_fix(tmp_path, prepare, problem):

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 import plan
@@ -299,17 +300,30 @@ def test_loading_params_does_not_import_dvc(tmp_path, params):
     (PipelineError("params.yaml: train.lr: Input should be a valid number, got 'fast'"),
      "error: params.yaml: train.lr: Input should be a valid number, got 'fast'\n"),
     (MemoryError("Unable to allocate 7.45 TiB for an array with shape (1000000000000,)"),
-     "error: out of memory (Unable to allocate 7.45 TiB for an array with shape (1000000000000,)); use less data"
-     " or a smaller model\n"),
+     "error: out of memory (Unable to allocate 7.45 TiB for an array with shape (1000000000000,)); use less data,"
+     " a smaller batch_size or a smaller model\n"),
+    (None,  # torch's allocator: a RuntimeError, as for a text's batch_size of 1e9 (probe 18)
+     "error: out of memory (can't allocate memory: you tried to allocate 40000000000000 bytes); use less data,"
+     " a smaller batch_size or a smaller model\n"),
 ])
 def test_a_stage_reports_a_users_mistake_as_one_line_and_exit_2(capsys, error, line):
     def main():
+        if error is None:
+            torch.empty(10**13)
         raise error
 
     with pytest.raises(SystemExit) as exited:
         run_stage(main)
     assert exited.value.code == 2
     assert capsys.readouterr() == ("", line)
+
+
+def test_a_runtime_error_that_is_no_allocation_is_not_called_out_of_memory():
+    def main():
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="mat1"):
+        run_stage(main)
 
 
 # Stage plan: one spec per stage, so an edit reruns exactly the stages whose spec bytes change.

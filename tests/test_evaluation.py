@@ -48,7 +48,7 @@ def test_evaluate_writes_every_chunks_scores_the_best_chunk_and_each_branchs_cur
     assert list(chunks) == ["c1", "c2", "c3"]
     history = ckpt.load_checkpoint(trained.checkpoint("c2"))[ckpt.HISTORY]
     assert (chunks["c2"]["epoch"], chunks["c2"]["step"]) == (4, 100)  # 25 steps an epoch
-    assert chunks["c2"]["val_loss"] == history[-1]["val_loss"]
+    assert chunks["c2"]["val_loss"] == history[-1]["val_loss"]  # its best round is its last
     assert set(chunks["c2"]) == {"epoch", "step", "train_loss", "val_loss", "test_mse", "test_mae", "checkpoint"}
     best = json.loads((trained.root / "metrics/best.json").read_text())
     assert best == {"chunk": best_chunk(chunks), **chunks[best_chunk(chunks)]}
@@ -92,8 +92,8 @@ def test_evaluate_refuses_a_checkpoint_trained_from_an_older_parent(trained, par
 def test_a_checkpoint_with_non_finite_weights_is_not_scored(trained):
     path = trained.checkpoint("c3")
     checkpoint = dict(ckpt.load_checkpoint(path))
-    checkpoint[ckpt.MODEL_STATE] = {key: torch.full_like(value, math.nan)
-                                    for key, value in checkpoint[ckpt.MODEL_STATE].items()}
+    checkpoint[ckpt.BEST] = {**checkpoint[ckpt.BEST], ckpt.MODEL_STATE: {  # the weights evaluate scores
+        key: torch.full_like(value, math.nan) for key, value in checkpoint[ckpt.MODEL_STATE].items()}}
     ckpt.save_checkpoint(checkpoint, path)
     with pytest.raises(PipelineError, match=r"c3.pt gives a non-finite test loss \(nan\); its weights are not finite:"
                                             r" run `dvc repro train@c3` to rebuild it"):
@@ -104,7 +104,7 @@ def test_a_checkpoint_with_non_finite_weights_is_not_scored(trained):
 def test_a_checkpoint_without_usable_weights_is_one_line(trained):
     path = trained.checkpoint("c3")
     checkpoint = dict(ckpt.load_checkpoint(path))
-    checkpoint[ckpt.MODEL_STATE] = {}
+    checkpoint[ckpt.BEST] = {**checkpoint[ckpt.BEST], ckpt.MODEL_STATE: {}}
     ckpt.save_checkpoint(checkpoint, path)
     with pytest.raises(CheckpointError, match=r"c3.pt holds no usable model \(Error\(s\) in loading state_dict .*"
                                               r"Missing key\(s\).*\); run `dvc repro train@c3` to rebuild it"):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import sample as sample_script
-from chunktrain.recipe.checkpoint import FORMAT_VERSION, KEYS, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM, VERSION
+from chunktrain.recipe.checkpoint import (FORMAT_VERSION, KEYS, LINEAGE, MODEL_CONFIG, MODEL_STATE, TRANSFORM, VERSION,
+                                          save_checkpoint)
 from chunktrain.recipe.errors import PipelineError
 from chunktrain.recipe.gpt import gpt, sample
 
@@ -103,9 +104,9 @@ def test_sample_with_top_k_1_is_greedy():
 def write_checkpoint(path, task: str = "language_model") -> str:
     """What sample.py reads, under the keys and format version load_checkpoint requires; the rest left empty."""
     config = {"arch": "gpt", "args": ARGS, "task": task, "inputs": len(VOCAB), "outputs": len(VOCAB)}
-    torch.save({key: None for key in KEYS} | {VERSION: FORMAT_VERSION, LINEAGE: {}, MODEL_CONFIG: config,
-                                              MODEL_STATE: tiny().state_dict(),
-                                              TRANSFORM: {"task": task, "vocab": VOCAB}}, path)
+    save_checkpoint({key: None for key in KEYS} | {VERSION: FORMAT_VERSION, LINEAGE: {}, MODEL_CONFIG: config,
+                                                   MODEL_STATE: tiny().state_dict(),
+                                                   TRANSFORM: {"task": task, "vocab": VOCAB}}, path)
     return str(path)
 
 

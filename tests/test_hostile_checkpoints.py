@@ -2,6 +2,7 @@
 read-only disks. Each through the command a user types, asserting what lands on disk."""
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -10,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from chunktrain.recipe.checkpoint import LINEAGE, CheckpointError, load_checkpoint
 from chunktrain.testing import Project, new_project, sha256
@@ -126,6 +128,21 @@ def test_a_checkpoint_changed_in_place_is_refused_on_load(stages, tmp_path):
                                      " run `dvc repro -f -s train@c2` to rebuild it")
 
 
+def test_a_checkpoint_loaded_edited_and_saved_again_is_refused_on_load(stages, tmp_path):
+    """torch.save writes CRC-32s of its own: the weights x3 with the lineage kept (probe 59) pass the CRC check, not
+    the sha256 save_checkpoint took of the tensors."""
+    stages.train("c1")
+    path = stages.train("c2")
+    checkpoint = dict(load_checkpoint(path))
+    checkpoint["model_state_dict"] = {key: value * 3 for key, value in checkpoint["model_state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "edited.pt")  # not over the file its tensors are memory-mapped from
+    os.replace(tmp_path / "edited.pt", path)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} was changed after it was written (its tensors are not those its sha256 was taken of: loaded,"
+            " edited and saved again?); run `dvc repro -f -s train@c2` to rebuild it")):
+        load_checkpoint(path, "train@c2")
+
+
 @slow
 def test_a_checkpoint_changed_in_place_is_refused_by_every_consumer_and_the_command_named_rebuilds_it(project):
     c2 = project.path / "data/checkpoints/c2.pt"
@@ -233,13 +250,17 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_snapshot_survives_for_the_
     assert sha256(project.path / "data/checkpoints/c1.pt") == c1
 
 
+NOT_WRITTEN = "warning: train@c1: snapshot at step {} not written to .resume/c1/snapshot.pt ({}); training goes on"
+
+
 @slow
-@pytest.mark.parametrize("place, warning", [
-    (".resume", "warning: train@c1: snapshot at step {} not written to .resume/c1/snapshot.pt (Not a directory);"
-                " training goes on"),
-    (".resume/c1.lock", None),  # where the writer lock was: nothing reads it now
+@pytest.mark.parametrize("place, warnings", [
+    (".resume", [NOT_WRITTEN.format(step, "Not a directory") for step in range(10, 51, 10)]),
+    (".resume/c1.lock", []),  # where the writer lock was: nothing reads it now
+    (".resume/c1/snapshot.pt", [*(NOT_WRITTEN.format(step, "Is a directory") for step in range(10, 51, 10)),
+                                "warning: .resume/c1/snapshot.pt is a folder, not a snapshot; left alone"]),
 ])
-def test_a_file_or_folder_in_the_snapshots_place_is_a_warning_and_training_goes_on(project, place, warning):
+def test_a_file_or_folder_in_the_snapshots_place_is_a_warning_and_training_goes_on(project, place, warnings):
     c1 = sha256(project.path / "data/checkpoints/c1.pt")
     snapshot_every_10_steps(project)
     if place == ".resume":
@@ -249,8 +270,7 @@ def test_a_file_or_folder_in_the_snapshots_place_is_a_warning_and_training_goes_
         (project.path / place).mkdir(parents=True)
     result = project.run("dvc", "repro", "-f", "-s", "train@c1", check=False)
     assert result.returncode == 0 and "Traceback" not in result.stdout, result.stdout
-    assert [line for line in result.stdout.splitlines() if "warning" in line] == (
-        [warning.format(step) for step in range(10, 51, 10)] if warning else [])
+    assert [line for line in result.stdout.splitlines() if "warning" in line] == warnings
     assert sha256(project.path / "data/checkpoints/c1.pt") == c1
     assert (project.path / place).exists()
 

@@ -172,3 +172,20 @@ def test_ignore_errors_after_a_failed_generate_loses_nothing_dvc_checkout_cannot
     project.dvc("checkout")
     project.run("git", "checkout", "metrics/best.json")
     assert {path: digest for path, digest in outputs(project).items() if path in kept} == kept
+
+
+def test_shell_metacharacters_in_slurm_settings_reach_sbatch_and_srun_as_one_argument_each():
+    """A partition, an account or extra arguments with `;`, `$(...)` or a newline (probes round three, kept): each
+    is one argument of sbatch (no shell reads them), and srun's are quoted in the job's script."""
+    import shlex
+
+    from chunktrain.runner import slurm
+    from chunktrain.runner.settings import SlurmParams
+
+    evil = "x; touch PWNED $(touch PWNED2)\nrm -rf ~"
+    settings = SlurmParams(partition=evil, account=evil, sbatch_args=[f"--comment={evil}"], srun_args=[evil])
+    args = slurm.sbatch_args(settings, 1, "train@c1", ROOT / "logs")
+    assert {f"--partition={evil}", f"--account={evil}", f"--comment={evil}"} <= set(args)
+    script = slurm.job_script(settings, ["python", "-m", "chunktrain.runner.trainer", "c1"], nproc=1)
+    srun = script.split("exec ", 1)[1]
+    assert shlex.split(srun)[3] == evil  # srun --ntasks-per-node=1 --kill-on-bad-exit=1 <evil> python ...

@@ -8,7 +8,9 @@ import time
 
 import psutil
 import pytest
+import torch
 
+from chunktrain.recipe import checkpoint as ckpt
 from chunktrain.recipe.checkpoint import load_checkpoint
 from chunktrain.runner import snapshots
 from chunktrain.recipe.snapshot import RESUME, position_problem
@@ -71,6 +73,21 @@ def test_a_corrupt_snapshot_is_skipped_with_a_warning(interrupted):
     snapshot.write_bytes(snapshot.read_bytes()[:1000])
     output = rerun_c2(project).stdout
     assert f"warning: skipping corrupt snapshot {SNAPSHOT}" in output and "resuming" not in output
+    assert sha256(project.path / C2) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_snapshot_saved_again_with_other_weights_is_not_resumed_from(interrupted):
+    """Loaded, its weights scaled, saved whole by torch.save with its lineage and position kept (probe 31): a
+    consistent file whose CRC-32s are right, but not the tensors its sha256 was taken of."""
+    project, uninterrupted = interrupted
+    snapshot = dict(load_checkpoint(project.path / SNAPSHOT))
+    snapshot[ckpt.MODEL_STATE] = {key: value * 100 for key, value in snapshot[ckpt.MODEL_STATE].items()}
+    torch.save(snapshot, project.path / "edited.pt")  # not over the file its tensors are memory-mapped from
+    os.replace(project.path / "edited.pt", project.path / SNAPSHOT)
+    output = rerun_c2(project).stdout
+    assert (f"warning: skipping corrupt snapshot {SNAPSHOT}: {SNAPSHOT} was changed after it was written (its tensors"
+            " are not those its sha256 was taken of") in output and "resuming" not in output
     assert sha256(project.path / C2) == uninterrupted
 
 

@@ -1,4 +1,5 @@
-"""Stage train in process: chunks continue bit for bit, resume from a snapshot, refuse a parent of another recipe."""
+"""Stage train in process: chunks continue bit for bit and keep their best round, resume from a snapshot, refuse a
+parent of another recipe."""
 
 import itertools
 import json
@@ -58,6 +59,38 @@ def test_a_chunk_then_its_child_equal_one_chunk_of_both_bit_for_bit(tmp_path, pa
         chunked, whole = (load_checkpoint(stages.train(name)) for name in ("c2_cool", "whole_cool"))
         assert_same_result(chunked, whole)
         assert [record["lr"] for record in whole[ckpt.HISTORY]] == [0.01, 0.01, 0.01, 0.0001]
+
+
+@pytest.fixture
+def overfitting(tmp_path, params) -> Project:
+    """A classifier too wide for its 300 rows at a high lr: over 6 epochs its val loss is lowest after epoch 2."""
+    params["model"]["args"]["hidden"] = [64]
+    params["train"]["lr"] = 0.05
+    return small_dataset(tmp_path, params, "classification")
+
+
+def test_a_chunk_keeps_its_best_round_bit_for_bit_and_continues_from_its_last(overfitting, params):
+    chunked, whole = chunked_and_whole(overfitting, params, 1, 5)
+    assert_same_result(chunked, whole)  # a child still continues from the last round: chunked == whole
+    assert whole[ckpt.EPOCH] == 6 and whole[ckpt.BEST][ckpt.EPOCH] == 2
+    params["train"]["chunks"]["stopped"] = {"from": "init", "epochs": 2}
+    write_params(overfitting.params_path, params)
+    stopped = load_checkpoint(overfitting.train("stopped"))
+    c1 = load_checkpoint(overfitting.checkpoint("c1"))
+    assert c1[ckpt.BEST][ckpt.EPOCH] == 1  # a chunk's best is among its own rounds; here its last, stored once:
+    assert all(tensor.untyped_storage().data_ptr() == c1[ckpt.MODEL_STATE][key].untyped_storage().data_ptr()
+               for key, tensor in c1[ckpt.BEST][ckpt.MODEL_STATE].items())
+    for kept in (whole, chunked):  # the whole run's best round, and the chunked one's (c2's first)
+        assert kept[ckpt.BEST][ckpt.EPOCH] == 2
+        for key, tensor in stopped[ckpt.MODEL_STATE].items():
+            assert torch.equal(kept[ckpt.BEST][ckpt.MODEL_STATE][key], tensor), key
+    overfitting.evaluate()  # scores each chunk's best round: c2, whole and stopped share it
+    chunks = json.loads((overfitting.root / "metrics/chunks.json").read_text())
+    same = [{k: v for k, v in chunks[name].items() if k != "checkpoint"} for name in ("c2", "whole", "stopped")]
+    assert same[0] == same[1] == same[2] and same[0]["epoch"] == 2
+    assert same[0]["val_loss"] == stopped[ckpt.HISTORY][-1]["val_loss"] < chunks["c1"]["val_loss"]
+    best = json.loads((overfitting.root / "metrics/best.json").read_text())
+    assert (best["chunk"], best["epoch"]) == ("c2", 2)
 
 
 def test_the_shuffle_depends_on_seed_and_global_epoch_only():
@@ -187,3 +220,18 @@ def test_a_snapshot_of_another_recipe_is_not_resumed_from(snapshotting, params, 
     out = capsys.readouterr().out
     assert "skipping snapshot" in out and "it was taken with another spec" in out and "resuming" not in out
     assert [record["lr"] for record in c1[ckpt.HISTORY]] == [0.005, 0.005]
+
+
+def test_a_resume_after_the_best_round_keeps_it_to_the_same_bytes(overfitting, params, monkeypatch):
+    params["train"].update(snapshot_every_steps=4, snapshot_every_seconds=None)
+    params["train"]["chunks"] = {"c1": {"from": "init", "epochs": 6}}  # 6 steps an epoch
+    write_params(overfitting.params_path, params)
+    overfitting.init()
+    uninterrupted = sha256(overfitting.train("c1"))
+    overfitting.checkpoint("c1").unlink()
+    with monkeypatch.context() as patch:
+        crash_at_step(patch, 22)  # the snapshot at step 20, in epoch 4, holds epoch 2 as the best
+        with pytest.raises(Crash):
+            overfitting.train("c1")
+    assert load_checkpoint(overfitting.root / ".resume/c1/snapshot.pt")[ckpt.BEST][ckpt.EPOCH] == 2
+    assert sha256(overfitting.train("c1")) == uninterrupted

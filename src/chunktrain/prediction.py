@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chunktrain.recipe.checkpoint import TRANSFORM, load_checkpoint
+from chunktrain.recipe.checkpoint import TRANSFORM, best_round, load_checkpoint
 from chunktrain.recipe.model import load_trained
 from chunktrain.recipe.splits import is_text
 from chunktrain.recipe.errors import PipelineError, brief
@@ -28,9 +28,10 @@ class Predictor(nn.Module):
     prediction (rows,), or the probability of each class in `labels` (rows, len(labels)), both float64.
     """
 
-    def __init__(self, model: nn.Module, transform: dict):
+    def __init__(self, model: nn.Module, transform: dict, trained: dict | None = None):
         super().__init__()
         self.model = model
+        self.trained = trained  # the history record of the round whose weights these are; None for init's
         self.register_buffer("feature_mean", torch.tensor(transform["feature_mean"], dtype=torch.float64))
         self.register_buffer("feature_std", torch.tensor(transform["feature_std"], dtype=torch.float64))
         self.transform = transform
@@ -44,11 +45,13 @@ class Predictor(nn.Module):
 
 
 def load_model(path: str | Path) -> Predictor:
-    """The ready model of a chunk (or init) checkpoint: eval mode, no gradients, transform and labels attached."""
+    """The ready model of a chunk (or init) checkpoint: its best round's weights (recipe/checkpoint.py's BEST), eval
+    mode, no gradients, transform and labels attached."""
     checkpoint = load_checkpoint(path)
     if is_text(checkpoint[TRANSFORM]):
         raise PipelineError(f"{path} is a language model; sample text from it with src/sample.py")
-    return Predictor(load_trained(checkpoint, path), checkpoint[TRANSFORM]).eval().requires_grad_(False)
+    predictor = Predictor(load_trained(checkpoint, path), checkpoint[TRANSFORM], best_round(checkpoint)[0])
+    return predictor.eval().requires_grad_(False)
 
 
 @torch.no_grad()

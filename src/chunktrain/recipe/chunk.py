@@ -50,11 +50,16 @@ class ChunkState:
 
     def checkpoint(self, position: Position) -> dict:
         """The checkpoint of the chunk at `position`."""
-        history = self.history(position)
+        history, best = self.history(position), position.best
+        if best and best[EPOCH] == position.epoch - 1 and position.batch == 0:
+            # The best round is the last and no step followed it: the model's tensors themselves, which torch.save
+            # writes once for both keys, so a chunk whose val loss still falls writes no bigger a file. Never in a
+            # snapshot (taken after a step), whose best weights a resume keeps apart from the weights it trains.
+            best = {EPOCH: best[EPOCH], MODEL_STATE: self.model.state_dict()}
         return make_checkpoint(self.model, self.optimizer, epoch=position.epoch - 1,
                                loss=history[-1]["train_loss"] if position.history else self.parent[LOSS],
                                model_config=self.parent[MODEL_CONFIG], lineage=self.lineage,
-                               global_step=position.step, history=history, transform=self.parent[TRANSFORM])
+                               global_step=position.step, history=history, transform=self.parent[TRANSFORM], best=best)
 
 
 def prepare(spec: ChunkSpec, parent_path: Path, dataset_path: Path, snapshot_path: Path, world: World,

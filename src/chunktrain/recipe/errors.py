@@ -1,8 +1,13 @@
 """The one error type for the user's mistakes, and how stage scripts report it."""
 
+import re
 import reprlib
 import sys
 from collections.abc import Callable
+
+# What torch's allocators say, in the RuntimeError they raise: on the CPU "DefaultCPUAllocator: can't allocate memory:
+# you tried to allocate N bytes", on CUDA (OutOfMemoryError) "CUDA out of memory. Tried to allocate ..."
+OUT_OF_MEMORY = re.compile(r"(?:can't allocate memory|not enough memory|out of memory)[^.]*")
 
 _brief = reprlib.Repr()
 _brief.maxlevel, _brief.maxlist, _brief.maxtuple, _brief.maxdict = 1, 4, 4, 4
@@ -35,8 +40,11 @@ def run_stage(main: Callable[[], None]) -> None:
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(getattr(error, "exit_code", 2))
-    except MemoryError as error:  # a table or a model too large for this machine
-        reason = " ".join(str(error).split())[:200] or "MemoryError"
-        print(f"error: out of memory ({reason}); use less data or a smaller model",
-              file=sys.stderr)
+    except (MemoryError, RuntimeError) as error:  # a table, a model or a batch too large for this machine
+        words = " ".join(str(error).split())
+        found = OUT_OF_MEMORY.search(words)
+        if isinstance(error, RuntimeError) and not found:
+            raise
+        print(f"error: out of memory ({found[0] if found else words[:200] or 'MemoryError'}); use less data, a"
+              " smaller batch_size or a smaller model", file=sys.stderr)
         sys.exit(2)

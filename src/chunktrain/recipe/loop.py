@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from chunktrain.recipe.checkpoint import EPOCH, MODEL_STATE
 from chunktrain.recipe.specs import TrainSettings
 from chunktrain.recipe.errors import PipelineError
 from chunktrain.recipe.tasks import Task
@@ -31,6 +32,9 @@ class Position:
     # sum of batch loss x batch size over those batches, in float64 as the epoch's mean needs
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
     history: list[dict] = field(default_factory=list)  # one record per round this chunk completed
+    # The completed round of this chunk with the lowest val loss, the checkpoint's BEST: {EPOCH: the round,
+    # MODEL_STATE: a copy of its weights on the CPU}; None until the chunk's first round ends.
+    best: dict | None = None
 
 
 class OneProcess:
@@ -93,6 +97,7 @@ def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ba
         # The lr of the round's last step, from the schedule: a round resumed after that step took none itself.
         last_lr = lr(*schedule.step_span(position.epoch, batches.steps - 1, batches.steps)) if lr else None
         record = finish_round(optimizer, position, batches.samples, val_loss, task, last_lr)
+        keep_best(model, position, record)
         if on_round:
             on_round(record)
     return position.history
@@ -121,6 +126,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def keep_best(model: nn.Module, position: Position, record: dict) -> None:
+    """Copy the weights if the round of `record`, just finished, has the chunk's lowest val loss so far (an earlier
+    round keeps a tie). The copy is read alone, never trained: the state the next round continues from is untouched."""
+    if position.best is not None:
+        best = next(kept for kept in position.history if kept["epoch"] == position.best[EPOCH])
+        if not record["val_loss"] < best["val_loss"]:
+            return
+    weights = model.state_dict()
+    copy = type(weights)((name, tensor.to("cpu", copy=True)) for name, tensor in weights.items())
+    copy._metadata = weights._metadata  # the modules' versions, which load_state_dict passes back to them
+    position.best = {EPOCH: record["epoch"], MODEL_STATE: copy}
 
 
 def finish_round(optimizer: torch.optim.Optimizer, position: Position, samples: int, val_loss: float,

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from torch import nn
 
-from chunktrain.recipe.checkpoint import MODEL_CONFIG, MODEL_STATE, TRANSFORM, CheckpointError
+from chunktrain.recipe.checkpoint import MODEL_CONFIG, TRANSFORM, CheckpointError, best_round
 from chunktrain.recipe.specs import OWN_MODEL, ModelSpec, Task, validated
 from chunktrain.recipe.errors import PipelineError, brief
 from chunktrain.recipe.gpt import gpt
@@ -173,14 +173,15 @@ def _said(error: BaseException) -> str:
 
 
 def load_trained(checkpoint: dict, path: str | Path, stage: str = "") -> nn.Module:
-    """The model of a loaded checkpoint with its weights, in eval mode: what predict, sample and evaluate use.
+    """The model of a loaded checkpoint with its best round's weights (init's own), in eval mode: what predict,
+    sample and evaluate use.
 
     A forged or damaged model_config, transform or state dict is one line naming the file, never a traceback.
     """
     try:
         check_model(checkpoint[MODEL_CONFIG], checkpoint[TRANSFORM])
         model = build_model(checkpoint[MODEL_CONFIG])
-        model.load_state_dict(checkpoint[MODEL_STATE])
+        model.load_state_dict(best_round(checkpoint)[1])
     except PipelineError as error:
         raise CheckpointError(path, f"holds no usable model ({error})", stage) from None
     except (AttributeError, TypeError, ValueError, RuntimeError) as error:  # a builder's or load_state_dict's

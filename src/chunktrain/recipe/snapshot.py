@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.recipe.checkpoint import (EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, PLATFORM, CheckpointError,
+from chunktrain.recipe.checkpoint import (BEST, EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, PLATFORM, CheckpointError,
                                           lineage_id, load_checkpoint, save_checkpoint)
 from chunktrain.recipe.errors import brief
 from chunktrain.recipe.loop import Position
@@ -84,8 +84,8 @@ def position_problem(snapshot: dict, parent: dict, rounds: int, steps_per_round:
 
 
 def resume_position(snapshot: dict, parent_history_length: int) -> Position:
-    """The position a snapshot was taken at, with the chunk's completed rounds."""
+    """The position a snapshot was taken at, with the chunk's completed rounds and its best one."""
     state = snapshot[RESUME]
     return Position(epoch=state["epoch"], step=snapshot[GLOBAL_STEP], batch=state["batch"],
-                    loss_sum=state["loss_sum"].clone(),
-                    history=snapshot[HISTORY][parent_history_length:])
+                    loss_sum=state["loss_sum"].clone(), history=snapshot[HISTORY][parent_history_length:],
+                    best=snapshot[BEST])

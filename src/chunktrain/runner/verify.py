@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.recipe.checkpoint import (EPOCH, HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE, OPTIMIZER_STATE,
-                                          PLATFORM, RNG_STATE, VERSION, CheckpointError, load_checkpoint)
+from chunktrain.recipe.checkpoint import (DIGEST, EPOCH, HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE,
+                                          OPTIMIZER_STATE, PLATFORM, RNG_STATE, VERSION, CheckpointError,
+                                          load_checkpoint)
 from chunktrain.recipe.chunk import make_batches, restore
 from chunktrain.recipe.errors import PipelineError, run_stage
 from chunktrain.recipe.snapshot import RESUME, differences
@@ -212,7 +213,7 @@ def first_difference(expected, actual, where: str = "") -> tuple[str, str] | Non
         keys = [*(key for key in ORDER if key in expected), *(key for key in expected if key not in ORDER),
                 *(key for key in actual if key not in expected)]
         for key in keys:
-            if key in (LINEAGE, VERSION):  # the platform and the recipe: printed, and the likely cause
+            if key in (LINEAGE, VERSION, DIGEST):  # the platform and recipe are printed; the digest sums the rest
                 continue
             if key not in expected or key not in actual:
                 return f"{where}{key}", "missing from one of them"
