@@ -151,6 +151,20 @@ def test_a_difference_names_the_first_tensor_and_its_largest_difference():
     assert verify.first_difference(reference, negative_zero) == ("model_state_dict.a", "largest difference 0")
 
 
+@pytest.mark.parametrize("part, value, cause", [
+    ("torch", "2.0.0", "data/checkpoints/c1.pt was trained on another platform: another torch ('2.0.0' there, '{}'"
+                       " here); only a run on its own platform gives its bits"),
+    ("code", "f" * 64, "data/checkpoints/c1.pt was made by another code than the project holds now; run `dvc repro`"),
+])
+def test_verify_names_a_checkpoint_from_another_platform_or_code_as_the_cause(stages, part, value, cause):
+    here = ckpt.load_checkpoint(stages.train("c1"))
+    recorded = {**here, ckpt.LINEAGE: {**here[ckpt.LINEAGE], part: value}}
+    recorded[ckpt.LINEAGE]["id"] = ckpt.lineage_id(recorded[ckpt.LINEAGE])
+    files = trainer.ChunkFiles.of("c1")
+    found = verify.cause({"whole": verify.Result(here, "")}, recorded, None, files, None)
+    assert found.startswith(cause.format(here[ckpt.LINEAGE]["torch"])), found
+
+
 def test_the_platform_is_in_the_lineage_and_its_id(stages):
     record = ckpt.load_checkpoint(stages.train("c1"))[ckpt.LINEAGE]
     assert record["torch"] == str(torch.__version__) and record["deterministic"] is True

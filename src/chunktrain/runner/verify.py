@@ -190,7 +190,7 @@ def comparison(expected: dict, actual: dict, what: str) -> str:
     difference = first_difference(expected, actual)
     if difference is None:
         rounds = len(actual[HISTORY])
-        return f"identical to {what}: weights, optimizer state, RNG state, history ({rounds} rounds)"
+        return f"identical to {what} in every tensor and value ({rounds} rounds of history)"
     where, how = difference
     return f"DIFFERS from {what} at {where} ({how})"
 
