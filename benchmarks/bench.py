@@ -29,11 +29,12 @@ from chunktrain.recipe.chunk import prepare, recipe_id  # noqa: E402
 from chunktrain.recipe.specs import ChunkSpec  # noqa: E402
 from chunktrain.runner import processes, trainer  # noqa: E402
 from chunktrain.testing import (PROJECT_FILES, TINY_PARAMS, Project, new_project, project_env, ran,  # noqa: E402
-                                stage_command)
+                                run as run_command, stage_command)
 from fast_repro import stages_in_order  # noqa: E402
 from plain_loop import mlp, train  # noqa: E402
 
 REPEATS = 3
+TIMEOUT = 3600.0  # seconds a workload's command may take: minutes at most on a busy machine; this only ends a hang
 NOOP_REPEATS = 7  # a no-op repro takes seconds, and on a shared machine a few of them catch a busy moment
 PYTHON = sys.executable
 # The pipeline's default model and batch size; data sizes are scaled down to keep `make bench` to minutes.
@@ -136,8 +137,8 @@ def revision(rev: str, work: Path) -> Layout:
 def wall(command: list[str], cwd: Path = ROOT, env: dict | None = None) -> tuple[float, str]:
     """Seconds a command takes, and its output; fails loudly if it fails."""
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=dict(project_env(), PYTHONPATH=str(ROOT / "src"), **(env or {})),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    result = run_command(command, cwd=cwd, env=dict(project_env(), PYTHONPATH=str(ROOT / "src"), **(env or {})),
+                         check=False, timeout=TIMEOUT)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}")
@@ -147,7 +148,7 @@ def wall(command: list[str], cwd: Path = ROOT, env: dict | None = None) -> tuple
 def timed_dvc(project: Project, *args: str, env: dict | None = None) -> tuple[float, str]:
     """Seconds a dvc command takes in the project, and its output."""
     started = time.perf_counter()
-    output = project.dvc(*args, env=env)
+    output = project.dvc(*args, env=env, timeout=TIMEOUT)
     return time.perf_counter() - started, output
 
 
@@ -439,7 +440,7 @@ def growth_project(path: Path, chunks: int, layout: Layout) -> Project:
     fast_repro.py runs the stages in one process, so a 100-chunk project is ready in seconds, not minutes.
     """
     project = layout.project(path, 320, chunks, 1)
-    project.run(PYTHON, str(ROOT / "benchmarks/fast_repro.py"), str(project.path))
+    project.run(PYTHON, str(ROOT / "benchmarks/fast_repro.py"), str(project.path), timeout=TIMEOUT)
     project.commit("reproduced")
     assert not ran(project.dvc("repro")), f"fast_repro.py left a stage for dvc repro to run in {path}"
     return project

@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from bench import PYTHON, ROOT, figure, machine, print_table, quiet_project, stage_process  # puts src/ on sys.path
+from bench import (PYTHON, ROOT, TIMEOUT, figure, machine, print_table, quiet_project,  # puts src/ on sys.path
+                   stage_process)
 from plain_gpt import RECIPE
 
 from chunktrain.recipe import checkpoint as ckpt  # noqa: E402
@@ -32,7 +32,8 @@ from chunktrain.recipe.model import build_model  # noqa: E402
 from chunktrain.recipe.splits import read_dataset  # noqa: E402
 from chunktrain.recipe.tasks import make_task  # noqa: E402
 from chunktrain.recipe.batches import TextBatches  # noqa: E402
-from chunktrain.testing import Project, assert_same_state, losses, new_project, project_env, tiny_text  # noqa: E402
+from chunktrain.testing import (Project, assert_same_state, losses, new_project, project_env,  # noqa: E402
+                                run as run_command, tiny_text)
 
 CORPUS = ROOT.parent / "shared/data/tinyshakespeare.txt"
 SHIPPED = ROOT / "docs/params-gpt.yaml"  # the recipe as a user copies it over params.yaml
@@ -86,8 +87,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def timed(command: list[str], env: dict, cwd: Path = ROOT) -> tuple[float, int, str]:
     """Seconds a process takes from start to end, its peak RSS in bytes, and its output; fails loudly."""
     started = time.perf_counter()
-    result = subprocess.run([PYTHON, "-c", LAUNCHER, *command], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    result = run_command([PYTHON, "-c", LAUNCHER, *command], cwd=cwd, env=env, check=False, timeout=TIMEOUT)
     seconds = time.perf_counter() - started
     output, _, peak = result.stdout.rpartition("peak_rss ")
     if result.returncode:

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import psutil
+
 from chunktrain.recipe.errors import PipelineError, brief, run_stage
 from chunktrain.recipe.parallel import check_nproc
 from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     # A text's every step has the same batch_size x grad_accum windows; a table's last step of an epoch fewer rows.
     check_nproc(spec.nproc, train.batch_size * train.grad_accum if dataset.is_text else dataset.rows("train"), train,
                 f"{stage}: nproc")
+    if dataset.is_text:
+        check_windows_fit(train.batch_size * train.grad_accum, spec.init.model.args["block_size"], stage)
     if processes.under_torchrun() or settings.slurm is None and spec.nproc == 1:  # this process trains
         return trainer.main([name])
     # The trainer's processes run this working copy's code (`dvc exp run --temp` runs its own).
@@ -43,6 +47,16 @@ def main(argv: list[str] | None = None) -> None:
         return slurm.run(settings.slurm, [sys.executable, *trainer.command(name)], nproc=spec.nproc, name=stage,
                          log_dir=files.snapshot.parent, out=files.out)
     return processes.launch(spec.nproc, trainer.command(name), device=spec.device, name=stage, out=files.out)
+
+
+def check_windows_fit(windows: int, block_size: int, stage: str) -> None:
+    """A text's step draws `windows` windows of block_size + 1 int64 tokens, then inputs and targets of them: they
+    must fit in the memory free here, else one line before any is drawn (the OS would kill the process instead)."""
+    size, free = windows * (block_size + 1) * 8 * 3, psutil.virtual_memory().available
+    if size > free:
+        raise PipelineError(f"{stage}: train.batch_size x grad_accum is {windows:,} windows of {block_size + 1} tokens,"
+                            f" {size / 2**30:,.1f} GiB a step, more than the {free / 2**30:,.1f} GiB of memory free"
+                            " here; use a smaller batch_size")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Real servers on 127.0.0.1 for the remote tests: Debian's OpenSSH sshd and moto's standalone S3 server.
 
-Each one is started in its own process group and stopped with it, so nothing outlives the test that started it.
+Each one is started in its own process group and stopped with it, so nothing outlives the test that started it;
+and killed by the kernel if the test process dies first (die_with_parent), so not even a crashed test worker leaves one.
 """
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -15,10 +17,20 @@ from pathlib import Path
 
 import pytest
 
+from chunktrain.testing import run
+
 HOST = "127.0.0.1"
 SSHD = "/usr/sbin/sshd"  # Debian's openssh-server; .ci/run installs it when missing
 S3_BUCKET = "chunktrain"
 S3_KEY, S3_SECRET = "test-key", "test-secret"  # moto accepts any credentials
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: a child between fork and exec should only call it
+
+
+def die_with_parent() -> None:
+    """Popen's preexec_fn for a server: the kernel SIGKILLs it when the test process that started it dies, even by
+    SIGKILL or a crash that skips every teardown (Linux's PR_SET_PDEATHSIG; it survives the exec)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -54,7 +66,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], timeout=60)
     return path
 
 
@@ -94,7 +106,7 @@ Subsystem sftp internal-sftp
     Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # sshd's privilege separation dir
     log = folder / "sshd.log"
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=open(log, "w"), start_new_session=True)
+                               stderr=open(log, "w"), start_new_session=True, preexec_fn=die_with_parent)
     try:
         wait_for_port(port, process, log)
     except BaseException:
@@ -109,7 +121,8 @@ def start_moto(folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = folder / "moto.log"
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-                               stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                               stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=die_with_parent)
     endpoint = f"http://{HOST}:{port}"
     try:
         wait_for_port(port, process, log)

@@ -4,6 +4,7 @@ Everything (munge's key and socket, SLURM's state, spool, logs and pid files) li
 are free ones chosen here, and stop() cancels every job and stops every daemon, so nothing outlives the suite.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from servers import HOST, free_port, stop, wait_for_port
+from chunktrain.testing import run
+from servers import HOST, die_with_parent, free_port, stop, wait_for_port
 
 DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
 COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
@@ -36,8 +38,8 @@ class Cluster:
         return {"SLURM_CONF": str(self.conf)}
 
     def run(self, *command: str) -> str:
-        return subprocess.run(command, env={**os.environ, **self.env}, check=True, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+        """A SLURM command's output (it fails the test if the command fails or takes over a minute)."""
+        return run(command, env={**os.environ, **self.env}, timeout=60).stdout
 
     def jobs(self) -> list[str]:
         """The ids of the jobs in the queue (pending or running)."""
@@ -114,7 +116,8 @@ PartitionName={SHORT} Nodes={NODE} MaxTime=1 State=UP
 def _start(cluster: Cluster, name: str, args: list[str]) -> None:
     log = open(cluster.folder / f"log/{name}.out", "w")
     cluster.processes.append(subprocess.Popen([DAEMONS[name], *args], stdout=log, stderr=subprocess.STDOUT,
-                                              env={**os.environ, **cluster.env}, start_new_session=True))
+                                              env={**os.environ, **cluster.env}, start_new_session=True,
+                                              preexec_fn=die_with_parent))
 
 
 def _wait(condition, what: str, cluster: Cluster, timeout: float = 30) -> None:
@@ -129,17 +132,19 @@ def _wait(condition, what: str, cluster: Cluster, timeout: float = 30) -> None:
 
 
 def stop_cluster(cluster: Cluster) -> None:
-    """Cancel every job, wait for their processes to end, then stop slurmd, slurmctld and munged."""
-    if len(cluster.processes) == 3 and all(p.poll() is None for p in cluster.processes):
-        subprocess.run(["scancel", "--full", "--user=root"], env={**os.environ, **cluster.env},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _steps(cluster):
-            time.sleep(0.2)
-    for process in reversed(cluster.processes):
-        stop(process)
-    for step in _steps(cluster):  # a job step that outlived its slurmd: its own session, so killpg missed it
-        step.kill()
+    """Cancel every job, wait for their processes to end, then stop slurmd, slurmctld and munged (whatever failed)."""
+    try:
+        if len(cluster.processes) == 3 and all(p.poll() is None for p in cluster.processes):
+            run(["scancel", "--full", "--user=root"], env={**os.environ, **cluster.env}, check=False, timeout=60)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _steps(cluster):
+                time.sleep(0.2)
+    finally:
+        for process in reversed(cluster.processes):
+            stop(process)
+        for step in _steps(cluster):  # a job step that outlived its slurmd: its own session, so killpg missed it
+            with contextlib.suppress(psutil.NoSuchProcess):
+                step.kill()
 
 
 def _steps(cluster: Cluster) -> list[psutil.Process]:

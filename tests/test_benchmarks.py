@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -11,7 +10,7 @@ import yaml
 
 from chunktrain.params import Params
 from chunktrain.recipe.model import decay_groups
-from chunktrain.testing import ROOT, project_env, ran, tiny_text
+from chunktrain.testing import ROOT, project_env, ran, run, tiny_text
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
@@ -77,8 +76,8 @@ def test_the_plain_gpt_loop_decays_the_parameters_chunktrain_decays():
 
 @pytest.mark.slow
 def test_the_gpt_benchmark_names_the_option_for_a_missing_corpus(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpt.py"), "--corpus", str(tmp_path / "none.txt")],
-                            capture_output=True, text=True)
+    result = run([sys.executable, str(ROOT / "benchmarks/gpt.py"), "--corpus", str(tmp_path / "none.txt")],
+                 check=False, merge_stderr=False)
     assert result.returncode == 2
     assert f"no corpus at {tmp_path / 'none.txt'}" in result.stderr and "--corpus" in result.stderr
 
@@ -156,10 +155,10 @@ def test_the_dvc_add_timer_finds_each_part_it_times(tmp_path):
     """dvc_add.py times DVC's own functions: a rename in DVC must fail here, not zero a figure of `make bench`."""
     env = project_env()
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "cache.type", "reflink,copy"]):
-        subprocess.run(command, cwd=tmp_path, env=env, check=True)
+        run(command, cwd=tmp_path, env=env)
     (tmp_path / "big.pt").write_bytes(b"checkpoint" * 100_000)
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/dvc_add.py"), "big.pt"], cwd=tmp_path, env=env,
-                            check=True, capture_output=True, text=True)
+    result = run([sys.executable, str(ROOT / "benchmarks/dvc_add.py"), "big.pt"], cwd=tmp_path, env=env,
+                 merge_stderr=False)
     parts = json.loads(result.stdout.splitlines()[-1])
     assert parts.keys() == {"md5", "cache", "relink"} and all(seconds > 0 for seconds in parts.values()), parts
     assert (tmp_path / ".dvc/cache/files/md5").is_dir()

@@ -3,7 +3,6 @@
 import copy
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -17,7 +16,7 @@ from chunktrain.params import Params, load_params, read_yaml
 from chunktrain.params import plan as plan_specs
 from chunktrain.recipe.specs import BUILT_IN_MODELS, ChunkSpec
 from chunktrain.recipe.errors import PipelineError, run_stage
-from chunktrain.testing import ROOT, TINY_TEXT_PARAMS, project_env, write_params
+from chunktrain.testing import ROOT, TINY_TEXT_PARAMS, project_env, run, write_params
 
 
 def test_valid_params_load_with_chunk_overrides(tmp_path, params):
@@ -291,8 +290,8 @@ def test_loading_params_does_not_import_dvc(tmp_path, params):
     write_params(tmp_path / "params.yaml", params)
     code = ("import sys; from chunktrain.params import load_params; load_params('params.yaml');"
             " print('dvc' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                            env={**project_env(), "PYTHONPATH": str(ROOT / "src")})
+    result = run([sys.executable, "-c", code], cwd=tmp_path, env={**project_env(), "PYTHONPATH": str(ROOT / "src")},
+                 merge_stderr=False)
     assert result.stdout == "False\n", result.stderr
 
 

@@ -3,7 +3,6 @@ line."""
 
 import json
 import shutil
-import subprocess
 import sys
 
 import pyarrow as pa
@@ -12,7 +11,7 @@ import pytest
 
 from chunktrain.recipe.errors import PipelineError
 from chunktrain.recipe.splits import INFO, count_rows, read_dataset, read_split
-from chunktrain.testing import ROOT, TINY_PARAMS, Project, new_project, project_env, sha256
+from chunktrain.testing import ROOT, TINY_PARAMS, Project, new_project, project_env, run, sha256
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +110,7 @@ def test_the_training_stage_reads_its_data_without_importing_pandas(generated):
     code = (f"import sys; import train; from chunktrain.recipe.splits import read_dataset;"
             f" read_dataset({str(generated.dataset)!r}).split('train');"
             " assert 'pandas' not in sys.modules, 'pandas was imported'")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT / "src", check=True)
+    run([sys.executable, "-c", code], cwd=ROOT / "src")
 
 
 @pytest.mark.slow
@@ -120,7 +119,7 @@ def test_the_generate_stage_does_not_import_torch(generated, tmp_path):
     code = ("import sys, generate; generate.main(sys.argv[1:]);"
             " assert 'torch' not in sys.modules, 'torch was imported'")
     args = ["--spec", str(generated.spec("data.json")), "--out", str(tmp_path / "dataset")]
-    subprocess.run([sys.executable, "-c", code, *args], cwd=generated.root, check=True,
-                   env={**project_env(), "PYTHONPATH": str(ROOT / "src")})
+    run([sys.executable, "-c", code, *args], cwd=generated.root,
+        env={**project_env(), "PYTHONPATH": str(ROOT / "src")})
     assert {path.name: sha256(path) for path in (tmp_path / "dataset").iterdir()} == {
         path.name: sha256(path) for path in generated.dataset.iterdir()}

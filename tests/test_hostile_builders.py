@@ -100,3 +100,14 @@ def test_a_thread_count_far_beyond_the_cores_is_one_line(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "17")
     with pytest.raises(PipelineError, match=re.escape("OMP_NUM_THREADS: 17 threads per process")):
         processes.set_threads(None)
+
+
+def test_a_texts_batch_larger_than_memory_is_one_line_before_anything_is_drawn():
+    """batch_size 1e9 (probe 18): the OS would kill the trainer once it touched the windows."""
+    import train
+
+    with pytest.raises(PipelineError, match=r"^train@c1: train.batch_size x grad_accum is 1,000,000,000 windows of 17"
+                                            r" tokens, 380.0 GiB a step, more than the [\d.,]+ GiB of memory free"
+                                            r" here; use a smaller batch_size$"):
+        train.check_windows_fit(10**9, 16, "train@c1")
+    train.check_windows_fit(64, 16, "train@c1")  # a real batch passes

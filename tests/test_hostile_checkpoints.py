@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from chunktrain.recipe.checkpoint import LINEAGE, CheckpointError, load_checkpoint
-from chunktrain.testing import Project, new_project, sha256
+from chunktrain.testing import Project, new_project, run, sha256
 from chunktrain.recipe import snapshot as snapshots
 from chunktrain.recipe.loop import Position
 
@@ -212,8 +212,8 @@ def test_clear_snapshots_deletes_only_snapshots_in_the_snapshot_folder(project):
 # Faults: a full disk, a read-only folder, a file where the snapshot folder should be.
 
 def can_mount() -> bool:
-    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
-                          capture_output=True).returncode == 0 if shutil.which("unshare") else False
+    return bool(shutil.which("unshare")) and run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                                                 check=False, timeout=60).returncode == 0
 
 
 def snapshot_every_10_steps(project: Project) -> None:

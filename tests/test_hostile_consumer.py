@@ -7,7 +7,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,8 @@ from chunktrain.recipe.errors import run_stage
 from chunktrain.recipe.model import build_model
 from chunktrain.recipe.splits import read_dataset
 from chunktrain.data.transform import MAX_STANDARDIZED
-from chunktrain.testing import (ROOT, TINY_PARAMS, TINY_TEXT_PARAMS, Project, new_project, project_env, sha256,
-                                tiny_text, write_params)
+from chunktrain.testing import (ROOT, TINY_PARAMS, TINY_TEXT_PARAMS, Project, new_project, project_env, run,
+                                sha256, tiny_text, write_params)
 from tables import classification_table, own_params, regression_table, write_table
 
 
@@ -300,8 +299,6 @@ def test_make_predict_takes_paths_as_typed_with_spaces_dollars_and_quotes(regres
     (tmp_path / "my $HOME").mkdir()
     shutil.copy(regressor, tmp_path / "my $HOME/init 1.pt")
     regression_table(rows=5).to_csv(tmp_path / 'price$2023 "a".csv', index=False)
-    result = subprocess.run(["make", "-o", ".venv/.installed", "predict", 'INPUT=price$2023 "a".csv',
-                             "OUTPUT=out put`id`.csv", "CHECKPOINT=my $HOME/init 1.pt"], cwd=tmp_path,
-                            env=project_env(), text=True, capture_output=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run(["make", "-o", ".venv/.installed", "predict", 'INPUT=price$2023 "a".csv', "OUTPUT=out put`id`.csv",
+         "CHECKPOINT=my $HOME/init 1.pt"], cwd=tmp_path, env=project_env())
     assert len(pd.read_csv(tmp_path / "out put`id`.csv")) == 5

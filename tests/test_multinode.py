@@ -5,14 +5,13 @@ user's own `torchrun --nnodes 2` in another copy, with its own dataset, parent c
 """
 
 import shlex
-import subprocess
 import time
 
 import pytest
 import yaml
 
 from chunktrain.recipe import checkpoint as ckpt
-from chunktrain.testing import ROOT, Project, project_env, ran, sha256
+from chunktrain.testing import ROOT, Project, Started, project_env, ran, sha256
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -66,19 +65,15 @@ def two_nodes(base, tmp_path_factory):
 
     port = free_port()
     # Started first, so c10d (which numbers nodes by host name, then pid) makes node 1's process global rank 0.
-    with open(root / "node1.log", "w") as log:
-        other = subprocess.Popen(node1_command(port), cwd=node1.path, env=project_env(), stdout=log,
-                                 stderr=subprocess.STDOUT)
+    other = Started(node1_command(port), cwd=node1.path, env=project_env())
     started = time.monotonic()
     try:
         output = node0.dvc("repro", "train@d2", env=node0_env(port))
-        other_exit = other.wait(60)
+        other_node = other.finish(timeout=60)
     finally:
-        if other.poll() is None:
-            other.kill()
-            other.wait()
+        other.kill_group()  # torchrun's workers too, if the stage failed
     print(f"two nodes, 1 process each: {time.monotonic() - started:.1f} s")
-    assert other_exit == 0, (root / "node1.log").read_text()
+    assert other_node.returncode == 0, other_node.stdout
     return one, node0, node1, output
 
 

@@ -3,7 +3,6 @@ what they score, prediction and export."""
 
 import copy
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -17,7 +16,7 @@ from chunktrain.recipe import checkpoint as ckpt
 from chunktrain.recipe.checkpoint import load_checkpoint
 from chunktrain.recipe.splits import read_dataset
 from chunktrain.prediction import load_model
-from chunktrain.testing import TINY_PARAMS, Project, new_project, project_env
+from chunktrain.testing import TINY_PARAMS, Project, new_project, project_env, run
 from tables import CLASSES, FEATURES, TARGET, own_params, write_table
 
 
@@ -144,9 +143,7 @@ def test_the_exported_program_runs_where_the_package_is_not_installed(trained, t
     path, x, expected = export(stages, frame, task, tmp_path)
     np.save(tmp_path / "x.npy", x)
     env = {k: v for k, v in project_env().items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-I", "-c", ELSEWHERE, str(path), "x.npy", "y.npy"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    run([sys.executable, "-I", "-c", ELSEWHERE, str(path), "x.npy", "y.npy"], cwd=tmp_path, env=env)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
 
 

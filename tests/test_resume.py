@@ -15,7 +15,7 @@ from chunktrain.recipe.checkpoint import load_checkpoint
 from chunktrain.runner import snapshots
 from chunktrain.recipe.snapshot import RESUME, position_problem
 from chunktrain.runner.snapshots import SnapshotSchedule
-from chunktrain.testing import Project, project_env, ran, sha256, wait_for
+from chunktrain.testing import Project, Started, project_env, ran, sha256, wait_for
 
 SNAPSHOT = ".resume/c2/snapshot.pt"
 C2 = "data/checkpoints/c2.pt"
@@ -123,19 +123,21 @@ def test_a_killed_writers_temp_file_changes_neither_dvc_nor_git(project):
     assert project.run("git", "status", "--porcelain").stdout == ""
 
 
-def start_repro(project: Project, *args: str) -> subprocess.Popen:
+def start_repro(project: Project, *args: str) -> Started:
     """`dvc repro` in its own process group, as from a terminal."""
-    return subprocess.Popen(["dvc", "repro", *args], cwd=project.path, env=project_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return Started(["dvc", "repro", *args], cwd=project.path, env=project_env())
 
 
 @pytest.mark.slow
 def test_ctrl_c_writes_a_snapshot_and_repro_resumes_from_it(project):
     snapshot_every_10_steps(project, epochs=10)  # 250 steps: long enough to be caught mid-chunk
     dvc = start_repro(project, "train@c2")
-    wait_for(lambda: (project.path / SNAPSHOT).exists() or dvc.poll() is not None, "the first snapshot")
-    os.killpg(dvc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
-    output, _ = dvc.communicate(timeout=120)
+    try:
+        wait_for(lambda: (project.path / SNAPSHOT).exists() or dvc.poll() is not None, "the first snapshot")
+        os.killpg(dvc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        output = dvc.finish(timeout=120).stdout
+    finally:
+        dvc.kill_group()
     assert dvc.returncode != 0
     assert "error: train@c2 interrupted at step" in output and "`dvc repro` resumes from it" in output
     assert "Traceback" not in output
@@ -157,8 +159,7 @@ def test_a_trainer_whose_dvc_is_killed_snapshots_and_stops(project):
         dvc.wait()
         trainer.wait(timeout=60)  # it notices within a second or so and stops; psutil raises if it lives on
     finally:
-        if psutil.pid_exists(dvc.pid):
-            os.killpg(dvc.pid, signal.SIGKILL)
+        dvc.kill_group()  # the trainer too, if it lived on
     assert (project.path / SNAPSHOT).stat().st_mtime >= killed_at  # its last act: a snapshot
     assert not (project.path / C2).exists()
 

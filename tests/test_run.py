@@ -4,11 +4,10 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 
 import pytest
 
-from chunktrain.testing import ROOT, Project, project_env, wait_for
+from chunktrain.testing import ROOT, Project, Started, project_env, wait_for
 
 pytestmark = pytest.mark.slow
 MAKE_RUN = ["make", "--no-print-directory", "-o", ".venv/.installed", "run"]
@@ -39,12 +38,14 @@ def test_ctrl_c_during_make_run_ends_with_where_the_chunk_stopped_and_how_to_res
     project = with_makefile(project)
     project.edit_params(lambda p: p["train"].update(snapshot_every_steps=10) or
                         p["train"]["chunks"]["c2"].update(epochs=10))  # 250 steps: caught mid-chunk
-    make = subprocess.Popen(MAKE_RUN, cwd=project.path, env=project_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    wait_for(lambda: (project.path / ".resume/c2/snapshot.pt").exists() or make.poll() is not None,
-             "c2's first snapshot")
-    os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
-    output, _ = make.communicate(timeout=300)
+    make = Started(MAKE_RUN, cwd=project.path, env=project_env())
+    try:
+        wait_for(lambda: (project.path / ".resume/c2/snapshot.pt").exists() or make.poll() is not None,
+                 "c2's first snapshot")
+        os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        output = make.finish().stdout
+    finally:
+        make.kill_group()
     *_, ours, makes = output.rstrip().splitlines()
     stopped = re.fullmatch(r"interrupted: train@c2 stopped by SIGINT at step (\d+) of the chunk \(epoch \d+, batch"
                            r" \d+\); its snapshot \.resume/c2/snapshot\.pt is kept and `make run` resumes from it",

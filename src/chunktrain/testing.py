@@ -9,8 +9,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,10 @@ import yaml
 from chunktrain.recipe import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[2]
+# Seconds a command a test starts may run before it is killed and the test fails with its output: a tiny pipeline's
+# `dvc repro` takes seconds, a SLURM chunk about a minute; under pytest-timeout's 600 s per test, so the message
+# names the command. A longer one passes its own.
+COMMAND_TIMEOUT = 300.0
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
                  ".dvcignore", ".gitignore", "metrics/live.csv"]
 ALL_STAGES = {"plan", "synthesize", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
@@ -159,15 +165,13 @@ class Project:
         self.plan()
         self.stage("evaluate")
 
-    def run(self, *command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(command, cwd=self.path, env={**project_env(), **(env or {})}, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}")
-        return result
+    def run(self, *command: str, check: bool = True, env: dict | None = None,
+            timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
+        return run(command, cwd=self.path, env={**project_env(), **(env or {})}, check=check, timeout=timeout)
 
-    def dvc(self, *args: str, check: bool = True, env: dict | None = None) -> str:
-        return self.run("dvc", *args, check=check, env=env).stdout
+    def dvc(self, *args: str, check: bool = True, env: dict | None = None,
+            timeout: float = COMMAND_TIMEOUT) -> str:
+        return self.run("dvc", *args, check=check, env=env, timeout=timeout).stdout
 
     def repro(self, *args: str, env: dict | None = None) -> set[str]:
         """Run `dvc repro`; the stages whose dvc.lock entry it changed or added, i.e. that it reran (or took from
@@ -210,6 +214,59 @@ class Project:
     @params.setter
     def params(self, value: dict) -> None:
         write_params(self.params_path, value)
+
+
+class Started(subprocess.Popen):
+    """A command started in a session of its own, as a terminal starts a job (Ctrl-C there is
+    os.killpg(pid, SIGINT)), its output to a temp file rather than a pipe: a process it leaves behind (DVC's queue
+    workers inherit the output of `dvc queue start`) cannot keep the test reading. finish() waits with a timeout."""
+
+    def __init__(self, command, *, cwd=None, env: dict | None = None, merge_stderr: bool = True):
+        self._stdout = tempfile.TemporaryFile()
+        self._stderr = self._stdout if merge_stderr else tempfile.TemporaryFile()
+        super().__init__(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._stdout,
+                         stderr=self._stderr, start_new_session=True)
+
+    def finish(self, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
+        """Wait for the command to end: its exit status and output (stderr in stdout unless started apart). Past
+        `timeout` seconds, or interrupted (pytest-timeout, Ctrl-C), its process group is killed, children too."""
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            raise AssertionError(f"{shlex.join(map(str, self.args))} was killed after its timeout of {timeout:g} s;"
+                                 f" its output until then:\n{self.output()}") from None
+        except BaseException:
+            self.kill_group()
+            raise
+        stderr = None if self._stderr is self._stdout else self._read(self._stderr)
+        return subprocess.CompletedProcess(self.args, self.returncode, self.output(), stderr)
+
+    def kill_group(self) -> None:
+        """SIGKILL the command's process group (what it started and did not move to a group of its own)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.wait()
+
+    def output(self) -> str:
+        """What the command has printed so far (stdout and, unless started apart, stderr)."""
+        return self._read(self._stdout)
+
+    @staticmethod
+    def _read(file) -> str:
+        file.seek(0)
+        return file.read().decode(errors="replace")
+
+
+def run(command, *, cwd=None, env: dict | None = None, check: bool = True, timeout: float = COMMAND_TIMEOUT,
+        merge_stderr: bool = True) -> subprocess.CompletedProcess:
+    """Run a command to its end (see Started): killed with its process group past `timeout` seconds, failing the
+    test with its output so far; with check, a non-zero exit fails the test with its output."""
+    result = Started(command, cwd=cwd, env=env, merge_stderr=merge_stderr).finish(timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{shlex.join(map(str, command))} exited {result.returncode}:\n{result.stdout}"
+                             + (f"\n{result.stderr}" if result.stderr else ""))
+    return result
 
 
 def stage_command(name: str) -> str:
@@ -284,19 +341,30 @@ def losses(checkpoint: dict) -> list[tuple]:
 def processes_under(path) -> list[psutil.Process]:
     """Processes whose working directory is inside path: the queue's workers and the stages they run."""
     found = []
-    for process in psutil.process_iter(["cwd"]):
+    for process in psutil.process_iter(["cwd", "cmdline"]):
         cwd = process.info["cwd"]
         if cwd and (cwd == str(path) or cwd.startswith(f"{path}/")):
             found.append(process)
     return found
 
 
-def stop_queue(project: Project, timeout: float = 30.0) -> None:
-    """Stop the queue's celery workers and wait until none is left, so none outlives the test."""
-    project.dvc("queue", "stop", "--kill", check=False)
-    _, left = psutil.wait_procs(processes_under(project.path), timeout=timeout)
-    left += processes_under(project.path)  # any started while the others stopped
-    for process in left:  # one that `queue stop` missed: DVC 3.67 has been seen to leave a -j 2 worker idle
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(left, timeout=timeout)
+def stop_queue(project: Project, grace: float = 10.0) -> None:
+    """End every process the experiment queue left in the project, found by its working folder: the celery workers
+    (and the process holding each), the experiments they run, and those experiments' stages; fail if one survives.
+    Signals, not `dvc queue stop`: that asks the workers over DVC's file broker, whose races between two workers
+    (a JSONDecodeError in a worker's log; DVC issue 10428) can leave a worker deaf to it and alive for good.
+    SIGTERM first (a stage snapshots, a SLURM stage cancels its job), SIGKILL to any left after `grace` seconds."""
+    sent: dict[int, int] = {}
+    started = time.monotonic()
+    while left := processes_under(project.path):
+        waited = time.monotonic() - started
+        if waited > 2 * grace:
+            raise AssertionError(f"queue processes still running {waited:.0f} s after SIGTERM and SIGKILL: "
+                                 + ", ".join(f"{process.pid} {process.info['cmdline']}" for process in left))
+        sig = signal.SIGTERM if waited < grace else signal.SIGKILL
+        for process in left:
+            if sent.get(process.pid) != sig:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(sig)
+                sent[process.pid] = sig
+        time.sleep(0.1)
