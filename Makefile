@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench snapshots clear-snapshots exps plots predict sample clean-venv
+.PHONY: setup run test test-fast bench snapshots clear-snapshots verify exps plots predict sample clean-venv
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ snapshots: setup
 
 clear-snapshots: setup
 	PYTHONPATH=src python -m chunktrain.runner.snapshots --clear
+
+# Is a chunk exact on this machine? make verify CHUNK=c2 [STEPS=N]: trains it again from its parent three ways (whole,
+# in two halves, killed and resumed) in a temporary copy and compares each with data/checkpoints/c2.pt, tensor by tensor.
+verify: setup
+	PYTHONPATH=src python -m chunktrain.runner.verify $(or $(CHUNK),$(error give the chunk: make verify CHUNK=c2)) \
+	  $(if $(STEPS),--steps $(STEPS))
 
 # One row per experiment, best val_loss first: the chunks it trained, the last of them and its best chunk, each with
 # its val_loss, and the params that differ; within 120 columns. ALL=1: a row per chunk of every experiment instead.

@@ -1,7 +1,8 @@
 """The checkpoint: its keys, an atomic byte-deterministic save, a safe validated load, and its lineage.
 
 Identity by recipe: every checkpoint carries a lineage record whose id is computed from what made it (its
-parent's id, its spec, the dataset's id, the code's id, the device and threads), so a consumer recognises a stale or foreign
+parent's id, its spec, the dataset's id, the code's id, and the platform: device, threads, torch version,
+deterministic algorithms), so a consumer recognises a stale or foreign
 checkpoint by comparing ids it has already loaded, never by hashing a file. Integrity by the archive's own
 CRC-32s: every loader checks each record's bytes against the CRC-32 torch.save wrote beside it, so a file
 changed after it was written (in place, even with its size and mtime kept, which DVC does not notice) is
@@ -36,7 +37,7 @@ MODEL_CONFIG = "model_config"  # what built model and optimizer: arch, args, tas
 # mean and std, the target's mean and std (regression) or class labels (classification); or a text's vocabulary
 # (the character of each token id). From init on, unchanged.
 TRANSFORM = "transform"
-# How it was made: {id, chunk, parent, spec, dataset, code, device, threads}; see lineage().
+# How it was made: {id, chunk, parent, spec, dataset, code, device, threads, torch, deterministic}; see lineage().
 LINEAGE = "lineage"
 GLOBAL_STEP = "global_step"  # optimizer steps taken in total, across all chunks
 HISTORY = "history"  # one dict per round of the whole lineage: epoch (the round), step, train_loss, val_loss, lr, chunk
@@ -64,18 +65,34 @@ class CheckpointError(PipelineError):
         super().__init__(f"{path} {problem}; run `{command}` to rebuild it")
 
 
-def lineage(spec: ChunkSpec | InitSpec, parent_id: str | None, dataset_id: str, code_id: str,
-            device: str = "cpu", threads: int | None = None) -> dict:
-    """The lineage record of a checkpoint made by `spec` from the parent of id `parent_id` (None for init).
+# The lineage fields that describe the machine, not the recipe: each can change a result's last bits.
+PLATFORM = ("device", "threads", "torch", "deterministic")
 
-    `device` is the device type training ran on (spec.device may say auto): CPU and CUDA round differently.
-    `threads`, torch's threads per process, splits some sums differently too, so a chunk keeps the count it
-    started with (snapshot.load_snapshot).
-    Training is deterministic, so the same record means the same bytes: the id is as strong as a file hash.
+
+def lineage(spec: ChunkSpec | InitSpec, parent_id: str | None, dataset_id: str, code_id: str,
+            device: torch.device = torch.device("cpu"), threads: int | None = None) -> dict:
+    """The lineage record of a checkpoint made by `spec` from the parent of id `parent_id` (None for init), in
+    this process, on `device` with `threads` threads per process.
+
+    Training is deterministic on one platform, so the same record means the same bytes: the id is as strong as a
+    file hash. The platform (see platform()) is in it, since another one may round differently.
     """
     record = {"chunk": _name(spec), "parent": parent_id, "spec": _recipe(spec), "dataset": dataset_id,
-              "code": code_id, "device": device, "threads": threads}
+              "code": code_id, **platform(device, threads)}
     return {"id": lineage_id(record), **record}
+
+
+def platform(device: torch.device, threads: int | None) -> dict:
+    """What of this process can change a result's bits: the device (a CPU's vector width, a GPU's model and
+    compute capability), torch's threads per process (how sums split), torch's version (its kernels), and
+    whether torch's deterministic algorithms are on (a GPU's atomics)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        name = f"cuda {torch.cuda.get_device_name(device)} (sm_{major}{minor})"
+    else:
+        name = f"{device.type} ({torch.backends.cpu.get_cpu_capability()})"
+    return {"device": name, "threads": threads, "torch": str(torch.__version__),
+            "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 def lineage_id(record: dict) -> str:

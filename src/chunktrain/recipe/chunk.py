@@ -72,7 +72,7 @@ def prepare(spec: ChunkSpec, parent_path: Path, dataset_path: Path, snapshot_pat
     settings, dataset = spec.settings, read_dataset(dataset_path)
     parent = load_parent(parent_path, spec, dataset.id)
     batches = make_batches(dataset, spec, parent[MODEL_CONFIG], world.device)
-    record = lineage(spec, parent[LINEAGE]["id"], dataset.id, code, world.device.type, world.threads)
+    record = lineage(spec, parent[LINEAGE]["id"], dataset.id, code, world.device, world.threads)
     snapshot = load_snapshot(snapshot_path, record, log=say, parent=parent, rounds=settings.rounds,
                              steps_per_round=batches.steps)
     if snapshot and snapshot[LINEAGE]["threads"] != world.threads:

@@ -2,8 +2,8 @@
 match to be resumed from, so that a resumed chunk gives the bytes of an uninterrupted one.
 
 A snapshot's lineage is the one the finished chunk will carry, and it is used only by a run of the same lineage
-(parent, spec, dataset, code, device, threads). When a chunk is taken and how snapshots are listed and cleared is the
-runner's (runner/snapshots.py).
+(parent, spec, dataset, code, and platform: device, torch version, deterministic algorithms), its thread count
+aside. When a chunk is taken and how snapshots are listed and cleared is the runner's (runner/snapshots.py).
 """
 
 from collections.abc import Callable
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from chunktrain.recipe.checkpoint import (BEST, EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, CheckpointError, lineage_id,
-                                          load_checkpoint, save_checkpoint)
+from chunktrain.recipe.checkpoint import (BEST, EPOCH, GLOBAL_STEP, HISTORY, LINEAGE, PLATFORM, CheckpointError,
+                                          lineage_id, load_checkpoint, save_checkpoint)
+from chunktrain.recipe.errors import brief
 from chunktrain.recipe.loop import Position
 
 RESUME = "resume"  # snapshots only: {epoch, batch, loss_sum, step}
@@ -47,14 +48,20 @@ def load_snapshot(path: Path, lineage: dict, log: Callable[[str], None], *, pare
     threads = saved.get("threads")
     same_but_threads = type(threads) is int and lineage_id({**lineage, "threads": threads}) == saved.get("id")
     if saved.get("id") != lineage["id"] and not same_but_threads:
-        changed = [part for part in lineage if part != "id" and saved.get(part) != lineage[part]] or ["lineage id"]
-        log(f"skipping snapshot {path}: it was taken with another {', '.join(changed)}")
+        log(f"skipping snapshot {path}: it was taken with another {', '.join(differences(saved, lineage))}")
         return None
     problem = position_problem(snapshot, parent, rounds, steps_per_round)
     if problem:
         log(f"warning: skipping snapshot {path}: {problem}")
         return None
     return snapshot
+
+
+def differences(saved: dict, lineage: dict) -> list[str]:
+    """The parts of a lineage record `saved` that differ from `lineage`, a platform's with both values (another
+    torch (2.12.0 there, 2.13.0 here)); threads aside, which a resumed chunk takes from its snapshot."""
+    return [part + (f" ({brief(saved.get(part))} there, {brief(lineage[part])} here)" if part in PLATFORM else "")
+            for part in lineage if part not in ("id", "threads") and saved.get(part) != lineage[part]] or ["lineage id"]
 
 
 def position_problem(snapshot: dict, parent: dict, rounds: int, steps_per_round: int) -> str | None:

@@ -76,9 +76,19 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), cgroups: Path = P
     return cpus
 
 
+def deterministic() -> None:
+    """Turn on torch's deterministic algorithms, which a GPU needs for a chunk to give the same bytes twice (an
+    embedding's backward, some reductions); an op that has none then raises (trainer.nondeterministic_op). cuBLAS
+    reads its workspace setting when CUDA starts, so this runs before anything touches the device."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False  # its timing-based choice of kernel may differ between runs
+
+
 def join(nproc: int, device_setting: str, key: str, threads: int | None = None) -> World:
-    """This process's World, its torch threads set; under torchrun, also join the process group (gloo on CPU,
-    nccl on GPU)."""
+    """This process's World, deterministic, its torch threads set; under torchrun, also join the process group
+    (gloo on CPU, nccl on GPU)."""
+    deterministic()
     if not under_torchrun():
         return World(rank=0, size=1, device=resolve_device(device_setting, 0), threads=set_threads(threads))
     size, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])

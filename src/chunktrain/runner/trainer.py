@@ -91,12 +91,26 @@ def main(argv: list[str] | None = None) -> None:
     # From the first step to the last output, a stop signal stops at a clean step; one that comes after the last
     # step (SLURM's warning before a time limit, say) lets the outputs be written, and the chunk is complete.
     with StopSignals() as signals:
-        train(state, files, world, settings, signals)
+        try:
+            train(state, files, world, settings, signals)
+        except RuntimeError as error:
+            raise nondeterministic_op(error, name, world) or error
         if world.writes:
             write_outputs(state, files)
     if signals.received and world.writes:
         print(f"train@{name}: {signal.Signals(signals.received).name} came after the last step; the chunk's outputs"
               " are written and it is complete", flush=True)
+
+
+def nondeterministic_op(error: RuntimeError, name: str, world: World) -> PipelineError | None:
+    """torch's error for an op that has no deterministic version (processes.deterministic) as one line that names
+    it, or None for another error."""
+    message = str(error)
+    if "does not have a deterministic implementation" not in message:
+        return None
+    return PipelineError(f"train@{name}: {message.split()[0]} has no deterministic implementation on"
+                         f" {world.device.type}, so the chunk would not give the same bytes twice; use another op in"
+                         " the model (torch.use_deterministic_algorithms's documentation lists them)")
 
 
 def header(state: ChunkState, parent_path: Path, world: World) -> str:
