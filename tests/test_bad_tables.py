@@ -57,7 +57,7 @@ BAD = [
      r"target column 'species' holds float64 values; a classification target must be class labels"),
     ("regression", lambda: classification_table(rows=60).rename(columns={"species": "price"}),
      {"features": ["width", "weight"]}, r"target column 'price' is not numeric .* model.task is regression"),
-    ("regression", _regression(lambda f: f.rename(columns={"rooms": "prediction"}, inplace=True)), {"features": None},
+    ("regression", _regression(lambda f: f.__setitem__("prediction", f.pop("rooms"))), {"features": None},
      r"tables/t.csv: feature column 'prediction' has a name predict writes its output under \(prediction,"
      r" proba_<class>\); rename the column, or list it in data.exclude"),
     ("regression", _regression(lambda f: f.__setitem__("price", f["price"] * 1e200)), {},

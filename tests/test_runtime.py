@@ -139,14 +139,15 @@ def test_a_stop_signal_after_the_last_step_lets_the_chunk_write_its_outputs_and_
     assert not (project.path / ".resume/c1").exists() and "train@c1" not in project.status()
 
 
-@pytest.mark.slow
-def test_the_header_says_the_lr_the_chunk_trains_with_and_when_it_starts_past_the_schedule(tmp_path):
+def test_the_header_says_the_lr_the_chunk_trains_with_and_when_it_starts_past_the_schedule(stages, params, capsys):
     """A linear decay to 0.001 at epoch 4 (25 steps an epoch): c1 falls from the peak, c2 nearly to min_lr, where c3
     trains."""
-    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"],
-                                       "schedule": {"warmup": 0.0, "decay": "linear", "total": 4, "min_lr": 0.001}}}
-    project = new_project(tmp_path / "repo", params)
-    output = project.dvc("repro")
+    params["train"]["schedule"] = {"warmup": 0.0, "decay": "linear", "total": 4, "min_lr": 0.001}
+    write_params(stages.params_path, params)
+    stages.init()
+    for chunk in ("c1", "c2", "c3"):
+        stages.train(chunk)
+    output = capsys.readouterr().out
     assert "train@c1: epochs 1..2 from data/checkpoints/init.pt, lr 0.01 to 0.00559, batch size 64" in output
     assert "train@c2: epochs 3..4 from data/checkpoints/c1.pt, lr 0.0055 to 0.00109, batch size 64" in output
     assert ("train@c3: epochs 5..6 from data/checkpoints/c2.pt, lr 0.001 (past train.schedule.total 4: every step"
