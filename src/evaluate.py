@@ -77,7 +77,8 @@ def write_summary(scores: dict[str, dict], chunks_path: Path, best_path: Path) -
     """Every chunk's scores to `chunks_path`, the best one's (chosen on val_loss) to `best_path`."""
     write_json(chunks_path, scores)
     best = best_chunk(scores)
-    write_json(best_path, {"chunk": best, **scores[best]})
+    # dvc metrics show's columns: the platform, a long string, is chunks.json's alone
+    write_json(best_path, {"chunk": best, **{key: value for key, value in scores[best].items() if key != "platform"}})
     print(f"evaluate: best chunk {best} (step {scores[best]['step']}, val_loss {scores[best]['val_loss']:.5f}):"
           f" {scores[best]['checkpoint']}")
 

@@ -49,9 +49,14 @@ def test_evaluate_writes_every_chunks_scores_the_best_chunk_and_each_branchs_cur
     history = ckpt.load_checkpoint(trained.checkpoint("c2"))[ckpt.HISTORY]
     assert (chunks["c2"]["epoch"], chunks["c2"]["step"]) == (4, 100)  # 25 steps an epoch
     assert chunks["c2"]["val_loss"] == history[-1]["val_loss"]  # its best round is its last
-    assert set(chunks["c2"]) == {"epoch", "step", "train_loss", "val_loss", "test_mse", "test_mae", "checkpoint"}
+    assert set(chunks["c2"]) == {"epoch", "step", "train_loss", "val_loss", "test_mse", "test_mae", "checkpoint",
+                                 "platform"}
+    lineage = ckpt.load_checkpoint(trained.checkpoint("c2"))[ckpt.LINEAGE]  # where it was trained, in words
+    assert chunks["c2"]["platform"] == (f"torch {torch.__version__}, {lineage['device']}, 1 thread per process,"
+                                        " deterministic algorithms on")
     best = json.loads((trained.root / "metrics/best.json").read_text())
-    assert best == {"chunk": best_chunk(chunks), **chunks[best_chunk(chunks)]}
+    scores = {key: value for key, value in chunks[best_chunk(chunks)].items() if key != "platform"}
+    assert best == {"chunk": best_chunk(chunks), **scores}  # dvc metrics show's columns: no long platform string
     with open(trained.root / "metrics/curves.csv") as file:
         rows = [row for row in csv.DictReader(file) if row["val_loss"]]  # a round's last step
     lineage = [("c1", "1"), ("c1", "2"), ("c2", "3"), ("c2", "4"), ("c3", "5"), ("c3", "6")]

@@ -4,7 +4,7 @@ branch (metrics/curves.csv, the data of dvc.yaml's loss and lr charts)."""
 import itertools
 import math
 
-from chunktrain.recipe.checkpoint import TRANSFORM, best_round
+from chunktrain.recipe.checkpoint import LINEAGE, TRANSFORM, best_round
 from chunktrain.recipe.chunk import chunk_schedule
 from chunktrain.recipe.schedule import step_span
 from chunktrain.recipe.specs import ChunkSpec
@@ -20,7 +20,15 @@ def chunk_scores(checkpoint: dict, losses: dict[str, float], path) -> dict:
     best = best_round(checkpoint)[0]
     epoch = {} if is_text(checkpoint[TRANSFORM]) else {"epoch": best["epoch"]}  # a text counts steps alone
     return {**epoch, "step": best["step"], "train_loss": best["train_loss"], "val_loss": best["val_loss"],
-            **{f"test_{metric}": value for metric, value in losses.items()}, "checkpoint": str(path)}
+            **{f"test_{metric}": value for metric, value in losses.items()}, "checkpoint": str(path),
+            "platform": platform_words(checkpoint[LINEAGE])}
+
+
+def platform_words(lineage: dict) -> str:
+    """Where a checkpoint was trained, from its lineage record (recipe/checkpoint.py's platform()), in words."""
+    threads = lineage.get("threads")
+    return (f"torch {lineage.get('torch')}, {lineage.get('device')}, {threads} thread{'' if threads == 1 else 's'}"
+            f" per process, deterministic algorithms {'on' if lineage.get('deterministic') else 'off'}")
 
 
 def best_chunk(scores: dict[str, dict]) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from chunktrain.evaluation import platform_words
 from chunktrain.recipe.checkpoint import (DIGEST, EPOCH, HISTORY, LINEAGE, MODEL_CONFIG, MODEL_STATE,
                                           OPTIMIZER_STATE, PLATFORM, RNG_STATE, VERSION, CheckpointError,
                                           load_checkpoint)
@@ -72,8 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         whole = first.checkpoint
         here = whole[LINEAGE] if whole else None
         same = here and all(here.get(part) == recorded.get(part) for part in PLATFORM)
-        print(f"platform: {describe(here) if here else 'unknown (the whole way failed)'};"
-              + (" the checkpoint's own" if same else f" {files.out} was trained on {describe(recorded)}"), flush=True)
+        print(f"platform: {platform_words(here) if here else 'unknown (the whole way failed)'};"
+              + (" the checkpoint's own" if same else f" {files.out} was trained on {platform_words(recorded)}"),
+              flush=True)
         recipe = [part for part in differences(recorded, here) if part.split()[0] not in PLATFORM] if here else []
         if recipe and recipe != ["lineage id"]:
             print(f"note: {files.out} was made by another {', '.join(recipe)} than the project holds now;"
@@ -249,13 +251,6 @@ def tensor_difference(expected: torch.Tensor, actual: torch.Tensor, where: str) 
         return where, f"largest difference {largest:.3g}"
     differing = int((expected != actual).sum())
     return where, f"{differing} of {expected.numel()} values differ"
-
-
-def describe(record: dict) -> str:
-    """A lineage's platform in words."""
-    threads = record.get("threads")
-    return (f"torch {record.get('torch')}, {record.get('device')}, {threads} thread{'' if threads == 1 else 's'}"
-            f" per process, deterministic algorithms {'on' if record.get('deterministic') else 'off'}")
 
 
 def cause(results: dict[str, Result], reference: dict, spec: ChunkSpec, files: ChunkFiles, parent: dict) -> str:
