@@ -4,8 +4,14 @@ Not a stage. It runs DVC's command line in this process and times each stage's c
 durations), so the terminal, the progress bar and Ctrl-C behave exactly as under `dvc repro`. A chunk stopped by
 Ctrl-C or SIGTERM is not a failure: the last line says where it stopped and that `make run` goes on from there, and
 this process then ends by the same signal, as a program stopped by one should (make says `Interrupt`).
+
+DVC runs a stage's command with `$SHELL -c`, or `/bin/sh -c` where SHELL is unset (containers, cron, CI). Debian's
+sh (dash) does not exec the command: Ctrl-C kills the shell while the trainer, beneath it, is still writing its
+snapshot, and DVC reports the shell's death. So where SHELL is unset, this runs the commands with bash, which
+execs a single command; where a shell still dies by the signal, this waits for what it left running.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -13,11 +19,13 @@ import sys
 import time
 
 import dvc.stage.run
+import psutil
 from dvc.cli import main as dvc_main
 from dvc.stage.exceptions import StageCmdFailedError
 
 EXITED = re.compile(r"exited with (-?\d+)$")  # the end of DVC's StageCmdFailedError message
-STOPS = {128 + signal.SIGINT: signal.SIGINT, 128 + signal.SIGTERM: signal.SIGTERM}  # a stopped stage's exit codes
+# A stopped stage's exit codes: the trainer's own exit (130, 143), or the shell above it killed by the signal
+STOPS = {code: sig for sig in (signal.SIGINT, signal.SIGTERM) for code in (128 + sig, -sig)}
 
 
 class StageTimes:
@@ -74,10 +82,25 @@ def where_stopped(stage: str, sig: signal.Signals) -> str:
             " kept and `make run` resumes from it")
 
 
+def wait_for_stopped_commands(timeout: float = 120.0) -> None:
+    """Wait for the stage commands still running in this process group (DVC sets DVC_STAGE for them): a trainer
+    whose shell died by the signal, writing its snapshot."""
+    left = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == os.getpgrp() and "DVC_STAGE" in process.environ():
+                left.append(process)
+    psutil.wait_procs(left, timeout=timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not os.environ.get("SHELL") and os.path.exists("/bin/bash"):
+        os.environ["SHELL"] = "/bin/bash"
     times = StageTimes()
     dvc.stage.run.cmd_run = times.wrap(dvc.stage.run.cmd_run)
     code = dvc_main(["repro", *(sys.argv[1:] if argv is None else argv)])
+    if times.stopped:
+        wait_for_stopped_commands()
     print(summary(times.times))
     if times.stopped:
         print(where_stopped(*times.stopped), flush=True)

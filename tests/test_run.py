@@ -34,11 +34,17 @@ def test_make_run_ends_with_the_wall_time_of_each_stage_that_ran(project):
     assert output.rstrip().splitlines()[-2].startswith("Path "), output  # then dvc metrics show, as before
 
 
-def test_ctrl_c_during_make_run_ends_with_where_the_chunk_stopped_and_how_to_resume(project):
+@pytest.mark.parametrize("shell", [None, "/bin/sh"], ids=["SHELL unset", "SHELL=/bin/sh"])
+def test_ctrl_c_during_make_run_ends_with_where_the_chunk_stopped_and_how_to_resume(project, shell):
+    """DVC runs a stage with $SHELL -c, or /bin/sh -c where SHELL is unset (CI, containers); Debian's sh does not exec
+    the command, so Ctrl-C kills the shell between DVC and the trainer while the trainer writes its snapshot."""
     project = with_makefile(project)
+    env = {key: value for key, value in project_env().items() if key != "SHELL"}
+    if shell:
+        env["SHELL"] = shell
     project.edit_params(lambda p: p["train"].update(snapshot_every_steps=10) or
                         p["train"]["chunks"]["c2"].update(epochs=10))  # 250 steps: caught mid-chunk
-    make = Started(MAKE_RUN, cwd=project.path, env=project_env())
+    make = Started(MAKE_RUN, cwd=project.path, env=env)
     try:
         wait_for(lambda: (project.path / ".resume/c2/snapshot.pt").exists() or make.poll() is not None,
                  "c2's first snapshot")
@@ -54,6 +60,7 @@ def test_ctrl_c_during_make_run_ends_with_where_the_chunk_stopped_and_how_to_res
     # make's word, not an error (make[1] under `make test`, which sets MAKELEVEL)
     assert re.fullmatch(r"make(\[\d+\])?: \*\*\* \[Makefile:\d+: run\] Interrupt", makes), output
     assert make.returncode == -signal.SIGINT and list(stage_times(output))[-1] == "train@c2"
+    assert ("exited with -2" in output) == bool(shell), output  # only sh dies by the signal, above the trainer
     resumed = project.run(*MAKE_RUN).stdout
     assert f"resuming c2 from step {stopped[1]} of the chunk" in resumed
     assert list(stage_times(resumed)) == ["train@c2", "train@c3", "evaluate"]
