@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import re
 import sys
 
 import pytest
@@ -15,6 +16,7 @@ from chunktrain.testing import ROOT, project_env, ran, run, tiny_text
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
 import gpt  # noqa: E402
+import peers  # noqa: E402
 import plain_gpt  # noqa: E402
 
 # benchmarks/tables.py by its path: the tests' own tables.py (tests/) holds the name
@@ -80,6 +82,33 @@ def test_the_gpt_benchmark_names_the_option_for_a_missing_corpus(tmp_path):
                  check=False, merge_stderr=False)
     assert result.returncode == 2
     assert f"no corpus at {tmp_path / 'none.txt'}" in result.stderr and "--corpus" in result.stderr
+
+
+@pytest.mark.parametrize("steps", [2000, 200])
+def test_nanogpt_runs_the_recipe_our_chunks_run(steps):
+    """The peer's command line (nanoGPT's train.py flags) against the params our 4 chunks train with."""
+    flags = dict(word.removeprefix("--").split("=", 1) for word in peers.nanogpt_command(steps) if "=" in word)
+    params = gpt.recipe_params(steps)
+    args, train = params["model"]["args"], params["train"]
+    assert {key: int(flags[key]) for key in ("n_layer", "n_head", "n_embd", "block_size")} == \
+        {key: args[key] for key in ("n_layer", "n_head", "n_embd", "block_size")}
+    assert float(flags["dropout"]) == args["dropout"] and flags["compile"] == "False"
+    assert int(flags["batch_size"]) == train["batch_size"] and int(flags["eval_iters"]) == train["eval_batches"]
+    assert int(flags["eval_interval"]) == train["eval_every"]
+    assert int(flags["warmup_iters"]) == train["schedule"]["warmup"]
+    assert int(flags["max_iters"]) == int(flags["lr_decay_iters"]) == train["schedule"]["total"] == steps
+    assert sum(chunk["steps"] for name, chunk in train["chunks"].items() if name != "whole") == steps
+
+
+def test_the_vendored_nanogpt_trains_on_its_prepared_text_and_reports_a_val_loss(tmp_path):
+    """nanoGPT's own train.py runs under this torch on the data peers.py prepares as nanoGPT's prepare.py does."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(tiny_text(20_000))
+    folder = peers.nanogpt_folder(tmp_path, corpus)
+    command = [word for word in peers.nanogpt_command(8) if not word.startswith(("--n_layer", "--n_embd"))]
+    result = run([*command, "--n_layer=1", "--n_embd=16", "--eval_iters=2"], cwd=folder,
+                 env=dict(project_env(), OMP_NUM_THREADS="1"))
+    assert 0 < float(re.findall(r"val loss (\d+\.\d+)", result.stdout)[-1]) < 10, result.stdout
 
 
 @pytest.mark.slow
