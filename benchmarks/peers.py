@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import PYTHON, ROOT, figure, machine, print_table, quiet_project, stage_vs_plain, timed_dvc, wall
+from bench import PYTHON, ROOT, figure, machine, print_table, stage_vs_plain, timed_dvc, wall
 from gpt import CORPUS, recipe_params
 
 from chunktrain.runner import processes  # noqa: E402
