@@ -27,7 +27,7 @@ from chunktrain.recipe.checkpoint import MODEL_CONFIG, TRANSFORM, CheckpointErro
 from chunktrain.recipe.specs import OWN_MODEL, ModelSpec, Task, validated
 from chunktrain.recipe.errors import PipelineError, brief
 from chunktrain.recipe.gpt import gpt
-from chunktrain.recipe.splits import LANGUAGE_MODEL, check_transform, is_text
+from chunktrain.recipe.splits import LANGUAGE_MODEL, check_transform, is_text, vocab_size
 from chunktrain.recipe.tasks import output_width
 
 
@@ -68,7 +68,7 @@ def builder(arch: str) -> Callable[..., nn.Module]:
 
 def input_width(transform: dict) -> int:
     """The model's input width on the data `transform` describes: a text's vocabulary, a table's features."""
-    return len(transform["vocab"]) if is_text(transform) else len(transform["features"])
+    return vocab_size(transform) if is_text(transform) else len(transform["features"])
 
 
 def model_config(spec: ModelSpec, transform: dict) -> dict:
