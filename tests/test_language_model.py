@@ -290,3 +290,15 @@ def test_model_args_are_few_plain_json_values(tmp_path, params):
     params["model"]["args"] = {"when": "2026-11-30", "at": float("inf")}
     with pytest.raises(PipelineError, match="model.args.at: inf is not a JSON value"):
         load_params(write_params(tmp_path / "params.yaml", params))
+
+
+@pytest.mark.parametrize("transform, message", [
+    ({"task": "language_model", "tokenizer": "{}"}, "transform: not a tokenizer.json"),
+    ({"task": "language_model"}, "transform: a text's transform holds either vocab"),
+    ({"task": "language_model", "vocab": ["a"], "tokenizer": "{}"}, "transform: a text's transform holds either"),
+])
+def test_a_forged_text_transform_is_one_line(transform, message):
+    from chunktrain.recipe.splits import check_transform
+
+    with pytest.raises(PipelineError, match=message):
+        check_transform(transform)
