@@ -11,24 +11,25 @@ from pathlib import Path
 
 import torch
 
+from chunktrain.data.text import END_OF_TEXT
 from chunktrain.recipe.checkpoint import MODEL_CONFIG, TRANSFORM, load_checkpoint
 from chunktrain.recipe.errors import PipelineError, run_stage
 from chunktrain.recipe.model import load_trained
+from chunktrain.recipe.pretrained import PREFIX, TRANSPOSED
 from chunktrain.recipe.splits import is_text, read_tokenizer
 
-END_OF_TEXT = "<|endoftext|>"
-# Our GPT's Linear layers hold (out, in) weights; GPT-2's Conv1D layers hold them as (in, out).
-TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+ACTIVATION = {"none": "gelu", "tanh": "gelu_pytorch_tanh"}  # the gpt's gelu -> transformers' identical function
 
 
 def gpt2_config(config: dict, tokenizer) -> "transformers.GPT2Config":
-    """GPT-2's config for a checkpoint's model_config: our GPT is GPT-2's layout with exact (erf) GELU."""
+    """GPT-2's config for a checkpoint's model_config: our GPT is GPT-2's layout (recipe/pretrained.py)."""
     from transformers import GPT2Config
 
     args = {"dropout": 0.0, **config["args"]}
     eos = tokenizer.token_to_id(END_OF_TEXT)
     return GPT2Config(vocab_size=config["inputs"], n_positions=args["block_size"], n_embd=args["n_embd"],
-                      n_layer=args["n_layer"], n_head=args["n_head"], activation_function="gelu",
+                      n_layer=args["n_layer"], n_head=args["n_head"],
+                      activation_function=ACTIVATION[args.get("gelu", "none")],
                       layer_norm_epsilon=1e-5, resid_pdrop=args["dropout"], embd_pdrop=args["dropout"],
                       attn_pdrop=args["dropout"], bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=True)
 
@@ -36,7 +37,7 @@ def gpt2_config(config: dict, tokenizer) -> "transformers.GPT2Config":
 def gpt2_state(state: dict[str, torch.Tensor], gpt2: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Our GPT's state dict under GPT-2's names: Linear weights transposed for Conv1D, and zero biases where
     model.args.bias is false (GPT-2 always has them). The output layer is wte itself in both (tied)."""
-    out = {f"transformer.{name}": tensor.t().contiguous() if name.endswith(TRANSPOSED) else tensor
+    out = {f"{PREFIX}{name}": tensor.t().contiguous() if name.endswith(TRANSPOSED) else tensor
            for name, tensor in state.items()}
     for name, tensor in gpt2.state_dict().items():
         if name.endswith(".bias"):

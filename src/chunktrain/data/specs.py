@@ -42,7 +42,8 @@ class DataParams(Section):
     exclude: list[str] = []  # columns left out of the features, e.g. constant ones
     val_fraction: Fraction
     test_fraction: Fraction | None = None  # tables only: a text's val split is its last val_fraction
-    tokenizer: str = "char"  # texts only: char, bpe, or a tokenizer.json under pretrained/
+    # texts only: char, bpe, or a tokenizer.json under pretrained/; None: char, or model.pretrained's tokenizer
+    tokenizer: str | None = None
     vocab_size: int | None = Field(default=None, ge=MIN_BPE_VOCAB, le=MAX_VOCAB)  # bpe only: tokens to learn
 
     @property
@@ -64,7 +65,7 @@ class DataParams(Section):
                                  " split into train and its last val_fraction as val: remove them")
             self._check_tokenizer()
             return self
-        if self.tokenizer != "char" or self.vocab_size is not None:
+        if self.tokenizer is not None or self.vocab_size is not None:
             raise ValueError("data.tokenizer and data.vocab_size are for a .txt text; a table has no tokens: remove"
                              " them")
         if self.test_fraction is None:
@@ -82,16 +83,14 @@ class DataParams(Section):
         return self
 
     def _check_tokenizer(self) -> None:
-        if self.tokenizer in TOKENIZERS:
+        if self.tokenizer in (None, *TOKENIZERS):
             if self.tokenizer == "bpe" and self.vocab_size is None:
                 raise ValueError("data.vocab_size: missing key (the tokens data.tokenizer bpe learns)")
-            if self.tokenizer == "char" and self.vocab_size is not None:
+            if self.tokenizer in (None, "char") and self.vocab_size is not None:
                 raise ValueError("data.vocab_size: is for data.tokenizer bpe alone (char takes the text's characters):"
                                  " remove it")
             return
-        path = PurePosixPath(self.tokenizer)
-        if (URL.match(self.tokenizer) or path.is_absolute() or ".." in path.parts or path.parts[0] != PRETRAINED
-                or path.suffix != ".json"):
+        if not in_pretrained(self.tokenizer) or PurePosixPath(self.tokenizer).suffix != ".json":
             raise ValueError(f"data.tokenizer: {brief(self.tokenizer)} must be {' or '.join(TOKENIZERS)}, or the path"
                              f" of a tokenizer.json under {PRETRAINED}/ (e.g. {PRETRAINED}/gpt2/tokenizer.json)"
                              + did_you_mean(self.tokenizer, TOKENIZERS))
@@ -102,7 +101,7 @@ class DataParams(Section):
     @property
     def tokenizer_file(self) -> str | None:
         """The tokenizer.json data.tokenizer names, or None (characters, or BPE trained by generate)."""
-        return None if self.tokenizer in TOKENIZERS else self.tokenizer
+        return None if self.tokenizer in (None, *TOKENIZERS) else self.tokenizer
 
     def source_file(self, root: Path) -> Path:
         """data.source in the repo at `root`, checked to be a regular file inside it (links resolved), else one line;
@@ -120,6 +119,13 @@ class DataParams(Section):
         val = int(n_rows * self.val_fraction)
         test = int(n_rows * self.test_fraction)
         return {"train": n_rows - val - test, "val": val, "test": test}
+
+
+def in_pretrained(name: str) -> bool:
+    """Whether `name` is a relative path under pretrained/ (no URL, no way out of it)."""
+    path = PurePosixPath(name)
+    return not (URL.match(name) or path.is_absolute() or ".." in path.parts or len(path.parts) < 2
+                or path.parts[0] != PRETRAINED)
 
 
 def repo_file(root: Path, key: str, name: str, may_be_missing: bool = False) -> Path:

@@ -23,7 +23,7 @@ def make_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
         if size < MIN_TOKENS:
             raise PipelineError(f"data.source: {brief(data.source)} has {len(text)} characters, too few for a"
                                 f" {name} split of at least {MIN_TOKENS} (data.val_fraction {data.val_fraction})")
-    if data.tokenizer == "char":
+    if data.tokenizer in (None, "char"):
         return character_tokens(text, n_train, data.source)
     tokenizer = learn_bpe(text[:n_train], data.vocab_size) if data.tokenizer == "bpe" else read_tokenizer_file(data)
     dtype = token_type(tokenizer.get_vocab_size(with_added_tokens=True))
