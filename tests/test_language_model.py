@@ -4,6 +4,8 @@ import contextlib
 import copy
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -77,6 +79,18 @@ def test_bpe_is_learnt_from_the_train_split_the_same_every_time_and_decodes_to_t
     assert tokenizer.encode(" xylophone").tokens == ["Ġ", *"xylophone"]  # a val word: no merge learnt from it
     more, _ = make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.15, tokenizer="bpe", vocab_size=320))
     assert len(more["train"]) < len(splits["train"])  # more merges, fewer tokens
+
+
+def test_a_text_encoded_in_pieces_has_the_ids_of_the_whole_text(monkeypatch):
+    from chunktrain.data import text as text_module
+
+    # runs of blank lines ("\n\n" is a token: a piece ending inside a run would split it) and indented lines
+    text = tiny_text(20_000).replace(".\n", ".\n\n\n").replace("\n\n\nTo", "\n\n  To")
+    tokenizer = text_module.learn_bpe(text, 300)
+    monkeypatch.setattr(text_module, "PIECE", 100)
+    pieces = text_module.encode(tokenizer, text, np.uint16)
+    assert tokenizer.encode("\n\n\n").tokens == ["ĊĊ", "Ċ"] and len(text) // 100 > text_module.BATCH
+    assert pieces.tolist() == tokenizer.encode(text).ids
 
 
 def test_a_tokenizer_json_of_more_than_65536_tokens_widens_the_token_files(text_stages, text_params):
@@ -302,3 +316,17 @@ def test_a_forged_text_transform_is_one_line(transform, message):
 
     with pytest.raises(PipelineError, match=message):
         check_transform(transform)
+
+
+def test_the_dataset_id_follows_the_tokenizer_and_another_process_learns_the_same_bytes(text_stages, text_params):
+    ids = []
+    for tokenizer in (CHAR, BPE, {**BPE, "vocab_size": 320}):
+        text_params["data"] = {**TINY_TEXT_PARAMS["data"], **tokenizer}
+        write_params(text_stages.params_path, text_params)
+        text_stages.generate()
+        ids.append(read_dataset(text_stages.dataset).id)
+    assert len(set(ids)) == 3
+    subprocess.run([sys.executable, "src/generate.py", "--spec", "data/plan/data.json", "--out", "data/again"],
+                   cwd=text_stages.path, check=True, capture_output=True)
+    for name in ("dataset.json", "train.bin", "val.bin"):
+        assert sha256(text_stages.path / "data/again" / name) == sha256(text_stages.dataset / name)

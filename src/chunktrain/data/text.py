@@ -1,6 +1,7 @@
 """A text as a dataset: its tokenizer (characters, byte-level BPE learnt from the train split, or a tokenizer.json),
 and the text's token ids split into train and val."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from chunktrain.recipe.specs import MAX_VOCAB
 from chunktrain.recipe.splits import LANGUAGE_MODEL, read_tokenizer, token_type
 
 MIN_TOKENS = 2  # a window of one token and the next
+PIECE, BATCH = 1 << 18, 8  # characters of a piece of text to encode (at least), and pieces encoded at once
+LINE_START = re.compile(r"\n(?=\S)")
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token, which a learnt BPE has too, so an export loads as GPT-2's
 
 
@@ -27,8 +30,7 @@ def make_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
         return character_tokens(text, n_train, data.source)
     tokenizer = learn_bpe(text[:n_train], data.vocab_size) if data.tokenizer == "bpe" else read_tokenizer_file(data)
     dtype = token_type(tokenizer.get_vocab_size(with_added_tokens=True))
-    splits = {name: np.array(tokenizer.encode(part, add_special_tokens=False).ids, dtype=dtype)
-              for name, part in (("train", text[:n_train]), ("val", text[n_train:]))}
+    splits = {name: encode(tokenizer, part, dtype) for name, part in (("train", text[:n_train]), ("val", text[n_train:]))}
     for name, ids in splits.items():
         if len(ids) < MIN_TOKENS:
             raise PipelineError(f"data.source: {brief(data.source)}'s {name} split is {len(ids)} token(s) with"
@@ -50,6 +52,22 @@ def character_tokens(text: str, n_train: int, source: str) -> tuple[dict[str, np
     tokens = lookup[codes]
     splits = {"train": tokens[:n_train], "val": tokens[n_train:]}
     return splits, {"task": LANGUAGE_MODEL, "vocab": [chr(point) for point in points]}
+
+
+def encode(tokenizer, text: str, dtype) -> np.ndarray:
+    """The token ids of `text`, encoded a batch of pieces at a time, so memory holds a few pieces' encodings (about
+    150 bytes a character), not the whole text's (3 GB for 20 MB). A piece ends at a line end before a non-space
+    character, where a byte-level tokenizer's pre-tokenizer (GPT-2's, a learnt BPE's) splits anyway, so its ids are
+    those of the whole text encoded at once."""
+    starts = [0]
+    while found := LINE_START.search(text, starts[-1] + PIECE):
+        starts.append(found.end())
+    bounds = [*starts, len(text)]
+    ids = [np.zeros(0, dtype=dtype)]
+    for first in range(0, len(starts), BATCH):
+        pieces = [text[start:end] for start, end in zip(bounds[first:first + BATCH], bounds[first + 1:first + BATCH + 1])]
+        ids += [np.array(piece.ids, dtype=dtype) for piece in tokenizer.encode_batch(pieces, add_special_tokens=False)]
+    return np.concatenate(ids)
 
 
 def learn_bpe(text: str, vocab_size: int):
