@@ -13,9 +13,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from chunktrain.data.specs import (PRETRAINED, SYNTHETIC_DEFAULT, SYNTHETIC_SOURCE, DataParams, DataSpec,
                                    SyntheticParams, SyntheticSpec, in_pretrained, repo_file)
 from chunktrain.recipe.errors import PipelineError, brief, did_you_mean
-from chunktrain.recipe.specs import (BUILT_IN_MODELS, CHUNK_NAME, CONFIG, INIT, TOKENIZER, WEIGHTS, OWN_MODEL, ChunkSpec, DecayParams, Dtype,
-                                     EvaluateSpec, InitSpec, ModelSpec, ScheduleParams, Section, Spec, Task,
-                                     TrainSettings, describe, validated)
+from chunktrain.recipe.specs import (BUILT_IN_MODELS, CHUNK_NAME, CONFIG, INIT, OWN_MODEL, TOKENIZER, WEIGHTS,
+                                     ChunkSpec, DecayParams, Dtype, EvaluateSpec, InitSpec, ModelSpec, ScheduleParams,
+                                     Section, Spec, Task, TrainSettings, describe, validated)
 from chunktrain.runner.settings import RunPlan, RunSettings, SlurmParams
 
 MAX_ARGS_VALUES = 10_000  # in model.args, counting every item of its lists and mappings

@@ -30,7 +30,8 @@ def make_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
         return character_tokens(text, n_train, data.source)
     tokenizer = learn_bpe(text[:n_train], data.vocab_size) if data.tokenizer == "bpe" else read_tokenizer_file(data)
     dtype = token_type(tokenizer.get_vocab_size(with_added_tokens=True))
-    splits = {name: encode(tokenizer, part, dtype) for name, part in (("train", text[:n_train]), ("val", text[n_train:]))}
+    parts = {"train": text[:n_train], "val": text[n_train:]}
+    splits = {name: encode(tokenizer, part, dtype) for name, part in parts.items()}
     for name, ids in splits.items():
         if len(ids) < MIN_TOKENS:
             raise PipelineError(f"data.source: {brief(data.source)}'s {name} split is {len(ids)} token(s) with"
@@ -62,10 +63,10 @@ def encode(tokenizer, text: str, dtype) -> np.ndarray:
     starts = [0]
     while found := LINE_START.search(text, starts[-1] + PIECE):
         starts.append(found.end())
-    bounds = [*starts, len(text)]
+    ends = [*starts[1:], len(text)]
     ids = [np.zeros(0, dtype=dtype)]
     for first in range(0, len(starts), BATCH):
-        pieces = [text[start:end] for start, end in zip(bounds[first:first + BATCH], bounds[first + 1:first + BATCH + 1])]
+        pieces = [text[start:end] for start, end in zip(starts[first:first + BATCH], ends[first:first + BATCH])]
         ids += [np.array(piece.ids, dtype=dtype) for piece in tokenizer.encode_batch(pieces, add_special_tokens=False)]
     return np.concatenate(ids)
 
