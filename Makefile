@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast bench snapshots clear-snapshots verify exps plots predict sample clean-venv
+.PHONY: setup run test test-fast bench snapshots clear-snapshots verify exps plots predict sample huggingface clean-venv
 
 setup: $(VENV)/.installed
 
@@ -65,7 +65,8 @@ plots: setup
 
 # What the user gives reaches the scripts through the environment, as typed: neither make nor the shell reads `$`,
 # quotes or spaces in it.
-predict sample: export CHECKPOINT_ARG = $(value CHECKPOINT)
+predict sample huggingface: export CHECKPOINT_ARG = $(value CHECKPOINT)
+huggingface: export OUT_ARG = $(value OUT)
 predict: export INPUT_ARG = $(value INPUT)
 predict: export OUTPUT_ARG = $(value OUTPUT)
 sample: export PROMPT_ARG = $(value PROMPT)
@@ -86,6 +87,10 @@ SEED ?= 0
 sample: setup
 	@checkpoint="$$($(BEST))" && python src/sample.py --checkpoint "$$checkpoint" $${PROMPT_ARG:+--prompt "$$PROMPT_ARG"} \
 	  --tokens "$(TOKENS)" --temperature 0.8 --top_k 20 --seed "$(SEED)"
+
+# A language model as a Hugging Face GPT-2 folder: make huggingface OUT=exported/gpt [CHECKPOINT=...]
+huggingface: setup
+	@checkpoint="$$($(BEST))" && python src/export.py --checkpoint "$$checkpoint" --huggingface "$${OUT_ARG:?give OUT=<folder>}"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,6 +7,7 @@ from chunktrain.data.specs import DataSpec
 from chunktrain.recipe.errors import run_stage
 from chunktrain.data.dataset import make_splits, parquet_bytes, write_dataset
 from chunktrain.data.text import make_tokens
+from chunktrain.recipe.splits import vocab_size
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,7 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spec", type=Path, required=True, help="data/plan/data.json")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder: a table's train, val and test .parquet, or a text's train and val .bin token"
-                             " files, and dataset.json (the transform or vocabulary, and the dataset's id)")
+                             " files, and dataset.json (the transform, vocabulary or tokenizer, and the dataset's"
+                             " id)")
     args = parser.parse_args(argv)
     spec = DataSpec.read(args.spec)
     spec.data.source_file(Path("."))  # the repo's root, where DVC runs stages
@@ -23,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         tokens, transform = make_tokens(spec.data)
         files = {f"{split}.bin": ids.tobytes() for split, ids in tokens.items()}
         sizes = {split: f"{len(ids):,} tokens" for split, ids in tokens.items()}
-        summary = f"{len(transform['vocab'])} characters in the vocabulary"
+        summary = (f"{len(transform['vocab'])} characters in the vocabulary" if "vocab" in transform
+                   else f"{vocab_size(transform):,} tokens in the vocabulary ({spec.data.tokenizer})")
     else:
         frames, transform = make_splits(spec.data, spec.task, spec.seed)
         files = {f"{split}.parquet": parquet_bytes(frame) for split, frame in frames.items()}

@@ -1,4 +1,5 @@
-"""Stage `init`: build the seeded model and optimizer and write the epoch-0 checkpoint, with the data's transform."""
+"""Stage `init`: build the seeded model (or load model.pretrained's weights into it) and optimizer and write the
+epoch-0 checkpoint, with the data's transform."""
 
 import argparse
 from pathlib import Path
@@ -9,6 +10,7 @@ from chunktrain.recipe.checkpoint import code_id, lineage, make_checkpoint, save
 from chunktrain.recipe.specs import InitSpec
 from chunktrain.recipe.errors import PipelineError, run_stage
 from chunktrain.recipe.model import build_model, build_optimizer, check_built, model_config
+from chunktrain.recipe.pretrained import load_pretrained, pretrained_id
 from chunktrain.recipe.splits import read_dataset
 
 CODE = ("init.py", "chunktrain/recipe", "models")  # under src/: its code deps in dvc.yaml
@@ -27,9 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(spec.seed)
     config = model_config(spec.model, dataset.transform)
     model = build_model(config)
+    if spec.model.pretrained:
+        load_pretrained(model, spec.model.pretrained)
     check_built(model, config)
     optimizer = build_optimizer(model, config)
-    record = lineage(spec, None, dataset.id, code_id(Path(__file__).parent, *CODE))
+    parent = pretrained_id(spec.model.pretrained) if spec.model.pretrained else None  # the weights it starts from
+    record = lineage(spec, parent, dataset.id, code_id(Path(__file__).parent, *CODE))
     save_checkpoint(make_checkpoint(model, optimizer, epoch=0, loss=None, model_config=config, lineage=record,
                                     global_step=0, history=[], transform=dataset.transform), args.out)
     print(f"init: {args.out}: {sum(p.numel() for p in model.parameters()):,} parameters, {config}")

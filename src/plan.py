@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)  # refuses a bad file, hostile names included, before any write
     params.data.source_file(Path(args.params).parent)  # the repo's root
+    params.model.pretrained_files(Path(args.params).parent)
     specs = plan(params)
     if args.out:
         shutil.rmtree(args.out, ignore_errors=True)  # a removed chunk leaves no spec behind

@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -130,11 +131,38 @@ def test_bad_params_name_the_key_and_the_value(tmp_path, params, key, value, mes
     ("model.task", "regression", "model.task: regression does not fit data.source 'data/text.txt'"),
     ("model.args.block_size", 0, "model.args.block_size: a language model needs the length of the token windows"),
     ("model.args", {"n_layer": 1, "n_head": 2, "n_embd": 16}, "model.args.block_size: a language model needs"),
+    ("data.tokenizer", "bep", "data.tokenizer: 'bep' must be char or bpe, or the path of a tokenizer.json under"
+                              " pretrained/ (e.g. pretrained/gpt2/tokenizer.json), did you mean 'bpe'?"),
+    ("data.tokenizer", "data/tokenizer.json", "data.tokenizer: 'data/tokenizer.json' must be char or bpe, or the path"),
+    ("data.tokenizer", "pretrained/../../x.json", "data.tokenizer: 'pretrained/../../x.json' must be char or bpe"),
+    ("data.tokenizer", "bpe", "data.vocab_size: missing key (the tokens data.tokenizer bpe learns)"),
+    ("data.vocab_size", 300, "data.vocab_size: is for data.tokenizer bpe alone"),
+    ("data", {"source": "data/text.txt", "val_fraction": 0.1, "tokenizer": "bpe", "vocab_size": 256},
+     "data.vocab_size: Input should be greater than or equal to 257, got 256"),
+    ("data", {"source": "data/text.txt", "val_fraction": 0.1, "tokenizer": "bpe", "vocab_size": 10**7},
+     "data.vocab_size: Input should be less than or equal to 1000000, got 10000000"),
 ])
 def test_bad_text_params_name_the_key_and_the_value(tmp_path, key, value, message):
     params = copy.deepcopy(TINY_TEXT_PARAMS)
     _set(params, key, value)
     assert message in _refusal(tmp_path, params)
+
+
+def test_a_tokenizer_for_a_table_is_refused(tmp_path, params):
+    params["data"]["tokenizer"] = "bpe"
+    assert "data.tokenizer and data.vocab_size are for a .txt text; a table has no tokens" in _refusal(tmp_path, params)
+
+
+def test_a_missing_tokenizer_json_stops_plan_with_one_line_and_exit_2(tmp_path):
+    params = copy.deepcopy(TINY_TEXT_PARAMS)
+    params["data"]["tokenizer"] = "pretrained/gpt2/tokenizer.json"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/text.txt").write_text("some text\n")
+    write_params(tmp_path / "params.yaml", params)
+    done = subprocess.run([sys.executable, ROOT / "src/plan.py", "--out", "data/plan"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 2 and not (tmp_path / "data/plan").exists()
+    assert done.stderr == "error: data.tokenizer: 'pretrained/gpt2/tokenizer.json' not found\n"
 
 
 def _refusal(tmp_path, params: dict) -> str:

@@ -4,6 +4,8 @@ import contextlib
 import copy
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,12 +18,14 @@ from chunktrain.params import load_params
 from chunktrain.recipe.errors import PipelineError
 from chunktrain.recipe.gpt import gpt, sample
 from chunktrain.recipe.model import decay_groups
-from chunktrain.recipe.splits import Tokens, read_dataset
+from chunktrain.recipe.splits import Tokens, read_dataset, read_tokenizer
 from chunktrain.recipe.tasks import LanguageModel
 from chunktrain.data.text import make_tokens
 from chunktrain.testing import (ROOT, TINY_TEXT_PARAMS, Project, assert_same_state, losses, new_project, ran, sha256,
                                 tiny_text, write_params)
 from chunktrain.recipe.batches import TextBatches
+
+CHAR, BPE = {}, {"tokenizer": "bpe", "vocab_size": 300}  # data.tokenizer's choices, as params
 
 
 @pytest.fixture
@@ -39,9 +43,9 @@ def text_stages(tmp_path, text_params) -> Project:
     return stages
 
 
-def text_data(path, val_fraction: float) -> DataParams:
+def text_data(path, val_fraction: float, **tokenizer) -> DataParams:
     """data params for a text at an absolute path (which params.yaml refuses: a source is inside the repo)."""
-    return DataParams.model_construct(source=str(path), val_fraction=val_fraction)
+    return DataParams.model_construct(source=str(path), val_fraction=val_fraction, **{"tokenizer": "char", **tokenizer})
 
 
 def test_the_shipped_gpt_recipe_is_nanogpts_in_four_chunks():
@@ -59,6 +63,54 @@ def test_a_text_becomes_a_character_vocabulary_and_train_then_val_tokens(tmp_pat
     assert [len(split) for split in splits.values()] == [520, 130]  # the last val_fraction is val
     decoded = "".join(transform["vocab"][i] for split in splits.values() for i in split.tolist())
     assert decoded == text and all(split.dtype == np.uint16 for split in splits.values())
+
+
+def test_bpe_is_learnt_from_the_train_split_the_same_every_time_and_decodes_to_the_text(tmp_path):
+    text = tiny_text(5_000) + "Zebra xylophone quiz.\n" * 40  # words of the val split alone
+    (tmp_path / "t.txt").write_text(text)
+    data = text_data(tmp_path / "t.txt", val_fraction=0.15, tokenizer="bpe", vocab_size=300)
+    splits, transform = make_tokens(data)
+    again, same = make_tokens(data)
+    assert transform == same and all(np.array_equal(splits[name], again[name]) for name in splits)
+    tokenizer = read_tokenizer(transform["tokenizer"])
+    assert sample_script.decode(splits["train"].tolist() + splits["val"].tolist(), transform) == text
+    assert tokenizer.get_vocab_size() == 300 and splits["train"].dtype == np.uint16
+    assert tokenizer.encode(" the").tokens == ["Ġthe"]  # Ġ: GPT-2's byte-level space
+    assert tokenizer.encode(" xylophone").tokens == ["Ġ", *"xylophone"]  # a val word: no merge learnt from it
+    more, _ = make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.15, tokenizer="bpe", vocab_size=320))
+    assert len(more["train"]) < len(splits["train"])  # more merges, fewer tokens
+
+
+def test_a_text_encoded_in_pieces_has_the_ids_of_the_whole_text(monkeypatch):
+    from chunktrain.data import text as text_module
+
+    # runs of blank lines ("\n\n" is a token: a piece ending inside a run would split it) and indented lines
+    text = tiny_text(20_000).replace(".\n", ".\n\n\n").replace("\n\n\nTo", "\n\n  To")
+    tokenizer = text_module.learn_bpe(text, 300)
+    monkeypatch.setattr(text_module, "PIECE", 100)
+    pieces = text_module.encode(tokenizer, text, np.uint16)
+    assert tokenizer.encode("\n\n\n").tokens == ["ĊĊ", "Ċ"] and len(text) // 100 > text_module.BATCH
+    assert pieces.tolist() == tokenizer.encode(text).ids
+
+
+def test_a_tokenizer_json_of_more_than_65536_tokens_widens_the_token_files(text_stages, text_params):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    filler = {f"<unused{i}>": i for i in range(70_000)}  # the bytes take the ids above 65,535
+    alphabet = {char: len(filler) + i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = Tokenizer(models.BPE(vocab={**filler, **alphabet}, merges=[]))
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    (text_stages.path / "pretrained/wide").mkdir(parents=True)
+    tokenizer.save(str(text_stages.path / "pretrained/wide/tokenizer.json"))
+    text_params["data"]["tokenizer"] = "pretrained/wide/tokenizer.json"
+    write_params(text_stages.params_path, text_params)
+    text_stages.generate()
+    dataset = read_dataset(text_stages.dataset)
+    ids = np.fromfile(text_stages.dataset / "train.bin", dtype=np.uint32)
+    assert len(ids) == 18_000 and ids.min() >= 70_000  # one byte, one token: the text is ASCII
+    assert np.array_equal(dataset.split("train").windows(np.array([5]), 4)[0], ids[5:9])
+    text_stages.init()
+    assert load_checkpoint(text_stages.checkpoint("init"))["model_config"]["inputs"] == 70_256
 
 
 @pytest.mark.parametrize("content, message", [
@@ -122,11 +174,15 @@ def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
-@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
-def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, dtype):
+@pytest.mark.parametrize("dtype, tokenizer", [("float32", CHAR), ("float32", BPE),
+                                              pytest.param("bfloat16", CHAR, marks=pytest.mark.slow)],
+                         ids=["float32", "float32-bpe", "bfloat16"])
+def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, dtype, tokenizer):
+    text_params["data"].update(tokenizer)
     text_params["train"]["dtype"] = dtype
     text_params["train"]["chunks"]["whole"] = {"from": "init", "steps": 40}
     write_params(text_stages.params_path, text_params)
+    text_stages.generate()
     text_stages.init()
     text_stages.train("c1")
     chunked, whole = (load_checkpoint(text_stages.train(name)) for name in ("c2", "whole"))
@@ -176,10 +232,12 @@ def test_evaluate_chooses_the_best_chunk_on_the_val_loss_of_a_text(text_stages):
 
 
 @pytest.mark.slow
-def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path):
+@pytest.mark.parametrize("tokenizer", [CHAR, BPE], ids=["char", "bpe"])
+def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path, tokenizer):
     """Under dvc repro: {c1: 40 steps, c2: 40 steps} equals {whole: 80 steps} (grad_accum, clip, warmup, cosine,
     dropout), and a chunk killed mid-way resumes from its snapshot to the same bytes."""
     params = copy.deepcopy(TINY_TEXT_PARAMS)
+    params["data"].update(tokenizer)
     params["train"].update(snapshot_every_steps=10, chunks={"c1": {"from": "init", "steps": 40},
                                                             "c2": {"from": "c1", "steps": 40},
                                                             "whole": {"from": "init", "steps": 80}})
@@ -195,8 +253,9 @@ def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path):
     shutil.copy(ROOT / "Makefile", project.path / "Makefile")
     make_sample = ["make", "--no-print-directory", "-o", ".venv/.installed", "sample", "PROMPT=To be", "TOKENS=30"]
     samples = [project.run(*make_sample).stdout for _ in range(2)]
-    # the best chunk's model, the same seed: the same text, the prompt and 30 characters
-    assert samples[0] == samples[1] and samples[0].startswith("To be") and len(samples[0]) == len("To be") + 31
+    # the best chunk's model, the same seed: the same text, the prompt and 30 tokens (characters, with char)
+    assert samples[0] == samples[1] and samples[0].startswith("To be")
+    assert len(samples[0]) == len("To be") + 31 if tokenizer == CHAR else len(samples[0]) > len("To be") + 31
 
     killed = project.run("dvc", "repro", "-f", "-s", "train@c2", check=False, env={"CHUNKTRAIN_KILL_AT": "step:25"})
     assert killed.returncode != 0 and not (checkpoints / "c2.pt").exists()
@@ -245,3 +304,29 @@ def test_model_args_are_few_plain_json_values(tmp_path, params):
     params["model"]["args"] = {"when": "2026-11-30", "at": float("inf")}
     with pytest.raises(PipelineError, match="model.args.at: inf is not a JSON value"):
         load_params(write_params(tmp_path / "params.yaml", params))
+
+
+@pytest.mark.parametrize("transform, message", [
+    ({"task": "language_model", "tokenizer": "{}"}, "transform: not a tokenizer.json"),
+    ({"task": "language_model"}, "transform: a text's transform holds either vocab"),
+    ({"task": "language_model", "vocab": ["a"], "tokenizer": "{}"}, "transform: a text's transform holds either"),
+])
+def test_a_forged_text_transform_is_one_line(transform, message):
+    from chunktrain.recipe.splits import check_transform
+
+    with pytest.raises(PipelineError, match=message):
+        check_transform(transform)
+
+
+def test_the_dataset_id_follows_the_tokenizer_and_another_process_learns_the_same_bytes(text_stages, text_params):
+    ids = []
+    for tokenizer in (CHAR, BPE, {**BPE, "vocab_size": 320}):
+        text_params["data"] = {**TINY_TEXT_PARAMS["data"], **tokenizer}
+        write_params(text_stages.params_path, text_params)
+        text_stages.generate()
+        ids.append(read_dataset(text_stages.dataset).id)
+    assert len(set(ids)) == 3
+    subprocess.run([sys.executable, "src/generate.py", "--spec", "data/plan/data.json", "--out", "data/again"],
+                   cwd=text_stages.path, check=True, capture_output=True)
+    for name in ("dataset.json", "train.bin", "val.bin"):
+        assert sha256(text_stages.path / "data/again" / name) == sha256(text_stages.dataset / name)

@@ -5,17 +5,17 @@ so on up, else the train section's).
 """
 
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from chunktrain.data.specs import (SYNTHETIC_DEFAULT, SYNTHETIC_SOURCE, DataParams, DataSpec, SyntheticParams,
-                                   SyntheticSpec)
+from chunktrain.data.specs import (PRETRAINED, SYNTHETIC_DEFAULT, SYNTHETIC_SOURCE, DataParams, DataSpec,
+                                   SyntheticParams, SyntheticSpec, in_pretrained, repo_file)
 from chunktrain.recipe.errors import PipelineError, brief, did_you_mean
-from chunktrain.recipe.specs import (BUILT_IN_MODELS, CHUNK_NAME, INIT, OWN_MODEL, ChunkSpec, DecayParams, Dtype,
-                                     EvaluateSpec, InitSpec, ModelSpec, ScheduleParams, Section, Spec, Task,
-                                     TrainSettings, describe, validated)
+from chunktrain.recipe.specs import (BUILT_IN_MODELS, CHUNK_NAME, CONFIG, INIT, OWN_MODEL, TOKENIZER, WEIGHTS,
+                                     ChunkSpec, DecayParams, Dtype, EvaluateSpec, InitSpec, ModelSpec, ScheduleParams,
+                                     Section, Spec, Task, TrainSettings, describe, validated)
 from chunktrain.runner.settings import RunPlan, RunSettings, SlurmParams
 
 MAX_ARGS_VALUES = 10_000  # in model.args, counting every item of its lists and mappings
@@ -37,6 +37,9 @@ class ModelParams(Section):
     # a name in ARCHITECTURES (recipe/model.py), or your own builder under src/models/, e.g. models.my_net:build
     arch: str = "mlp"
     args: dict[str, Any] = {}  # passed to the builder by keyword; stored in every checkpoint
+    # a Hugging Face GPT-2 folder under pretrained/ (config.json, model.safetensors, tokenizer.json) whose weights
+    # init loads into the built-in gpt; model.args then gives block_size and dropout alone
+    pretrained: str | None = None
 
     @field_validator("args")
     @classmethod
@@ -59,6 +62,29 @@ class ModelParams(Section):
                 raise ValueError(f"model.args.{key}: {brief(value)} is not a JSON value (a string, number, boolean,"
                                  " null, list or mapping)")
         return args
+
+    @model_validator(mode="after")
+    def _pretrained_is_a_gpt2_folder(self) -> "ModelParams":
+        if self.pretrained is None:
+            return self
+        if not in_pretrained(self.pretrained):
+            raise ValueError(f"model.pretrained: {brief(self.pretrained)} must be the path of a folder under"
+                             f" {PRETRAINED}/ (e.g. {PRETRAINED}/gpt2)")
+        if self.arch != "gpt":
+            raise ValueError(f"model.arch: {brief(self.arch)}; model.pretrained loads into the built-in gpt alone")
+        if extra := sorted(self.args.keys() - {"block_size", "dropout"}):
+            raise ValueError(f"model.args: {', '.join(extra)} come from model.pretrained's {CONFIG}; give block_size"
+                             " and dropout alone")
+        return self
+
+    def pretrained_file(self, name: str) -> str:
+        """The path of model.pretrained's file `name`."""
+        return str(PurePosixPath(self.pretrained) / name)
+
+    def pretrained_files(self, root: Path) -> None:
+        """model.pretrained's files, checked to be regular files in the repo at `root`, else one line."""
+        for name in (CONFIG, WEIGHTS, TOKENIZER) if self.pretrained else ():
+            repo_file(root, "model.pretrained", self.pretrained_file(name))
 
     @model_validator(mode="after")
     def _arch_is_a_name(self) -> "ModelParams":
@@ -196,6 +222,13 @@ class Params(Section):
     def task(self) -> str:
         return self.model.task or ("language_model" if self.data.is_text else "regression")
 
+    @property
+    def data_with_tokenizer(self) -> DataParams:
+        """The data section with model.pretrained's tokenizer.json as data.tokenizer, where it has one."""
+        if not self.model.pretrained:
+            return self.data
+        return self.data.model_copy(update={"tokenizer": self.model.pretrained_file(TOKENIZER)})
+
     @model_validator(mode="after")
     def _data_fits_model_and_chunks(self) -> "Params":
         text, train = self.data.is_text, self.train
@@ -208,6 +241,10 @@ class Params(Section):
         if text and train.eval_every is None:
             raise ValueError("train.eval_every: missing key (a text's chunks count steps; say every how many steps"
                              " the val loss is measured)")
+        if self.model.pretrained and not text:
+            raise ValueError(f"model.pretrained: a language model's; data.source {brief(self.data.source)} is a table")
+        if self.model.pretrained and self.data.tokenizer is not None:
+            raise ValueError("data.tokenizer: model.pretrained brings its own tokenizer.json; remove it")
         if not text and train.eval_every is not None:
             raise ValueError("train.eval_every: tables measure the val loss after every epoch; remove it")
         unit, other = ("steps", "epochs") if text else ("epochs", "steps")
@@ -242,7 +279,8 @@ def plan(params: Params) -> dict[str, Spec]:
     model = params.model
     init = InitSpec(seed=params.seed, model=ModelSpec(task=params.task, arch=model.arch, args=model.args,
                                                       optimizer=params.train.optimizer,
-                                                      decay_params=params.train.decay_params))
+                                                      decay_params=params.train.decay_params,
+                                                      pretrained=model.pretrained))
     # A table measures its val loss on the whole val split after every epoch: eval_batches does not reach it.
     text_only = {} if params.data.is_text else {"eval_batches": None}
     chunks = {name: ChunkSpec(name=name, parent=chunk.parent, init=init,
@@ -254,7 +292,7 @@ def plan(params: Params) -> dict[str, Spec]:
     return {
         "synthetic.json": SyntheticSpec(seed=params.seed if synthetic else None,
                                         synthetic=params.synthetic if synthetic else None),
-        "data.json": DataSpec(seed=params.seed, task=params.task, data=params.data),
+        "data.json": DataSpec(seed=params.seed, task=params.task, data=params.data_with_tokenizer),
         "init.json": init,
         "evaluate.json": EvaluateSpec(init=init, chunks=chunks),
         **{f"train/{name}.json": spec for name, spec in chunks.items()},

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # `dvc repro` takes seconds, a SLURM chunk about a minute; under pytest-timeout's 600 s per test, so the message
 # names the command. A longer one passes its own.
 COMMAND_TIMEOUT = 300.0
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "src", "pretrained", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
                  ".dvcignore", ".gitignore", "metrics/live.csv"]
 ALL_STAGES = {"plan", "synthesize", "generate", "init", "train@c1", "train@c2", "train@c3", "evaluate"}
 

@@ -8,12 +8,17 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from chunktrain.recipe.errors import PipelineError, brief
-from chunktrain.recipe.specs import Section, Spec, Task
+from chunktrain.recipe.errors import PipelineError, brief, did_you_mean
+from chunktrain.recipe.specs import MAX_VOCAB, Section, Spec, Task
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 TABLE_SUFFIXES = (".csv", ".parquet")
 TEXT_SUFFIX = ".txt"  # a UTF-8 text: the language_model task, chunks counted in steps
+# What you bring besides the data: a tokenizer.json, or a Hugging Face model's folder. Stages generate and init
+# depend on the whole folder (dvc.yaml), the one path there that a params.yaml without these keys can name.
+PRETRAINED = "pretrained"
+TOKENIZERS = ("char", "bpe")  # a character per token, or byte-level BPE trained by stage generate
+MIN_BPE_VOCAB = 257  # the 256 bytes and <|endoftext|>
 
 
 class SyntheticParams(Section):
@@ -37,6 +42,9 @@ class DataParams(Section):
     exclude: list[str] = []  # columns left out of the features, e.g. constant ones
     val_fraction: Fraction
     test_fraction: Fraction | None = None  # tables only: a text's val split is its last val_fraction
+    # texts only: char, bpe, or a tokenizer.json under pretrained/; None: char, or model.pretrained's tokenizer
+    tokenizer: str | None = None
+    vocab_size: int | None = Field(default=None, ge=MIN_BPE_VOCAB, le=MAX_VOCAB)  # bpe only: tokens to learn
 
     @property
     def is_text(self) -> bool:
@@ -55,7 +63,11 @@ class DataParams(Section):
             if self.test_fraction is not None or self.features is not None or self.exclude:
                 raise ValueError("data.test_fraction, data.features and data.exclude are for tables; a text is"
                                  " split into train and its last val_fraction as val: remove them")
+            self._check_tokenizer()
             return self
+        if self.tokenizer is not None or self.vocab_size is not None:
+            raise ValueError("data.tokenizer and data.vocab_size are for a .txt text; a table has no tokens: remove"
+                             " them")
         if self.test_fraction is None:
             raise ValueError("data.test_fraction: missing key (a table needs a test split)")
         if self.val_fraction + self.test_fraction >= 1:
@@ -70,35 +82,71 @@ class DataParams(Section):
                              f" {self.target!r}")
         return self
 
-    def source_file(self, root: Path) -> Path:
-        """data.source in the repo at `root`, checked to be a regular file inside it (links resolved), else one line.
+    def _check_tokenizer(self) -> None:
+        if self.tokenizer in (None, *TOKENIZERS):
+            if self.tokenizer == "bpe" and self.vocab_size is None:
+                raise ValueError("data.vocab_size: missing key (the tokens data.tokenizer bpe learns)")
+            if self.tokenizer in (None, "char") and self.vocab_size is not None:
+                raise ValueError("data.vocab_size: is for data.tokenizer bpe alone (char takes the text's characters):"
+                                 " remove it")
+            return
+        if not in_pretrained(self.tokenizer) or PurePosixPath(self.tokenizer).suffix != ".json":
+            raise ValueError(f"data.tokenizer: {brief(self.tokenizer)} must be {' or '.join(TOKENIZERS)}, or the path"
+                             f" of a tokenizer.json under {PRETRAINED}/ (e.g. {PRETRAINED}/gpt2/tokenizer.json)"
+                             + did_you_mean(self.tokenizer, TOKENIZERS))
+        if self.vocab_size is not None:
+            raise ValueError("data.vocab_size: is for data.tokenizer bpe alone (a tokenizer.json has its own):"
+                             " remove it")
 
-        Stage plan checks it before DVC hashes it (a FIFO or /dev/zero would hang DVC), generate before reading it.
+    @property
+    def tokenizer_file(self) -> str | None:
+        """The tokenizer.json data.tokenizer names, or None (characters, or BPE trained by generate)."""
+        return None if self.tokenizer in (None, *TOKENIZERS) else self.tokenizer
+
+    def source_file(self, root: Path) -> Path:
+        """data.source in the repo at `root`, checked to be a regular file inside it (links resolved), else one line;
+        and so is data.tokenizer's tokenizer.json.
+
+        Stage plan checks them before DVC hashes them (a FIFO or /dev/zero would hang DVC), generate before reading.
         The default source may be missing: stage synthesize writes it after plan.
         """
-        path = root / self.source
-        try:
-            mode = os.stat(path).st_mode  # follows links; a FIFO's stat does not block
-        except FileNotFoundError:
-            if self.source == SYNTHETIC_SOURCE:
-                return path
-            raise PipelineError(f"data.source: {brief(self.source)} not found") from None
-        except OSError as error:
-            raise PipelineError(f"data.source: cannot read {brief(self.source)} ({error.strerror})") from None
-        if not path.resolve().is_relative_to(root.resolve()):
-            raise PipelineError(f"data.source: {brief(self.source)} links to {brief(str(path.resolve()))}, outside"
-                                " the repo; copy the file in (and `dvc add` it)")
-        if stat.S_ISDIR(mode):
-            raise PipelineError(f"data.source: {brief(self.source)} is a directory, not a file")
-        if not stat.S_ISREG(mode):
-            raise PipelineError(f"data.source: {brief(self.source)} is not a regular file (a FIFO, a device, ...)")
-        return path
+        if self.tokenizer_file:
+            repo_file(root, "data.tokenizer", self.tokenizer_file)
+        return repo_file(root, "data.source", self.source, may_be_missing=self.source == SYNTHETIC_SOURCE)
 
     def split_sizes(self, n_rows: int) -> dict[str, int]:
         """Rows per split of a table of `n_rows`: val and test are rounded down, train takes the rest."""
         val = int(n_rows * self.val_fraction)
         test = int(n_rows * self.test_fraction)
         return {"train": n_rows - val - test, "val": val, "test": test}
+
+
+def in_pretrained(name: str) -> bool:
+    """Whether `name` is a relative path under pretrained/ (no URL, no way out of it)."""
+    path = PurePosixPath(name)
+    return not (URL.match(name) or path.is_absolute() or ".." in path.parts or len(path.parts) < 2
+                or path.parts[0] != PRETRAINED)
+
+
+def repo_file(root: Path, key: str, name: str, may_be_missing: bool = False) -> Path:
+    """The file `name` that params `key` gives, checked to be a regular file inside the repo at `root`."""
+    path = root / name
+    try:
+        mode = os.stat(path).st_mode  # follows links; a FIFO's stat does not block
+    except FileNotFoundError:
+        if may_be_missing:
+            return path
+        raise PipelineError(f"{key}: {brief(name)} not found") from None
+    except OSError as error:
+        raise PipelineError(f"{key}: cannot read {brief(name)} ({error.strerror})") from None
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise PipelineError(f"{key}: {brief(name)} links to {brief(str(path.resolve()))}, outside"
+                            " the repo; copy the file in (and `dvc add` it)")
+    if stat.S_ISDIR(mode):
+        raise PipelineError(f"{key}: {brief(name)} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise PipelineError(f"{key}: {brief(name)} is not a regular file (a FIFO, a device, ...)")
+    return path
 
 
 class SyntheticSpec(Spec):

@@ -34,12 +34,12 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attention(ln(x)), then x + MLP(ln(x))."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, gelu: str):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(n_embd, 4 * n_embd, bias=bias), gelu=nn.GELU(),
+        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(n_embd, 4 * n_embd, bias=bias), gelu=nn.GELU(gelu),
                                              c_proj=nn.Linear(4 * n_embd, n_embd, bias=bias),
                                              dropout=nn.Dropout(dropout)))
 
@@ -52,13 +52,13 @@ class GPT(nn.Module):
     """Token and position embeddings, n_layer blocks, a final LayerNorm, and logits through the token embedding."""
 
     def __init__(self, vocab: int, n_layer: int, n_head: int, n_embd: int, block_size: int, dropout: float,
-                 bias: bool):
+                 bias: bool, gelu: str):
         super().__init__()
         self.block_size = block_size
         self.wte = nn.Embedding(vocab, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.h = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
+        self.h = nn.ModuleList(Block(n_embd, n_head, dropout, bias, gelu) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         for name, parameter in self.named_parameters():
             if parameter.dim() == 2:
@@ -80,8 +80,9 @@ class GPT(nn.Module):
 
 
 def gpt(inputs: int, outputs: int, *, n_layer: int, n_head: int, n_embd: int, block_size: int,
-        dropout: float = 0.0, bias: bool = True) -> GPT:
-    """The builder: a GPT over a vocabulary of `inputs` tokens, which must equal `outputs` (tied embeddings)."""
+        dropout: float = 0.0, bias: bool = True, gelu: str = "none") -> GPT:
+    """The builder: a GPT over a vocabulary of `inputs` tokens, which must equal `outputs` (tied embeddings).
+    `gelu` is nn.GELU's `approximate`: none (exact), or tanh (GPT-2's, which its pretrained weights expect)."""
     if inputs != outputs:
         raise ValueError(f"gpt: inputs {inputs} and outputs {outputs} must both be the vocabulary size")
     sizes = {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "block_size": block_size}
@@ -91,7 +92,9 @@ def gpt(inputs: int, outputs: int, *, n_layer: int, n_head: int, n_embd: int, bl
         raise ValueError(f"gpt: dropout {dropout!r} must be at least 0 and below 1")
     if n_embd % n_head:
         raise ValueError(f"gpt: n_embd {n_embd} is not a multiple of n_head {n_head}")
-    return GPT(inputs, n_layer, n_head, n_embd, block_size, dropout, bias)
+    if gelu not in ("none", "tanh"):
+        raise ValueError(f"gpt: gelu {gelu!r} must be none (exact) or tanh")
+    return GPT(inputs, n_layer, n_head, n_embd, block_size, dropout, bias, gelu)
 
 
 @torch.no_grad()

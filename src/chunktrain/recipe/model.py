@@ -27,7 +27,8 @@ from chunktrain.recipe.checkpoint import MODEL_CONFIG, TRANSFORM, CheckpointErro
 from chunktrain.recipe.specs import OWN_MODEL, ModelSpec, Task, validated
 from chunktrain.recipe.errors import PipelineError, brief
 from chunktrain.recipe.gpt import gpt
-from chunktrain.recipe.splits import LANGUAGE_MODEL, check_transform, is_text
+from chunktrain.recipe.pretrained import pretrained_args
+from chunktrain.recipe.splits import LANGUAGE_MODEL, check_transform, is_text, vocab_size
 from chunktrain.recipe.tasks import output_width
 
 
@@ -68,13 +69,18 @@ def builder(arch: str) -> Callable[..., nn.Module]:
 
 def input_width(transform: dict) -> int:
     """The model's input width on the data `transform` describes: a text's vocabulary, a table's features."""
-    return len(transform["vocab"]) if is_text(transform) else len(transform["features"])
+    return vocab_size(transform) if is_text(transform) else len(transform["features"])
 
 
 def model_config(spec: ModelSpec, transform: dict) -> dict:
     """What builds the model and optimizer on the data `transform` describes; stored in every checkpoint."""
     config = {"arch": spec.arch, "args": dict(spec.args), "task": spec.task, "inputs": input_width(transform),
               "outputs": output_width(transform), "optimizer": spec.optimizer, "decay_params": spec.decay_params}
+    if spec.pretrained:
+        config["args"], vocab = pretrained_args(spec.pretrained, spec.args)
+        if vocab != config["inputs"]:
+            raise PipelineError(f"model.pretrained: {brief(spec.pretrained)} has {vocab:,} token embeddings, its"
+                                f" tokenizer {config['inputs']:,} tokens; the weights do not fit")
     try:
         inspect.signature(builder(spec.arch)).bind(config["inputs"], config["outputs"], **config["args"])
     except TypeError as error:

@@ -22,6 +22,8 @@ BUILT_IN_MODELS = ("mlp", "gpt")  # model.py's ARCHITECTURES
 # A user's own model: a function in a module under src/models/, which the model stages depend on (dvc.yaml).
 OWN_MODEL = re.compile(r"models(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
 Dtype = Literal["float32", "bfloat16"]
+CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"  # a Hugging Face model's files
+MAX_VOCAB = 1_000_000  # tokens in a text's vocabulary; the largest published ones have about 260,000
 # What weight decay applies to: matrices (not biases, norms or embeddings), matrices_and_embeddings (nanoGPT's
 # choice: every parameter of two or more dimensions), all.
 DecayParams = Literal["matrices", "matrices_and_embeddings", "all"]
@@ -140,6 +142,7 @@ class ModelSpec(Spec):
     args: dict[str, Any]
     optimizer: Literal["sgd", "adam", "adamw"]
     decay_params: DecayParams
+    pretrained: str | None = None  # a Hugging Face GPT-2 folder whose weights init loads (recipe/pretrained.py)
 
 
 class InitSpec(Spec):

@@ -1,9 +1,10 @@
 """The dataset folder as generate writes it and the other stages read it: dataset.json and one file per split.
 
-A table's splits are parquet files of columns x0.. and y; a text's are flat uint16 token files, which training
-reads window by window, never whole.
+A table's splits are parquet files of columns x0.. and y; a text's are flat token files (uint16, or uint32 for a
+vocabulary of more than 65,536 tokens), which training reads window by window, never whole.
 """
 
+import functools
 import json
 import os
 from collections import Counter
@@ -16,18 +17,40 @@ import pyarrow.parquet
 import pyarrow.types
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
-from chunktrain.recipe.specs import validated
+from chunktrain.recipe.specs import MAX_VOCAB, validated
 from chunktrain.recipe.errors import PipelineError
 
 TARGET = "y"
 INFO = "dataset.json"  # the dataset's id and transform
-TOKEN = np.uint16  # a text's token ids: its vocabulary has at most 65,536 characters
 LANGUAGE_MODEL = "language_model"  # the task of a text
 
 
 def is_text(transform: dict) -> bool:
     """Whether a transform (a dataset's, a checkpoint's) is a text's vocabulary rather than a table's statistics."""
     return transform.get("task") == LANGUAGE_MODEL
+
+
+def vocab_size(transform: dict) -> int:
+    """The token ids of a text's transform: its characters, or its tokenizer's tokens (special ones included)."""
+    if transform.get("tokenizer") is not None:
+        return read_tokenizer(transform["tokenizer"]).get_vocab_size(with_added_tokens=True)
+    return len(transform["vocab"])
+
+
+def token_type(vocab: int) -> type[np.unsignedinteger]:
+    """The narrowest type of a token file for a vocabulary of `vocab` ids."""
+    return np.uint16 if vocab <= 2**16 else np.uint32
+
+
+@functools.lru_cache(maxsize=4)
+def read_tokenizer(text: str):
+    """A Hugging Face tokenizer from its tokenizer.json text; imported here, as only a text's stages need it."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as error:  # the library raises its own exception type for malformed JSON and unknown parts
+        raise ValueError(f"not a tokenizer.json ({' '.join(str(error).split())[:200]})") from None
 
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -66,12 +89,22 @@ class TableTransform(BaseModel):
 
 
 class TextTransform(BaseModel):
-    """A text's transform: the character of each token id."""
+    """A text's transform: the character of each token id, or a Hugging Face tokenizer (its tokenizer.json text)."""
 
     model_config = ConfigDict(strict=True)
 
     task: Literal["language_model"]
-    vocab: list[Annotated[StrictStr, Field(min_length=1, max_length=1)]] = Field(min_length=1, max_length=65536)
+    vocab: list[Annotated[StrictStr, Field(min_length=1, max_length=1)]] | None = Field(default=None, min_length=1,
+                                                                                           max_length=2**16)
+    tokenizer: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _one_tokenizer(self):
+        if (self.vocab is None) == (self.tokenizer is None):
+            raise ValueError("a text's transform holds either vocab (characters) or tokenizer, one of them")
+        if self.tokenizer is not None and not 0 < (size := vocab_size(self.model_dump())) <= MAX_VOCAB:
+            raise ValueError(f"tokenizer: {size} tokens; a vocabulary has 1 to {MAX_VOCAB:,}")
+        return self
 
     @field_validator("vocab")
     @classmethod
@@ -116,7 +149,7 @@ class Dataset:
     def split(self, name: str) -> "Split | Tokens":
         """A table's split in memory, or a text's token file, open to read windows from."""
         if self.is_text:
-            return Tokens(self.folder / f"{name}.bin")
+            return Tokens(self.folder / f"{name}.bin", token_type(vocab_size(self.transform)))
         return read_split(self.folder / f"{name}.parquet")
 
     def rows(self, name: str) -> int:
@@ -140,15 +173,17 @@ class Tokens:
     """A text split's token file, read a window at a time with pread: never loaded whole, and not memory-mapped,
     because a mapped file's pages count in the process's memory (RSS) as random windows touch them all."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, dtype: type[np.unsignedinteger] = np.uint16):
+        self.dtype = np.dtype(dtype)
         try:
             self.fd = os.open(path, os.O_RDONLY)
             size = os.fstat(self.fd).st_size
         except OSError as error:
             raise PipelineError(f"cannot read token file {path} ({error.strerror}); run `dvc repro generate`") from None
-        if size % TOKEN().itemsize:
-            raise PipelineError(f"token file {path} has an odd size, {size} bytes; run `dvc repro generate`")
-        self.size = size // TOKEN().itemsize
+        if size % self.dtype.itemsize:
+            raise PipelineError(f"token file {path} has a size of {size} bytes, not a multiple of its"
+                                f" {self.dtype.itemsize}-byte tokens; run `dvc repro generate`")
+        self.size = size // self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.size
@@ -159,9 +194,9 @@ class Tokens:
 
     def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
         """The `length` token ids from each of `starts`, (len(starts), length)."""
-        width = length * TOKEN().itemsize
-        return np.frombuffer(b"".join(os.pread(self.fd, width, int(start) * TOKEN().itemsize) for start in starts),
-                             dtype=TOKEN).reshape(len(starts), length)
+        item = self.dtype.itemsize
+        return np.frombuffer(b"".join(os.pread(self.fd, length * item, int(start) * item) for start in starts),
+                             dtype=self.dtype).reshape(len(starts), length)
 
 
 def count_rows(path: str | Path) -> int:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from chunktrain.recipe.splits import LANGUAGE_MODEL, is_text
+from chunktrain.recipe.splits import LANGUAGE_MODEL, is_text, vocab_size
 
 
 class Regression:
@@ -73,7 +73,7 @@ Task = Regression | Classification | LanguageModel
 def output_width(transform: dict) -> int:
     """The model's outputs: one per class seen in the train split, one per token, or the one regression target."""
     if is_text(transform):
-        return len(transform["vocab"])
+        return vocab_size(transform)
     return len(transform["labels"]) if transform["task"] == Classification.name else 1
 
 
