@@ -8,8 +8,8 @@
   against 3 Lightning processes, each resuming the previous one's checkpoint (benchmarks/peers/lightning_chunk.py).
 - stage: one chunk stage against a plain loop (bench.py's `stage` figure).
 
-Prints the three ratios with both times and writes metrics/bench_peers.json; --steps N (nanogpt scaled to N steps)
-and --short (smaller workloads, one run each) print without writing.
+Prints the three ratios with both times and writes metrics/bench_peers.json; --steps N (nanogpt scaled to N steps),
+--short (smaller workloads, one run each) and --only NAME (one of the three) print without writing.
 """
 
 import argparse
@@ -210,25 +210,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=RECIPE_STEPS, help="the GPT recipe scaled to this many steps")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both GPT runs")
     parser.add_argument("--short", action="store_true", help="small workloads, one run each; prints, writes nothing")
+    parser.add_argument("--only", choices=["nanogpt", "lightning", "stage"], help="this one alone; writes nothing")
     args = parser.parse_args()
     if not args.corpus.is_file():
         sys.exit(f"error: --corpus {args.corpus}: no such file (tiny Shakespeare; see benchmarks/README.md)")
     steps = min(args.steps, 200) if args.short else args.steps
     repeats = 1 if args.short else 2
+    rows, stages, phases = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="chunktrain-peers-") as work:
         work = Path(work)
-        gpt, stages = nanogpt(work, args.corpus, steps, repeats, args.threads)
-        phases = inside_a_chunk(work, args.corpus, steps, args.threads)
-        rows = [gpt, lightning(work, 12_500 if args.short else 62_500, repeats),
-                stage_vs_plain(work, 20_000 if args.short else 80_000, repeats=repeats)]
+        if args.only in (None, "nanogpt"):
+            gpt, stages = nanogpt(work, args.corpus, steps, repeats, args.threads)
+            phases = inside_a_chunk(work, args.corpus, steps, args.threads)
+            rows.append(gpt)
+        if args.only in (None, "lightning"):
+            rows.append(lightning(work, 12_500 if args.short else 62_500, repeats))
+        if args.only in (None, "stage"):
+            rows.append(stage_vs_plain(work, 20_000 if args.short else 80_000, repeats=repeats))
     print_table(rows)
-    print("\nwall time of each stage of the GPT recipe (src/run.py's table, median):")
-    for name, took in stages.items():
-        print(f"  {name:<12}{took:>8.1f} s")
-    print(f"inside one chunk stage of {steps // 4} steps:")
-    for name, took in phases.items():
-        print(f"  {name:<28}{took:>8.2f} s")
-    if args.short or args.steps != RECIPE_STEPS:
+    if stages:
+        print("\nwall time of each stage of the GPT recipe (src/run.py's table, median):")
+        for name, took in stages.items():
+            print(f"  {name:<12}{took:>8.1f} s")
+        print(f"inside one chunk stage of {steps // 4} steps:")
+        for name, took in phases.items():
+            print(f"  {name:<28}{took:>8.2f} s")
+    if args.short or args.only or args.steps != RECIPE_STEPS:
         return
     result = {"command": " ".join(["python benchmarks/peers.py", *sys.argv[1:]]), "machine": machine(),
               "figures": rows, "gpt_stages": stages, "gpt_chunk_phases": phases}
