@@ -122,9 +122,10 @@ def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
-@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
-def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, dtype):
-    text_params["train"]["dtype"] = dtype
+@pytest.mark.parametrize("knob", [{}, pytest.param({"dtype": "bfloat16"}, marks=pytest.mark.slow),
+                                  pytest.param({"compile": True}, marks=pytest.mark.slow)], ids=str)
+def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, knob):
+    text_params["train"].update(knob)
     text_params["train"]["chunks"]["whole"] = {"from": "init", "steps": 40}
     write_params(text_stages.params_path, text_params)
     text_stages.init()
@@ -133,6 +134,8 @@ def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, d
     assert_same_state(chunked, whole)
     assert losses(chunked) == losses(whole)
     assert [record["step"] for record in whole["history"]] == [10, 20, 30, 40]  # a val loss every eval_every
+    # a compiled chunk's checkpoint holds the module's own keys (no _orig_mod.), which evaluate and sample load
+    assert whole["model_state_dict"].keys() == load_checkpoint(text_stages.checkpoint("init"))["model_state_dict"].keys()
 
 
 @pytest.mark.slow
@@ -176,17 +179,24 @@ def test_evaluate_chooses_the_best_chunk_on_the_val_loss_of_a_text(text_stages):
 
 
 @pytest.mark.slow
-def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path):
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path, compile):
     """Under dvc repro: {c1: 40 steps, c2: 40 steps} equals {whole: 80 steps} (grad_accum, clip, warmup, cosine,
-    dropout), and a chunk killed mid-way resumes from its snapshot to the same bytes."""
+    dropout), and a chunk killed mid-way resumes from its snapshot to the same bytes. With train.compile, only the
+    first chunk compiles: every later one, a new process, loads inductor's kernels from the project's cache."""
     params = copy.deepcopy(TINY_TEXT_PARAMS)
-    params["train"].update(snapshot_every_steps=10, chunks={"c1": {"from": "init", "steps": 40},
-                                                            "c2": {"from": "c1", "steps": 40},
-                                                            "whole": {"from": "init", "steps": 80}})
+    params["train"].update(snapshot_every_steps=10, compile=compile,
+                           chunks={"c1": {"from": "init", "steps": 40}, "c2": {"from": "c1", "steps": 40},
+                                   "whole": {"from": "init", "steps": 80}})
     project = new_project(tmp_path / "repo", params)
     (project.path / "data").mkdir(exist_ok=True)
     (project.path / "data/text.txt").write_text(tiny_text())
     project.commit("a text")
+    cache = project.path / ".cache/inductor"
+    if compile:
+        assert ", compiled" in project.dvc("repro", "train@c1")
+        compiled = files_under(cache)
+        assert compiled  # c1's graphs and kernels
     project.dvc("repro")
     checkpoints = project.path / "data/checkpoints"
     assert_same_state(load_checkpoint(checkpoints / "c2.pt"), load_checkpoint(checkpoints / "whole.pt"))
@@ -205,6 +215,13 @@ def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path):
     resumed = project.dvc("repro", "-f", "-s", "train@c2")
     assert "resuming c2 from step 20 of the chunk" in resumed
     assert sha256(checkpoints / "c2.pt") == uninterrupted
+    if compile:  # c2, whole, the killed c2 and its resume compiled nothing that c1 had not
+        assert files_under(cache) == compiled
+        assert ".cache" not in project.run("git", "status", "--porcelain", "--untracked-files=all").stdout
+
+
+def files_under(folder) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.mark.slow
