@@ -184,8 +184,8 @@ def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path, monkeypat
     """Under dvc repro: {c1: 40 steps, c2: 40 steps} equals {whole: 80 steps} (grad_accum, clip, warmup, cosine,
     dropout), and a chunk killed mid-way resumes from its snapshot to the same bytes. With train.compile, only the
     first chunk compiles: every later one, a new process, loads inductor's kernels from the project's cache."""
-    # inductor's cache_dir() writes its folder to os.environ, so a compile in this process (an in-process stage of
-    # an earlier test) can leave the variable set, and it would win over the project's cache in the stages below
+    # inductor's cache_dir() writes its folder to os.environ whenever this process compiles outside a stage's saved
+    # environment (its default, /tmp/torchinductor_<user>); inherited, it would win over the project's cache below
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     params = copy.deepcopy(TINY_TEXT_PARAMS)
     params["train"].update(snapshot_every_steps=10, compile=compile,
