@@ -84,6 +84,7 @@ def _set(params, path, value):
     ("train.grad_clip", 0, "train.grad_clip: Input should be greater than 0, got 0"),
     ("train.grad_accum", 0, "train.grad_accum: Input should be greater than 0, got 0"),
     ("train.dtype", "float16", "train.dtype: Input should be 'float32' or 'bfloat16', got 'float16'"),
+    ("train.compile", "yes", "train.compile: Input should be a valid boolean, got 'yes'"),
     ("train.decay_params", "none",
      "train.decay_params: Input should be 'matrices', 'matrices_and_embeddings' or 'all', got 'none'"),
     ("train.lr", -0.1, "train.lr: Input should be greater than 0, got -0.1"),
@@ -388,6 +389,7 @@ def specs_in(out) -> dict[str, bytes]:
     (lambda p: p["train"].update(lr=0.02), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"]["schedule"].update(warmup=0.5), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(grad_clip=1.0), {"evaluate.json", *CHUNKS}),
+    (lambda p: p["train"].update(compile=True), {"evaluate.json", *CHUNKS}),  # compiled steps round differently
     (lambda p: p["train"].update(betas=[0.8, 0.99]), {"evaluate.json", *CHUNKS}),
     (lambda p: p["train"].update(eval_batches=5), set()),  # a table's val loss is on the whole val split
     (lambda p: p["train"]["chunks"].update(c4={"from": "c3", "epochs": 1}),

@@ -174,12 +174,13 @@ def test_grad_accum_averages_micro_batches_like_one_big_batch(text_stages, text_
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
-@pytest.mark.parametrize("dtype, tokenizer", [("float32", CHAR), ("float32", BPE),
-                                              pytest.param("bfloat16", CHAR, marks=pytest.mark.slow)],
-                         ids=["float32", "float32-bpe", "bfloat16"])
-def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, dtype, tokenizer):
+@pytest.mark.parametrize("knob, tokenizer", [({}, CHAR), ({}, BPE),
+                                             pytest.param({"dtype": "bfloat16"}, CHAR, marks=pytest.mark.slow),
+                                             pytest.param({"compile": True}, CHAR, marks=pytest.mark.slow)],
+                         ids=["float32", "float32-bpe", "bfloat16", "compile"])
+def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, knob, tokenizer):
     text_params["data"].update(tokenizer)
-    text_params["train"]["dtype"] = dtype
+    text_params["train"].update(knob)
     text_params["train"]["chunks"]["whole"] = {"from": "init", "steps": 40}
     write_params(text_stages.params_path, text_params)
     text_stages.generate()
@@ -189,6 +190,8 @@ def test_chunks_in_steps_equal_one_chunk_bit_for_bit(text_stages, text_params, d
     assert_same_state(chunked, whole)
     assert losses(chunked) == losses(whole)
     assert [record["step"] for record in whole["history"]] == [10, 20, 30, 40]  # a val loss every eval_every
+    # a compiled chunk's checkpoint holds the module's own keys (no _orig_mod.), which evaluate and sample load
+    assert whole["model_state_dict"].keys() == load_checkpoint(text_stages.checkpoint("init"))["model_state_dict"].keys()
 
 
 @pytest.mark.slow
@@ -232,19 +235,29 @@ def test_evaluate_chooses_the_best_chunk_on_the_val_loss_of_a_text(text_stages):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tokenizer", [CHAR, BPE], ids=["char", "bpe"])
-def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path, tokenizer):
+@pytest.mark.parametrize("tokenizer, compile", [(CHAR, False), (BPE, False), (CHAR, True)],
+                         ids=["char", "bpe", "char-compiled"])
+def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path, monkeypatch, tokenizer, compile):
     """Under dvc repro: {c1: 40 steps, c2: 40 steps} equals {whole: 80 steps} (grad_accum, clip, warmup, cosine,
-    dropout), and a chunk killed mid-way resumes from its snapshot to the same bytes."""
+    dropout), and a chunk killed mid-way resumes from its snapshot to the same bytes. With train.compile, only the
+    first chunk compiles: every later one, a new process, loads inductor's kernels from the project's cache."""
+    # inductor's cache_dir() writes its folder to os.environ whenever this process compiles outside a stage's saved
+    # environment (its default, /tmp/torchinductor_<user>); inherited, it would win over the project's cache below
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     params = copy.deepcopy(TINY_TEXT_PARAMS)
     params["data"].update(tokenizer)
-    params["train"].update(snapshot_every_steps=10, chunks={"c1": {"from": "init", "steps": 40},
-                                                            "c2": {"from": "c1", "steps": 40},
-                                                            "whole": {"from": "init", "steps": 80}})
+    params["train"].update(snapshot_every_steps=10, compile=compile,
+                           chunks={"c1": {"from": "init", "steps": 40}, "c2": {"from": "c1", "steps": 40},
+                                   "whole": {"from": "init", "steps": 80}})
     project = new_project(tmp_path / "repo", params)
     (project.path / "data").mkdir(exist_ok=True)
     (project.path / "data/text.txt").write_text(tiny_text())
     project.commit("a text")
+    cache = project.path / ".cache/inductor"
+    if compile:
+        assert ", compiled" in project.dvc("repro", "train@c1")
+        compiled = files_under(cache)
+        assert compiled  # c1's graphs and kernels
     project.dvc("repro")
     checkpoints = project.path / "data/checkpoints"
     assert_same_state(load_checkpoint(checkpoints / "c2.pt"), load_checkpoint(checkpoints / "whole.pt"))
@@ -264,6 +277,13 @@ def test_a_text_pipeline_is_exact_across_chunks_and_a_kill_9(tmp_path, tokenizer
     resumed = project.dvc("repro", "-f", "-s", "train@c2")
     assert "resuming c2 from step 20 of the chunk" in resumed
     assert sha256(checkpoints / "c2.pt") == uninterrupted
+    if compile:  # c2, whole, the killed c2 and its resume compiled nothing that c1 had not
+        assert files_under(cache) == compiled
+        assert ".cache" not in project.run("git", "status", "--porcelain", "--untracked-files=all").stdout
+
+
+def files_under(folder) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.mark.slow

@@ -121,6 +121,7 @@ class TrainParams(Section):
     grad_clip: float | None = Field(default=None, gt=0)  # max norm of the gradient; None: no clipping
     grad_accum: int = Field(default=1, gt=0)  # micro-batches of batch_size per optimizer step
     dtype: Dtype = "float32"  # bfloat16: autocast forward passes (on CPU too)
+    compile: bool = False  # torch.compile the model's training steps; its own bytes, so a change retrains every chunk
     eval_every: int | None = Field(default=None, gt=0)  # text only: steps between val losses (tables: every epoch)
     eval_batches: int = Field(default=20, gt=0)  # text only: seeded val batches per val loss
     nproc: int = Field(default=1, gt=0)  # processes per chunk; over 1 trains it with DDP (torchrun, or srun)
@@ -205,6 +206,7 @@ class TrainParams(Section):
             batch_size=self.inherited(name, "batch_size"),
             weight_decay=self.inherited(name, "weight_decay"),
             betas=self.betas, grad_clip=self.grad_clip, grad_accum=self.grad_accum, dtype=self.dtype,
+            compile=self.compile,
             eval_every=self.eval_every, eval_batches=self.eval_batches,
             schedule=self.schedule,
             cooldown=chunk.cooldown,

@@ -78,6 +78,8 @@ def train_rounds(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ba
     """
     parallel = parallel or OneProcess()
     trained = parallel.wrap(model)
+    if settings.compile:  # the training steps alone: the val loss and every checkpoint use `model`, its own keys
+        trained = torch.compile(trained)
     autocast = (torch.autocast(batches.device.type, dtype=torch.bfloat16) if settings.dtype == "bfloat16"
                 else contextlib.nullcontext())
     while position.epoch <= last_round:

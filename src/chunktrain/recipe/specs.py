@@ -107,6 +107,7 @@ class TrainSettings(Section):
     grad_clip: float | None
     grad_accum: int
     dtype: Dtype
+    compile: bool  # torch.compile'd steps round differently from eager ones, so it decides the bytes
     eval_every: int | None  # a text's; None for a table
     eval_batches: int | None
     schedule: ScheduleParams

@@ -31,6 +31,9 @@ from chunktrain.runner.settings import RunPlan, RunSettings
 from chunktrain.runner.stopping import Interrupted, ParentWatch, StopSignals
 
 MODULE = "chunktrain.runner.trainer"
+# train.compile: inductor's on-disk caches (FX graphs, AOT autograd), kept with the project's other untracked state
+# so that only a project's first compiled chunk compiles and every later one, a new process, loads its kernels.
+COMPILE_CACHE = Path(".cache/inductor")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     name = chunk_name(parser.parse_args(argv).chunk)
     files = ChunkFiles.of(name)
     spec, settings = ChunkSpec.read(files.spec), files.settings(name)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(COMPILE_CACHE.resolve()))  # torchrun's ranks inherit it
     world = processes.join(spec.nproc, spec.device, f"train@{name}: nproc", settings.threads)
     state = prepare(spec, files.parent(spec), files.dataset, files.snapshot, world, recipe_id())
     if world.writes:
@@ -125,6 +129,7 @@ def header(state: ChunkState, parent_path: Path, world: World) -> str:
     return (f"train@{spec.name}: {length} from {parent_path}, lr {first}" + (f" to {last}" if last != first else "")
             + past_schedule(spec, start) + f", batch size {settings.batch_size}"
             + (f" x {settings.grad_accum}" if settings.grad_accum > 1 else "")
+            + (", compiled" if settings.compile else "")
             + (f", {world.size} processes x" if world.size > 1 else ",")
             + f" {threads} thread{'s' if threads > 1 else ''}")
 
