@@ -12,20 +12,17 @@ Every process gets the same OMP_NUM_THREADS (--threads, default 1).
 import argparse
 import json
 import os
-import pickle
 import re
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from bench import PYTHON, ROOT, stage_process  # puts src/ on sys.path
 from gpt import CHUNKS, CORPUS, recipe_params, stage_env, text_project, timed
+from peers import nanogpt_command, nanogpt_folder
 
-NANOGPT = ROOT / "benchmarks/peers/nanogpt"  # its train.py, model.py, configurator.py and config/, as vendored
 PROBE_STEPS = 30
 
 
@@ -79,25 +76,11 @@ def recipe_wall(work: Path, corpus: Path, steps: int, compiled: bool, env: dict)
     return [timed(stage_process(f"train@c{index}"), env, cwd=project.root)[0] for index in range(1, CHUNKS + 1)]
 
 
-def nanogpt(source: Path, work: Path, corpus: Path, steps: int, env: dict) -> dict:
+def nanogpt(work: Path, corpus: Path, steps: int, env: dict) -> dict:
     """nanoGPT's train.py, --compile=True, on its CPU recipe for `steps` iterations: wall seconds, the ms of its iter
     0 (which compiles) and the median ms of the rest, as it logs them."""
-    folder = work / "nanogpt"
-    shutil.copytree(source, folder)
-    data = folder / "data/shakespeare_char"
-    data.mkdir(parents=True)
-    text = corpus.read_text()  # as its prepare.py: sorted characters, the first 90% train, uint16
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
-    split = int(len(ids) * 0.9)
-    ids[:split].tofile(data / "train.bin")
-    ids[split:].tofile(data / "val.bin")
-    with open(data / "meta.pkl", "wb") as meta:
-        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, meta)
-    command = [PYTHON, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=True",
-               "--eval_iters=20", "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4",
-               "--n_head=4", "--n_embd=128", f"--max_iters={steps}", f"--lr_decay_iters={steps}", "--dropout=0.0"]
+    folder = nanogpt_folder(work, corpus)
+    command = [*nanogpt_command(steps, compile=True), "--log_interval=1"]
     seconds, _, output = timed(command, {**env, "TORCHINDUCTOR_CACHE_DIR": str(work / "nanogpt-cache")}, cwd=folder)
     times = [float(ms) for ms in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", output, re.MULTILINE)]
     return {"seconds": seconds, "first_ms": times[0], "ms_per_step": statistics.median(times[1:])}
@@ -108,7 +91,6 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--steps", type=int, default=2000, help="the recipe's length (2000: as shipped)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--nanogpt", type=Path, default=NANOGPT, help="nanoGPT's folder (train.py, model.py, ...)")
     parser.add_argument("--probe", choices=["eager", "compiled"], help=argparse.SUPPRESS)  # probe_process's child
     args = parser.parse_args()
     if args.probe:
@@ -123,7 +105,7 @@ def main() -> None:
         print(f"steps: {time.strftime('%X')}", file=sys.stderr, flush=True)
         chunks = {compiled: recipe_wall(work, args.corpus, args.steps, compiled, env) for compiled in (False, True)}
         print(f"recipe: {time.strftime('%X')}", file=sys.stderr, flush=True)
-        peer = nanogpt(args.nanogpt, work, args.corpus, args.steps, env) if args.nanogpt.is_dir() else None
+        peer = nanogpt(work, args.corpus, args.steps, env)
     rows = [
         ("ms per step (mean of steps 2..30)", f"{eager['ms_per_step']:.1f}", f"{warm['ms_per_step']:.1f}"),
         ("first step, cache cold (s)", f"{eager['first_s']:.2f}", f"{cold['first_s']:.2f}"),
@@ -134,9 +116,8 @@ def main() -> None:
          " ".join(f"{s:.0f}" for s in chunks[True])),
         ("recipe: c1's compile cost (s)", "-", f"{chunks[True][0] - chunks[False][0]:.1f}"),
     ]
-    if peer:
-        rows += [(f"nanoGPT train.py --compile=True, {args.steps} iters (s)", "-", f"{peer['seconds']:.1f}"),
-                 ("nanoGPT: iter 0 / median iter (ms)", "-", f"{peer['first_ms']:.0f} / {peer['ms_per_step']:.1f}")]
+    rows += [(f"nanoGPT train.py --compile=True, {args.steps} iters (s)", "-", f"{peer['seconds']:.1f}"),
+             ("nanoGPT: iter 0 / median iter (ms)", "-", f"{peer['first_ms']:.0f} / {peer['ms_per_step']:.1f}")]
     print(f"\nOMP_NUM_THREADS={args.threads}, torch threads of every process; {os.cpu_count()} CPUs")
     print(f"{'':<50}{'eager':>16}{'compiled':>20}")
     for name, left, right in rows:
