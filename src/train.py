@@ -9,8 +9,9 @@ bytes depend on src/chunktrain/recipe and src/models alone.
 import os
 
 # OpenMP threads that wait for each other sleep instead of spinning, so a chunk on a machine that other jobs keep
-# busy gets its share of the cores (benchmarks/README.md, "Threads"); how it waits changes no result. libgomp reads
-# the setting once, when torch loads it: so here, before any import of torch. A value in the environment wins.
+# busy gets its share of the cores (benchmarks/README.md, "Threads beside other jobs"); how it waits changes no
+# result. libgomp reads the setting once, when torch loads it: so here, before any import of torch. A value in the
+# environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402

@@ -203,8 +203,8 @@ def build_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     """The configured optimizer: group 0 takes the weight decay, group 1 never does (see decay_groups).
 
     Fused: one kernel updates every tensor of a group, where torch's default on a CPU is a loop of small ops per
-    tensor (AdamW's step on the GPT recipe: 2.7 ms against 10.5 ms, benchmarks/README.md). The optimizer state
-    records it (param_groups' `fused`), so a chunk continues its parent's optimizer as it was saved."""
+    tensor (a fourth of the time for AdamW on the GPT recipe: benchmarks/README.md). The optimizer state records it
+    (param_groups' `fused`), so a chunk continues its parent's optimizer as it was saved."""
     fused = all(parameter.device.type in FUSED_DEVICES for parameter in model.parameters()) or None
     return OPTIMIZERS[config["optimizer"]](decay_groups(model, config["decay_params"]), fused=fused)
 
