@@ -6,25 +6,18 @@ several, through sbatch and srun for train.launcher slurm. None of this is a dep
 bytes depend on src/chunktrain/recipe and src/models alone.
 """
 
+import argparse
 import os
+import sys
+from pathlib import Path
 
-# OpenMP threads that wait for each other sleep instead of spinning, so a chunk on a machine that other jobs keep
-# busy gets its share of the cores (benchmarks/README.md, "Threads beside other jobs"); how it waits changes no
-# result. libgomp reads the setting once, when torch loads it: so here, before any import of torch. A value in the
-# environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import psutil
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import psutil  # noqa: E402
-
-from chunktrain.recipe.errors import PipelineError, brief, run_stage  # noqa: E402
-from chunktrain.recipe.parallel import check_nproc  # noqa: E402
-from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec  # noqa: E402
-from chunktrain.recipe.splits import read_dataset  # noqa: E402
-from chunktrain.runner import processes, slurm, trainer  # noqa: E402
+from chunktrain.recipe.errors import PipelineError, brief, run_stage
+from chunktrain.recipe.parallel import check_nproc
+from chunktrain.recipe.specs import CHUNK_NAME, INIT, ChunkSpec
+from chunktrain.recipe.splits import read_dataset
+from chunktrain.runner import processes, slurm, trainer
 
 STAGE = "train@"  # dvc.yaml's stage train@<chunk>
 

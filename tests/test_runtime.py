@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch
 from chunktrain.recipe import checkpoint as ckpt
 from chunktrain.runner import trainer
 from chunktrain.runner.processes import available_cpus
-from chunktrain.testing import ROOT, TINY_PARAMS, new_project, project_env, run, sha256, write_params
+from chunktrain.testing import TINY_PARAMS, new_project, sha256, write_params
 
 SIGNAL = ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED"  # what dvclive writes for the VS Code extension
 LIVE = "metrics/live.csv"  # the chunk in training's rows of the charts
@@ -67,29 +66,6 @@ def test_threads_default_to_the_cpus_a_process_may_use_not_the_hosts_cores(tmp_p
         (tmp_path / name).write_text(text)
     affinity = len(os.sched_getaffinity(0))
     assert available_cpus(tmp_path, tmp_path / "cgroup") == min(cpus or affinity, affinity)
-
-
-# Prints the OpenMP wait policy as the stage's process has it when it first imports torch (libgomp reads it then).
-WAIT_POLICY_AT_TORCH = """
-import os, sys
-class Spy:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch":
-            print("at import torch:", os.environ.get("OMP_WAIT_POLICY"))
-            sys.meta_path.remove(self)
-sys.meta_path.insert(0, Spy())
-sys.path.insert(0, "src")
-import train
-"""
-
-
-@pytest.mark.parametrize("given, used", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_a_chunks_threads_sleep_while_they_wait_unless_the_environment_says_otherwise(given, used):
-    """Spinning threads on cores that other jobs keep busy train many times slower than a fair share."""
-    env = {key: value for key, value in project_env().items() if key != "OMP_WAIT_POLICY"}
-    result = run([sys.executable, "-c", WAIT_POLICY_AT_TORCH], cwd=ROOT,
-                 env=env if given is None else {**env, "OMP_WAIT_POLICY": given})
-    assert result.stdout.splitlines()[0] == f"at import torch: {used}", result.stdout
 
 
 def test_threads_are_set_and_recorded_in_the_checkpoints_lineage(stages, params, monkeypatch):
