@@ -71,34 +71,44 @@ def main(argv: list[str] | None = None) -> None:
         copy = Copy(Path(folder), name, files, spec, recorded, end, total)
         first = copy.whole()
         whole = first.checkpoint
-        here = whole[LINEAGE] if whole else None
-        same = here and all(here.get(part) == recorded.get(part) for part in PLATFORM)
-        print(f"platform: {platform_words(here) if here else 'unknown (the whole way failed)'};"
-              + (" the checkpoint's own" if same else f" {files.out} was trained on {platform_words(recorded)}"),
-              flush=True)
-        recipe = [part for part in differences(recorded, here) if part.split()[0] not in PLATFORM] if here else []
-        if recipe and recipe != ["lineage id"]:
-            print(f"note: {files.out} was made by another {', '.join(recipe)} than the project holds now;"
-                  " `dvc repro` retrains it", flush=True)
+        for line in platform_lines(files.out, recorded, whole[LINEAGE] if whole else None):
+            print(line, flush=True)
         results, failures = {}, 0
         for way, train in (("whole", lambda: first), ("halves", copy.halves), ("killed", copy.killed)):
             result = results[way] = train()
-            if result.checkpoint is None:
-                verdict = f"FAILED: {result.how}"
-            elif end == total:
-                verdict = comparison(reference, result.checkpoint, files.out.name)
-            elif way == "whole":
-                verdict = history_comparison(reference, result.checkpoint, files.out.name, parent[EPOCH])
-            else:
-                verdict = comparison(whole, result.checkpoint, "the whole way") if whole else "not compared"
-            failures += verdict.startswith(("DIFFERS", "FAILED", "not compared"))
-            print(f"{way + ':':8} {verdict}" + (f"; {result.how}" if result.checkpoint and result.how else ""),
+            said = verdict(way, result, reference, whole, files.out.name, parent[EPOCH], full=end == total)
+            failures += said.startswith(("DIFFERS", "FAILED", "not compared"))
+            print(f"{way + ':':8} {said}" + (f"; {result.how}" if result.checkpoint and result.how else ""),
                   flush=True)
     if failures:
         print(f"likely cause: {cause(results, reference, spec, files, parent)}")
         sys.exit(1)
     print(f"{name} is exact here: all three ways gave the bits of {files.out}" if end == total
           else f"{name}'s first {end} steps are exact here: the three ways agree bit for bit")
+
+
+def platform_lines(out: Path, recorded: dict, here: dict | None) -> list[str]:
+    """Where the whole way trained, against where `out` was trained; a note if other code or settings made `out`."""
+    same = here and all(here.get(part) == recorded.get(part) for part in PLATFORM)
+    lines = [f"platform: {platform_words(here) if here else 'unknown (the whole way failed)'};"
+             + (" the checkpoint's own" if same else f" {out} was trained on {platform_words(recorded)}")]
+    recipe = [part for part in differences(recorded, here) if part.split()[0] not in PLATFORM] if here else []
+    if recipe and recipe != ["lineage id"]:
+        lines.append(f"note: {out} was made by another {', '.join(recipe)} than the project holds now;"
+                     " `dvc repro` retrains it")
+    return lines
+
+
+def verdict(way: str, result, reference: dict, whole: dict | None, name: str, parent_epoch: int, full: bool) -> str:
+    """One way's verdict: against the checkpoint when the whole chunk was trained; for the first steps only, the whole
+    way against the checkpoint's history and the other ways against the whole way."""
+    if result.checkpoint is None:
+        return f"FAILED: {result.how}"
+    if full:
+        return comparison(reference, result.checkpoint, name)
+    if way == "whole":
+        return history_comparison(reference, result.checkpoint, name, parent_epoch)
+    return comparison(whole, result.checkpoint, "the whole way") if whole else "not compared"
 
 
 class Copy:
