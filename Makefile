@@ -8,10 +8,19 @@ export DVC_NO_ANALYTICS := 1
 
 setup: $(VENV)/.installed
 
-# Reinstalls only when requirements.txt changes, so `make setup` is cheap to repeat.
+# Reinstalls only when requirements.txt changes, so `make setup` is cheap to repeat. What the pipeline needs alone:
+# the export's transformers and the test tools are installed by the targets that use them, so `make run` waits less.
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-export: requirements-export.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r requirements-export.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed-export
+	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r requirements-test.txt
 	touch $@
 
 # src/run.py is `dvc repro`, then each stage's wall time; after Ctrl-C, where the chunk stopped, as the last line.
@@ -21,11 +30,11 @@ run: setup
 	dvc metrics show
 
 # Two worker processes, each taking whole test files (their module and session fixtures stay in one process).
-test: setup
+test: $(VENV)/.installed-test
 	pytest -n 2 --dist loadfile
 
 # The edit-test loop: unit tests and one small end-to-end repro.
-test-fast: setup
+test-fast: $(VENV)/.installed-test
 	pytest -n 2 --dist loadfile -m "not slow"
 
 snapshots: setup
@@ -89,7 +98,7 @@ sample: setup
 	  --tokens "$(TOKENS)" --temperature 0.8 --top_k 20 --seed "$(SEED)"
 
 # A language model as a Hugging Face GPT-2 folder: make huggingface OUT=exported/gpt [CHECKPOINT=...]
-huggingface: setup
+huggingface: $(VENV)/.installed-export
 	@checkpoint="$$($(BEST))" && python src/export.py --checkpoint "$$checkpoint" --huggingface "$${OUT_ARG:?give OUT=<folder>}"
 
 clean-venv:

@@ -57,7 +57,11 @@ def character_tokenizer(vocab: list[str]):
 
 def export(checkpoint_path: Path, folder: Path) -> None:
     """Write the checkpoint's model and tokenizer into `folder` as transformers' GPT-2."""
-    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+    try:
+        from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+    except ModuleNotFoundError:
+        raise PipelineError("export needs transformers, which `make run` does not install: `make huggingface`"
+                            " installs it (requirements-export.txt)") from None
 
     checkpoint = load_checkpoint(checkpoint_path)
     transform, config = checkpoint[TRANSFORM], checkpoint[MODEL_CONFIG]

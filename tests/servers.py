@@ -79,7 +79,7 @@ def require_sshd() -> None:
 
 def require_module(module: str, package: str) -> None:
     if importlib.util.find_spec(module) is None:
-        pytest.skip(f"needs the Python package {package}: `make setup` installs it from requirements.txt")
+        pytest.skip(f"needs the Python package {package}: `make test` installs it from requirements-test.txt")
 
 
 def start_sshd(folder: Path) -> tuple[subprocess.Popen, int, Path]:

@@ -61,6 +61,12 @@ def test_export_refuses_a_table_model_in_one_line(stages, tmp_path):
         export_script.main(["--checkpoint", str(stages.train("c1")), "--huggingface", str(tmp_path / "hf")])
 
 
+def test_export_without_transformers_says_how_to_install_it(stages, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # not installed, as after `make run` alone
+    with pytest.raises(PipelineError, match=r"export needs transformers.*`make huggingface` installs it"):
+        export_script.main(["--checkpoint", str(stages.init()), "--huggingface", str(tmp_path / "hf")])
+
+
 def test_no_stage_imports_transformers(tmp_path):
     """A text's stages, BPE included, run in a fresh process without transformers (seconds to import)."""
     text_project(tmp_path, BPE)
@@ -78,7 +84,7 @@ def test_make_huggingface_exports_the_checkpoint_given(tmp_path):
 
     checkpoint = trained_text_model(tmp_path, BPE)
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
-    made = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "huggingface", "OUT=out/my gpt",
+    made = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed-export", "huggingface", "OUT=out/my gpt",
                            f"CHECKPOINT={checkpoint.relative_to(tmp_path)}"], cwd=tmp_path, capture_output=True,
                           text=True)
     assert made.returncode == 0, made.stderr
