@@ -54,15 +54,18 @@ verify: setup
 exps: setup
 	@python src/exps.py $(if $(ALL),--all)
 
-# Ratios to plain baselines and to peers measured in the same run; about 40 minutes. Writes metrics/bench_gpt.json
-# (nanoGPT's recipe, on ../shared/data/tinyshakespeare.txt), metrics/bench_peers.json (against nanoGPT's train.py,
-# Lightning and a plain loop), metrics/bench_tables.json (own tables against scikit-learn's baselines) and
-# metrics/bench.json; installs benchmarks/requirements.txt, which nothing else needs.
-# GPT="--steps 200": the recipe scaled down; GPT="--corpus PATH": the text elsewhere. PEERS="--short": the peers in
-# a few minutes, printed only. TABLES="--grid 3": also the variants of the table defaults, 3 seeds (~10 min).
+# Ratios to plain baselines and to peers measured in the same run; about an hour. Writes metrics/bench_gpt.json
+# (nanoGPT's recipe, on ../shared/data/tinyshakespeare.txt), metrics/bench_bpe.json (that recipe with characters
+# against BPE tokenizers, in bits per character), metrics/bench_peers.json (against nanoGPT's train.py, Lightning and
+# a plain loop), metrics/bench_tables.json (own tables against scikit-learn's baselines) and metrics/bench.json;
+# installs benchmarks/requirements.txt, which nothing else needs.
+# GPT="--steps 200": the recipe scaled down; GPT="--corpus PATH": the text elsewhere (BPE= takes it too).
+# BPE="--short": the tokenizers in a few minutes, printed only. PEERS="--short": the peers in a few minutes, printed
+# only. TABLES="--grid 3": also the variants of the table defaults, 3 seeds (~10 min).
 # BENCH="--full --before 7ad9a00": the pipeline at issue 18's workload (~20 min).
 bench: setup
 	python benchmarks/gpt.py $(GPT)
+	python benchmarks/bpe.py $(BPE)
 	pip install --disable-pip-version-check --quiet -r benchmarks/requirements.txt
 	python benchmarks/peers.py $(PEERS)
 	python benchmarks/tables.py $(TABLES)

@@ -26,9 +26,9 @@ from peers import nanogpt_command, nanogpt_folder
 PROBE_STEPS = 30
 
 
-def probe(compiled: bool, steps: int) -> dict:
-    """In this process: the recipe's model, optimizer and training step (loop.train_step) on random windows; the
-    first step's seconds and the mean ms of the others."""
+def probe(compiled: bool, steps: int, vocab: int = 65) -> dict:
+    """In this process: the recipe's model (for `vocab` tokens; 65: tiny Shakespeare's characters), optimizer and
+    training step (loop.train_step) on random windows; the first step's seconds and the mean ms of the others."""
     import contextlib
 
     import torch
@@ -41,7 +41,7 @@ def probe(compiled: bool, steps: int) -> dict:
     params = load_params(ROOT / "docs/params-gpt.yaml")
     settings = params.train.settings("c1")
     args = params.model.args
-    config = {"arch": "gpt", "args": args, "inputs": 65, "outputs": 65, "optimizer": "adamw",
+    config = {"arch": "gpt", "args": args, "inputs": vocab, "outputs": vocab, "optimizer": "adamw",
               "decay_params": params.train.decay_params}
     torch.use_deterministic_algorithms(True)  # as processes.deterministic() sets it for a chunk
     torch.manual_seed(0)
@@ -52,7 +52,7 @@ def probe(compiled: bool, steps: int) -> dict:
     generator = torch.Generator().manual_seed(1)
     loss_sum, times = torch.zeros((), dtype=torch.float64), []
     for _ in range(steps):
-        x = torch.randint(65, (settings.batch_size, args["block_size"] + 1), generator=generator)
+        x = torch.randint(vocab, (settings.batch_size, args["block_size"] + 1), generator=generator)
         started = time.perf_counter()
         train_step(trained, optimizer, x[:, :-1], x[:, 1:], settings, LanguageModel(), OneProcess(),
                    contextlib.nullcontext(), loss_sum)

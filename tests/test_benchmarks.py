@@ -6,7 +6,9 @@ import math
 import re
 import sys
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from chunktrain.params import Params
@@ -15,6 +17,7 @@ from chunktrain.testing import ROOT, project_env, ran, run, tiny_text
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
+import bpe  # noqa: E402
 import gpt  # noqa: E402
 import peers  # noqa: E402
 import plain_gpt  # noqa: E402
@@ -128,6 +131,56 @@ def test_the_gpt_benchmark_reports_its_figures_and_four_chunks_equal_one(tmp_pat
     assert all(math.isfinite(row["value"]) and row["value"] > 0 and row["baseline"] > 0 for row in rows)
     assert rows[3]["met"]
     assert all(run["in_loop"] for run in result["stage"] + result["plain"])  # the stage's progress lines parsed
+
+
+@pytest.mark.parametrize("bpe_vocab", [None, 4096])
+def test_the_tokenizer_benchmark_trains_the_gpt_recipe_with_a_tokenizer_and_its_own_steps(bpe_vocab):
+    params = Params.model_validate(bpe.variant_params(bpe_vocab, steps=1230, warmup=100))
+    recipe = Params.model_validate(yaml.safe_load((ROOT / "docs/params-gpt.yaml").read_text()))
+    assert (params.data.tokenizer, params.data.vocab_size) == (("bpe", 4096) if bpe_vocab else ("char", None))
+    assert params.model == recipe.model  # the same model: only the vocabulary it is built for differs
+    assert params.train.chunks["c1"].steps == params.train.schedule.total == params.train.eval_every == 1230
+    assert params.train.schedule.warmup == 100 and list(params.train.chunks) == ["c1"]
+
+
+def test_the_tokenizer_benchmark_takes_the_val_loss_of_every_token_once(monkeypatch):
+    """A model that sees no context scores each token on the one before it alone, so the windows that tile the split
+    must give the mean over every consecutive pair: a pair dropped or counted twice would move it."""
+    class Bigram(torch.nn.Module):
+        block_size = 8
+
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Embedding(10, 10)
+
+        def forward(self, ids):
+            return self.logits(ids)
+
+    monkeypatch.setattr(bpe, "EVAL_WINDOWS", 3)  # 4 batches: 3 windows, 3, the last full one, the 3-token rest
+    torch.manual_seed(0)
+    model, tokens = Bigram(), np.random.default_rng(0).integers(0, 10, 8 * 7 + 4).astype(np.uint16)
+    ids = torch.from_numpy(tokens.astype(np.int64))
+    expected = torch.nn.functional.cross_entropy(model(ids[:-1]), ids[1:]).item()
+    assert bpe.val_loss(model, tokens) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_tokenizer_benchmark_reports_bits_per_character_of_the_same_val_text(tmp_path):
+    """A smoke run of `make bench`'s tokenizer benchmark: characters and a BPE of 300 tokens on a made-up text."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(tiny_text(20_000))
+    result = bpe.compare(tmp_path / "work", corpus, steps=16, bpe_vocabs=(300,), probe_steps=3)
+    char, learnt = result["rows"]
+    assert (char["tokenizer"], learnt["tokenizer"], char["steps"]) == ("char", "bpe 300", 16)
+    assert char["val_chars"] == learnt["val_chars"] == 2_000  # the text's last 10%, whichever the tokens
+    assert char["val_tokens"] == 2_000 and 2 < 2_000 / learnt["val_tokens"] == learnt["chars_per_token"]
+    for row in result["rows"]:
+        assert row["val_bits_per_char"] == pytest.approx(
+            row["val_nats_per_token"] * row["val_tokens"] / row["val_chars"] / math.log(2))
+        assert 0 < row["val_bits_per_char"] < 10 and row["steps"] > 0 and row["seconds"] > 0
+    # the same model but for its embedding (tied to the output layer): a row of n_embd weights per token
+    assert learnt["parameters"] - char["parameters"] == (learnt["vocab"] - char["vocab"]) * 128
+    assert learnt["vocab"] == 300
 
 
 @pytest.mark.slow
