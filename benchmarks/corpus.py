@@ -7,8 +7,8 @@ id must be the folder's. The text is made up: lines of words drawn from a seeded
 (a few with accented letters) at Zipf's frequencies, a blank line now and then. Each figure is one run (the 1 GB bpe
 run takes minutes); every text and dataset is deleted once measured. Prints a table; writes nothing.
 
-python benchmarks/corpus.py            # 10 MB against 1 GB: about 25 minutes on 2 busy cores, 4 GB of temp files
-python benchmarks/corpus.py --short    # 10 MB against 100 MB: about 3 minutes
+python benchmarks/corpus.py            # 10 MB against 1 GB: 5 minutes on 2 quiet cores, 3 GB of temp files at most
+python benchmarks/corpus.py --short    # 10 MB against 100 MB: about a minute
 """
 
 import argparse
