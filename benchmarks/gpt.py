@@ -32,8 +32,8 @@ from chunktrain.recipe.model import build_model  # noqa: E402
 from chunktrain.recipe.splits import read_dataset  # noqa: E402
 from chunktrain.recipe.tasks import make_task  # noqa: E402
 from chunktrain.recipe.batches import TextBatches  # noqa: E402
-from chunktrain.testing import (Project, assert_same_state, losses, new_project, project_env,  # noqa: E402
-                                run as run_command, tiny_text)
+from chunktrain.testing import (Project, assert_same_state, losses, measured, new_project,  # noqa: E402
+                                project_env, tiny_text)
 
 CORPUS = ROOT.parent / "shared/data/tinyshakespeare.txt"
 SHIPPED = ROOT / "docs/params-gpt.yaml"  # the recipe as a user copies it over params.yaml
@@ -72,27 +72,9 @@ def text_project(root: Path, corpus: Path, params: dict) -> Project:
     return quiet_project(root, params)
 
 
-# wait4's peak RSS of a child is at least its parent's RSS at the fork (Linux carries the high-water mark through fork
-# and exec), and this process holds torch and more: each child runs under a bare python, which holds about 10 MB.
-LAUNCHER = """import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-print(f"peak_rss {usage.ru_maxrss * 1024}")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def timed(command: list[str], env: dict, cwd: Path = ROOT) -> tuple[float, int, str]:
     """Seconds a process takes from start to end, its peak RSS in bytes, and its output; fails loudly."""
-    started = time.perf_counter()
-    result = run_command([PYTHON, "-c", LAUNCHER, *command], cwd=cwd, env=env, check=False, timeout=TIMEOUT)
-    seconds = time.perf_counter() - started
-    output, _, peak = result.stdout.rpartition("peak_rss ")
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{output}")
-    return seconds, int(peak), output
+    return measured(command, cwd=cwd, env=env, timeout=TIMEOUT)
 
 
 def stage_env(threads: int | None) -> dict:

@@ -7,7 +7,7 @@ from chunktrain.data.specs import DataSpec
 from chunktrain.recipe.errors import run_stage
 from chunktrain.data.dataset import make_splits, parquet_bytes, write_dataset
 from chunktrain.data.text import make_tokens
-from chunktrain.recipe.splits import vocab_size
+from chunktrain.recipe.splits import read_dataset, vocab_size
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,21 +19,25 @@ def main(argv: list[str] | None = None) -> None:
                              " id)")
     args = parser.parse_args(argv)
     spec = DataSpec.read(args.spec)
-    spec.data.source_file(Path("."))  # the repo's root, where DVC runs stages
-    # every check before any write
+    sources = spec.data.source_files(Path("."))  # the repo's root, where DVC runs stages
+    # every check before any write (but a split that a tokenizer encodes to too few tokens: see make_tokens)
     if spec.data.is_text:
-        tokens, transform = make_tokens(spec.data)
-        files = {f"{split}.bin": ids.tobytes() for split, ids in tokens.items()}
-        sizes = {split: f"{len(ids):,} tokens" for split, ids in tokens.items()}
+        tokens, transform = make_tokens(spec.data, sources)
+        files = {f"{split}.bin": (ids.tobytes() for ids in pieces) for split, pieces in tokens.items()}
+        dataset_id = write_dataset(files, transform, args.out)  # encodes the text as it writes
+        dataset = read_dataset(args.out)
+        sizes = {split: f"{len(dataset.split(split)):,} tokens" for split in tokens}
         summary = (f"{len(transform['vocab'])} characters in the vocabulary" if "vocab" in transform
                    else f"{vocab_size(transform):,} tokens in the vocabulary ({spec.data.tokenizer})")
+        if spec.data.is_folder:
+            summary += f"; the text of {len(sources)} .txt file{'s' if len(sources) > 1 else ''}"
     else:
         frames, transform = make_splits(spec.data, spec.task, spec.seed)
-        files = {f"{split}.parquet": parquet_bytes(frame) for split, frame in frames.items()}
+        files = {f"{split}.parquet": [parquet_bytes(frame)] for split, frame in frames.items()}
+        dataset_id = write_dataset(files, transform, args.out)
         sizes = {split: f"{len(frame)} rows" for split, frame in frames.items()}
         classes = f", {len(transform['labels'])} classes" if transform["labels"] else ""
         summary = f"{len(transform['features'])} features{classes}"
-    dataset_id = write_dataset(files, transform, args.out)
     print(f"generate: {args.out}: " + ", ".join(f"{split} {size}" for split, size in sizes.items())
           + f"; {summary}; id {dataset_id[:12]}")
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", type=Path, help="data/checkpoints: note a checkpoint no chunk plans")
     args = parser.parse_args(argv)
     params = load_params(args.params)  # refuses a bad file, hostile names included, before any write
-    params.data.source_file(Path(args.params).parent)  # the repo's root
+    params.data.source_files(Path(args.params).parent)  # the repo's root
     params.model.pretrained_files(Path(args.params).parent)
     specs = plan(params)
     if args.out:

@@ -18,6 +18,7 @@ from chunktrain.testing import ROOT, project_env, ran, run, tiny_text
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
 import bpe  # noqa: E402
+import corpus  # noqa: E402
 import gpt  # noqa: E402
 import peers  # noqa: E402
 import plain_gpt  # noqa: E402
@@ -195,6 +196,18 @@ def test_the_memory_benchmark_measures_generate_and_a_chunk_on_each_corpus(tmp_p
     train, generate = rows
     assert train["value"] > 100 and train["baseline"] > 100 and 10 < generate["baseline"] < 2000
     assert not list(tmp_path.iterdir())  # each corpus's folder is removed once measured
+
+
+@pytest.mark.slow
+def test_the_corpus_benchmark_measures_generate_on_each_text_and_deletes_them(tmp_path):
+    result = corpus.measure(tmp_path, 0.1, 0.3, files=2)
+    rows = corpus.figures(result)
+    assert [row["figure"] for row in rows] == [
+        "peak RSS of generate, char, 2 files", "peak RSS of generate, char, one file", "peak RSS of generate, bpe, 2 files",
+        "seconds per GB of generate, char", "seconds per GB of generate, bpe"]
+    assert all(10 < row["value"] < 2000 and 10 < row["baseline"] < 2000 for row in rows[:3])  # MB, not KB or pages
+    assert rows[3]["note"].endswith("the same text as one file gives the folder's dataset id: yes")
+    assert 0.3e6 <= result["bytes"]["big"] < 0.31e6 and not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow

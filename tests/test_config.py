@@ -50,9 +50,10 @@ def _set(params, path, value):
     ("synthetic.noise", float("inf"), "synthetic.noise: Input should be a finite number, got inf"),
     ("synthetic.rows", 10, "synthetic.rows: unknown key"),
     ("data.source", "/etc/table.csv", "data.source: '/etc/table.csv' must be the relative path of a .csv or .parquet"
-                                      " table, or a .txt text, inside the repo"),
+                                      " table, a .txt text, or a folder of .txt texts, inside the repo"),
     ("data.source", "../outside.csv", "data.source: '../outside.csv' must be the relative path"),
-    ("data.source", "data/raw/synthetic", "data.source: 'data/raw/synthetic' must be the relative path"),
+    ("data.source", "data/raw/synthetic.parquet.bak", "data.source: 'data/raw/synthetic.parquet.bak' must be the"),
+    ("data.source", ".", "data.source: '.' must be the relative path"),  # the repo: a folder of the pipeline's outputs
     ("data.source", "table.xlsx", "data.source: 'table.xlsx' must be the relative path"),
     ("data.val_fraction", 1.5, "data.val_fraction: Input should be less than 1, got 1.5"),
     ("data.test_fraction", 0, "data.test_fraction: Input should be greater than 0, got 0"),
@@ -547,6 +548,39 @@ def test_a_source_linked_inside_the_repo_and_the_synthetic_default_before_synthe
     for source in ("data/own/link.csv", SYNTHETIC_SOURCE):  # the latter not written yet
         params["data"]["source"] = source
         plan.main(["--params", str(write_params(tmp_path / "params.yaml", params))])
+
+
+def folder(path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda corpus, outside: folder(corpus, {"notes.md": "x\n", ".hidden.txt": "x\n", ".cache/a.txt": "x\n"}),
+     "data.source: 'data/corpus' holds no .txt file (a folder's text is its .txt files, subfolders included)"),
+    (lambda corpus, outside: corpus.symlink_to(outside),
+     "data.source: 'data/corpus' links to '/ ... outside the repo; copy the folder in (and `dvc add` it)"),
+    (lambda corpus, outside: [folder(corpus, {"a.txt": "x\n"}), (corpus / "b.txt").symlink_to(outside / "a.txt")],
+     "data.source: 'data/corpus/b.txt' links to '/ ... outside the repo; copy the file in (and `dvc add` it)"),
+    (lambda corpus, outside: [folder(corpus, {"a.txt": "x\n"}), (corpus / "b").symlink_to(corpus.parent)],
+     "data.source: 'data/corpus/b' is a link to a folder, which DVC does not follow; copy the folder in"),
+    (lambda corpus, outside: [folder(corpus, {"a.txt": "x\n"}), os.mkfifo(corpus / "b.txt")],
+     "data.source: 'data/corpus/b.txt' is not a regular file (a FIFO, a device, ...)"),
+    (lambda corpus, outside: corpus.write_text("x\n"),
+     "data.source: 'data/corpus' is not a folder (a path without a suffix names a folder of .txt texts)"),
+], ids=["no .txt", "a link out of the repo", "a text linked out", "a folder linked in it", "a FIFO", "a file"])
+def test_a_folder_source_without_texts_or_with_links_out_stops_plan_in_one_line(tmp_path, make, message):
+    repo, params = tmp_path / "repo", copy.deepcopy(TINY_TEXT_PARAMS)
+    (repo / "data").mkdir(parents=True)
+    folder(tmp_path / "outside", {"a.txt": "x\n"})
+    make(repo / "data/corpus", tmp_path / "outside")
+    params["data"]["source"] = "data/corpus"
+    with pytest.raises(PipelineError) as raised:
+        plan.main(["--params", str(write_params(repo / "params.yaml", params)), "--out", str(repo / "data/plan")])
+    start, _, end = message.partition(" ... ")  # " ... ": where the message names the link's target
+    assert str(raised.value).startswith(start) and str(raised.value).endswith(end) and "\n" not in str(raised.value)
+    assert not (repo / "data/plan").exists()
 
 
 def test_the_synthetic_source_is_where_stage_synthesize_writes():

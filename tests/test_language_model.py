@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +21,10 @@ from chunktrain.recipe.gpt import gpt, sample
 from chunktrain.recipe.model import decay_groups
 from chunktrain.recipe.splits import Tokens, read_dataset, read_tokenizer
 from chunktrain.recipe.tasks import LanguageModel
+from chunktrain.data.dataset import write_dataset
 from chunktrain.data.text import make_tokens
-from chunktrain.testing import (ROOT, TINY_TEXT_PARAMS, Project, assert_same_state, losses, new_project, ran, sha256,
-                                tiny_text, write_params)
+from chunktrain.testing import (ROOT, TINY_TEXT_PARAMS, Project, assert_same_state, losses, measured, new_project,
+                                project_env, ran, sha256, stage_command, tiny_text, write_params)
 from chunktrain.recipe.batches import TextBatches
 
 CHAR, BPE = {}, {"tokenizer": "bpe", "vocab_size": 300}  # data.tokenizer's choices, as params
@@ -48,6 +50,12 @@ def text_data(path, val_fraction: float, **tokenizer) -> DataParams:
     return DataParams.model_construct(source=str(path), val_fraction=val_fraction, **{"tokenizer": "char", **tokenizer})
 
 
+def text_tokens(data: DataParams) -> tuple[dict[str, np.ndarray], dict]:
+    """make_tokens on the text at data.source, each split's pieces read to the end and joined."""
+    splits, transform = make_tokens(data, [Path(data.source)])
+    return {name: np.concatenate(list(pieces)) for name, pieces in splits.items()}, transform
+
+
 def test_the_shipped_gpt_recipe_is_nanogpts_in_four_chunks():
     params = load_params(ROOT / "docs/params-gpt.yaml")
     assert params.task == "language_model" and params.model.args["n_layer"] == 4
@@ -58,7 +66,7 @@ def test_the_shipped_gpt_recipe_is_nanogpts_in_four_chunks():
 def test_a_text_becomes_a_character_vocabulary_and_train_then_val_tokens(tmp_path):
     text = "hello, wörld\n" * 50
     (tmp_path / "t.txt").write_text(text)
-    splits, transform = make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.2))
+    splits, transform = text_tokens(text_data(tmp_path / "t.txt", val_fraction=0.2))
     assert transform == {"task": "language_model", "vocab": sorted(set(text))}
     assert [len(split) for split in splits.values()] == [520, 130]  # the last val_fraction is val
     decoded = "".join(transform["vocab"][i] for split in splits.values() for i in split.tolist())
@@ -69,28 +77,32 @@ def test_bpe_is_learnt_from_the_train_split_the_same_every_time_and_decodes_to_t
     text = tiny_text(5_000) + "Zebra xylophone quiz.\n" * 40  # words of the val split alone
     (tmp_path / "t.txt").write_text(text)
     data = text_data(tmp_path / "t.txt", val_fraction=0.15, tokenizer="bpe", vocab_size=300)
-    splits, transform = make_tokens(data)
-    again, same = make_tokens(data)
+    splits, transform = text_tokens(data)
+    again, same = text_tokens(data)
     assert transform == same and all(np.array_equal(splits[name], again[name]) for name in splits)
     tokenizer = read_tokenizer(transform["tokenizer"])
     assert sample_script.decode(splits["train"].tolist() + splits["val"].tolist(), transform) == text
     assert tokenizer.get_vocab_size() == 300 and splits["train"].dtype == np.uint16
     assert tokenizer.encode(" the").tokens == ["Ġthe"]  # Ġ: GPT-2's byte-level space
     assert tokenizer.encode(" xylophone").tokens == ["Ġ", *"xylophone"]  # a val word: no merge learnt from it
-    more, _ = make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.15, tokenizer="bpe", vocab_size=320))
+    more, _ = text_tokens(text_data(tmp_path / "t.txt", val_fraction=0.15, tokenizer="bpe", vocab_size=320))
     assert len(more["train"]) < len(splits["train"])  # more merges, fewer tokens
 
 
-def test_a_text_encoded_in_pieces_has_the_ids_of_the_whole_text(monkeypatch):
+def test_a_text_in_pieces_encodes_to_the_ids_and_learns_the_tokenizer_of_the_whole_text(monkeypatch):
     from chunktrain.data import text as text_module
 
-    # runs of blank lines ("\n\n" is a token: a piece ending inside a run would split it) and indented lines
-    text = tiny_text(20_000).replace(".\n", ".\n\n\n").replace("\n\n\nTo", "\n\n  To")
-    tokenizer = text_module.learn_bpe(text, 300)
+    # Where a piece may end: runs of blank lines ("\n\n" is a token: a piece ending after the run would make the run
+    # one word, and encode it as such), a blank line, trailing spaces and CRLF before a line, indented lines.
+    text = (tiny_text(20_000).replace(".\n", ".\n\n\n").replace("\n\n\nTo", "\n\n  To").replace("\n\n\nA", "\n\nA")
+            .replace("\n\n\nB", "\r\nB").replace("s.\n\n\n", "s.  \n"))
+    tokenizer = text_module.learn_bpe([text], 300)
     monkeypatch.setattr(text_module, "PIECE", 100)
-    pieces = text_module.encode(tokenizer, text, np.uint16)
-    assert tokenizer.encode("\n\n\n").tokens == ["ĊĊ", "Ċ"] and len(text) // 100 > text_module.BATCH
-    assert pieces.tolist() == tokenizer.encode(text).ids
+    read = [text[start:start + 37] for start in range(0, len(text), 37)]  # as a file's reads cut it, anywhere
+    pieces = list(text_module.encode(tokenizer, read, np.uint16))
+    assert tokenizer.encode("a\n\n").tokens == ["a", "ĊĊ"] and len(pieces) > 2 * text_module.BATCH
+    assert np.concatenate(pieces).tolist() == tokenizer.encode(text).ids
+    assert text_module.learn_bpe(read, 300).to_str() == tokenizer.to_str()  # the trainer sees the same words
 
 
 def test_a_tokenizer_json_of_more_than_65536_tokens_widens_the_token_files(text_stages, text_params):
@@ -121,7 +133,121 @@ def test_a_tokenizer_json_of_more_than_65536_tokens_widens_the_token_files(text_
 def test_a_bad_text_is_one_line(tmp_path, content, message):
     (tmp_path / "t.txt").write_bytes(content)
     with pytest.raises(PipelineError, match=message):
-        make_tokens(text_data(tmp_path / "t.txt", val_fraction=0.1))
+        text_tokens(text_data(tmp_path / "t.txt", val_fraction=0.1))
+
+
+def test_a_split_that_bpe_encodes_to_one_token_is_one_line_and_leaves_no_dataset(tmp_path):
+    (tmp_path / "t.txt").write_text("ab\n" * 400 + "ab")  # the val split: the last "ab", one token once merged
+    data = text_data(tmp_path / "t.txt", val_fraction=0.0015, tokenizer="bpe", vocab_size=300)
+    splits, transform = make_tokens(data, [tmp_path / "t.txt"])
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset/dataset.json").write_text("{}")  # a last run's
+    with pytest.raises(PipelineError, match=r"'s val split is 1 token\(s\) with data.tokenizer 'bpe', too few"):
+        write_dataset({f"{name}.bin": (ids.tobytes() for ids in pieces) for name, pieces in splits.items()}, transform,
+                      tmp_path / "dataset")
+    assert not (tmp_path / "dataset/dataset.json").exists()
+
+
+def mixed_text() -> str:
+    """tiny_text with what a cut between reads, pieces or files may meet: blank lines and runs of them, trailing
+    spaces, CRLF line ends, indented lines, and characters of 2, 3 and 4 bytes."""
+    return (tiny_text(30_000, seed=3).replace(" the ", " thé ").replace(" mind ", " 日本 ").replace(" or ", " 🙂 ")
+            .replace("s.\n", "s.\r\n").replace("e.\n", "e.\n\n").replace("n.\n", "n.\n\n\n").replace("d.\n", "d.  \n")
+            .replace("t.\n", "t.\n\t"))
+
+
+# The dataset ids of mixed_text (val_fraction 0.1; bpe: vocab_size 300) as generate wrote them when it held the whole
+# text in memory (737fe61): reading it in pieces, from one file or from a folder's, must keep the same dataset.
+WHOLE_TEXT_IDS = {"char": "bee19638a0529114b253a1cd9334758c544359db956b4926f74650ee98bac401",
+                  "bpe": "1d255d79e896dfbb46144b08f1c2e858b64686598df9d71afb0939c5665974d9"}
+
+
+def folder_of(text: str) -> dict[str, str]:
+    """`text` cut into a folder's files (inside a CRLF, before a 4-byte character, inside a line), named so that only
+    the folder-by-folder order of their paths joins them back: a string sort would read b-c.txt before b/."""
+    cuts = [0, text.index("\r\n", 5_000) + 1, text.index("🙂", 12_000), 20_001, len(text)]
+    names = ["a.txt", "b/1.txt", "b/2.txt", "b-c.txt"]
+    return {name: text[start:stop] for name, start, stop in zip(names, cuts, cuts[1:])}
+
+
+@pytest.mark.parametrize("tokenizer", [CHAR, BPE], ids=["char", "bpe"])
+def test_a_folder_of_texts_makes_the_dataset_of_their_text_joined_in_path_order(tmp_path, monkeypatch, text_params,
+                                                                                tokenizer):
+    from chunktrain.data import text as text_module
+
+    text_params["data"].update(tokenizer)
+    stages = new_project(tmp_path, text_params, git=False)
+    (stages.root / "data").mkdir()
+    (stages.root / "data/text.txt").write_bytes(mixed_text().encode())
+    stages.generate()
+    name = tokenizer.get("tokenizer", "char")
+    assert read_dataset(stages.dataset).id == WHOLE_TEXT_IDS[name]
+
+    corpus = stages.root / "data/corpus"
+    ignored = {"notes.md": b"not a .txt\n", ".hidden.txt": b"\xff", ".cache/a.txt": b"\xff", "b/README": b"\xff"}
+    for path, content in {**{path: text.encode() for path, text in folder_of(mixed_text()).items()}, **ignored}.items():
+        (corpus / path).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / path).write_bytes(content)
+    text_params["data"]["source"] = "data/corpus"
+    write_params(stages.params_path, text_params)
+    for constant, size in (("READ", 7), ("PIECE", 100), ("BATCH", 3)):  # reads and pieces cut the text everywhere
+        monkeypatch.setattr(text_module, constant, size)
+    stages.generate()
+    files = DataParams.model_validate(text_params["data"]).source_files(stages.root)
+    assert [path.relative_to(corpus).as_posix() for path in files] == list(folder_of(mixed_text()))
+    assert read_dataset(stages.dataset).id == WHOLE_TEXT_IDS[name]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"ok\ncaf\xe9\n", r"'data/corpus/b.txt' is not UTF-8 text \(byte 6: invalid continuation byte\)$"),
+    (b"ok\ncaf\xc3", r"'data/corpus/b.txt' is not UTF-8 text \(byte 6: unexpected end of data\)$"),
+])
+def test_a_file_of_a_folder_that_is_not_utf8_is_one_line_naming_it_and_the_byte(tmp_path, monkeypatch, text_params,
+                                                                                 content, message):
+    from chunktrain.data import text as text_module
+
+    text_params["data"]["source"] = "data/corpus"
+    stages = new_project(tmp_path, text_params, git=False)
+    (stages.root / "data/corpus").mkdir(parents=True)
+    (stages.root / "data/corpus/a.txt").write_text(tiny_text(100))
+    (stages.root / "data/corpus/b.txt").write_bytes(content)
+    stages.plan()
+    monkeypatch.setattr(text_module, "READ", 4)  # the bad byte in the file's second read
+    with pytest.raises(PipelineError, match=message):
+        stages.stage("generate")
+
+
+@pytest.mark.slow
+def test_dvc_reruns_generate_when_a_text_joins_the_folder(tmp_path, text_params):
+    text_params["data"]["source"] = "data/corpus"
+    project = new_project(tmp_path / "repo", text_params)
+    corpus = project.path / "data/corpus"
+    corpus.mkdir(parents=True)
+    (corpus / "a.txt").write_text(tiny_text(10_000))
+    project.commit("a corpus")
+    assert "generate" in project.repro("generate")
+    first = read_dataset(project.dataset)
+    assert len(first.split("train")) == 9_000
+    (corpus / "b").mkdir()
+    (corpus / "b/c.txt").write_text(tiny_text(10_000, seed=1))
+    assert project.repro("generate") == {"generate"}
+    again = read_dataset(project.dataset)
+    assert again.id != first.id and len(again.split("train")) == 18_000
+
+
+def test_generate_holds_pieces_of_a_text_in_memory_not_the_text(tmp_path, text_params):
+    """generate's peak RSS on 30 MB of text exceeds that on 1 MB by less than the text's size: holding the whole
+    text, it took 13 times the text's size."""
+    megabyte, peaks = tiny_text(1_000_000), {}
+    for size in (1, 30):
+        stages = new_project(tmp_path / f"{size}mb", text_params, git=False)
+        (stages.root / "data").mkdir()
+        with open(stages.root / "data/text.txt", "w") as file:
+            for _ in range(size):
+                file.write(megabyte)
+        stages.plan()
+        _, peaks[size], _ = measured(["sh", "-c", stage_command("generate")], cwd=stages.root, env=project_env())
+    assert peaks[30] - peaks[1] < 30e6, peaks
 
 
 def test_generate_writes_token_files_that_training_reads_window_by_window(text_stages):

@@ -236,7 +236,8 @@ class Params(Section):
         text, train = self.data.is_text, self.train
         if text != (self.task == "language_model"):
             raise ValueError(f"model.task: {self.task} does not fit data.source {brief(self.data.source)}: a .txt"
-                             " text is for language_model, a table for regression or classification")
+                             " text or a folder of them is for language_model, a table for regression or"
+                             " classification")
         if text and not (isinstance(self.model.args.get("block_size"), int) and self.model.args["block_size"] > 0):
             raise ValueError("model.args.block_size: a language model needs the length of the token windows it"
                              " trains on, a positive integer")

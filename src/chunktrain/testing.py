@@ -269,6 +269,28 @@ def run(command, *, cwd=None, env: dict | None = None, check: bool = True, timeo
     return result
 
 
+# wait4's peak RSS of a child is at least its parent's RSS at the fork (Linux carries the high-water mark through fork
+# and exec), and a test or benchmark holds torch and more: the command runs under a bare python, which holds ~10 MB.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak_rss {usage.ru_maxrss * 1024}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def measured(command: list[str], *, cwd=None, env: dict | None = None,
+             timeout: float = COMMAND_TIMEOUT) -> tuple[float, int, str]:
+    """Seconds a command takes from start to end, its peak RSS in bytes, and its output; a failure fails loudly."""
+    started = time.perf_counter()
+    result = run([sys.executable, "-c", LAUNCHER, *command], cwd=cwd, env=env, timeout=timeout)
+    seconds = time.perf_counter() - started
+    output, _, peak = result.stdout.rpartition("peak_rss ")
+    return seconds, int(peak), output
+
+
 def stage_command(name: str) -> str:
     """dvc.yaml's command of stage `name`, a foreach stage's (train@<chunk>) from its template."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]

@@ -9,6 +9,7 @@ table; init stores it in the checkpoint, so prediction applies the same.
 import hashlib
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -88,17 +89,22 @@ def parquet_bytes(frame) -> bytes:
     return buffer.getvalue()
 
 
-def write_dataset(files: dict[str, bytes], transform: dict, folder: Path) -> str:
-    """Write each split's file into `folder`, then dataset.json: the transform and the dataset's id.
+def write_dataset(files: dict[str, Iterable[bytes]], transform: dict, folder: Path) -> str:
+    """Write each split's file into `folder`, a piece of its bytes at a time, then dataset.json: the transform and the
+    dataset's id.
 
     The id is the sha256 of the transform and the splits' bytes, computed here, once, as they are written:
-    checkpoints carry it, and every later stage compares ids instead of hashing the files again.
+    checkpoints carry it, and every later stage compares ids instead of hashing the files again. dataset.json is
+    removed first and written last, so a write that stops part-way (a split's pieces raising) leaves no dataset.
     """
     check_transform(transform)  # what every reader checks, so no NaN or Infinity is ever written
     digest = hashlib.sha256(json.dumps(transform, sort_keys=True, allow_nan=False).encode())
     folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        digest.update(content)
-        (folder / name).write_bytes(content)
+    (folder / INFO).unlink(missing_ok=True)
+    for name, pieces in files.items():
+        with open(folder / name, "wb") as file:
+            for piece in pieces:
+                digest.update(piece)
+                file.write(piece)
     (folder / INFO).write_text(json.dumps({"id": digest.hexdigest(), "transform": transform}, indent=1) + "\n")
     return digest.hexdigest()

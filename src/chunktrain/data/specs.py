@@ -14,6 +14,7 @@ from chunktrain.recipe.specs import MAX_VOCAB, Section, Spec, Task
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 TABLE_SUFFIXES = (".csv", ".parquet")
 TEXT_SUFFIX = ".txt"  # a UTF-8 text: the language_model task, chunks counted in steps
+# A source without a suffix is a folder of texts: its .txt files, subfolders included, hidden names (.*) left out.
 # What you bring besides the data: a tokenizer.json, or a Hugging Face model's folder. Stages generate and init
 # depend on the whole folder (dvc.yaml), the one path there that a params.yaml without these keys can name.
 PRETRAINED = "pretrained"
@@ -36,7 +37,8 @@ URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # a scheme (http:, ssh:, s3:, rem
 
 
 class DataParams(Section):
-    source: str  # the path of a CSV or parquet table, or a .txt text, inside the repo; dvc.yaml reads it too
+    # the path of a CSV or parquet table, a .txt text, or a folder of .txt texts, inside the repo; dvc.yaml reads it too
+    source: str
     target: str = "y"  # the target column
     features: list[str] | None = Field(default=None, min_length=1)  # None: every column but the target
     exclude: list[str] = []  # columns left out of the features, e.g. constant ones
@@ -47,8 +49,13 @@ class DataParams(Section):
     vocab_size: int | None = Field(default=None, ge=MIN_BPE_VOCAB, le=MAX_VOCAB)  # bpe only: tokens to learn
 
     @property
+    def is_folder(self) -> bool:
+        """Whether data.source is a folder of .txt texts: a name without a suffix."""
+        return PurePosixPath(self.source).suffix == ""
+
+    @property
     def is_text(self) -> bool:
-        return PurePosixPath(self.source).suffix.lower() == TEXT_SUFFIX
+        return PurePosixPath(self.source).suffix.lower() == TEXT_SUFFIX or self.is_folder
 
     @model_validator(mode="after")
     def _splits_and_columns(self) -> "DataParams":
@@ -56,9 +63,10 @@ class DataParams(Section):
         if URL.match(self.source):
             raise ValueError(f"data.source: {brief(self.source)} is a URL; DVC would fetch it. Bring the file into"
                              " the repo with `dvc import-url URL data/own/FILE` and give that path")
-        if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in (*TABLE_SUFFIXES, TEXT_SUFFIX):
+        if (path.is_absolute() or ".." in path.parts or not path.parts
+                or path.suffix.lower() not in (*TABLE_SUFFIXES, TEXT_SUFFIX, "")):
             raise ValueError(f"data.source: {brief(self.source)} must be the relative path of a .csv or .parquet"
-                             " table, or a .txt text, inside the repo")
+                             " table, a .txt text, or a folder of .txt texts, inside the repo")
         if self.is_text:
             if self.test_fraction is not None or self.features is not None or self.exclude:
                 raise ValueError("data.test_fraction, data.features and data.exclude are for tables; a text is"
@@ -103,16 +111,19 @@ class DataParams(Section):
         """The tokenizer.json data.tokenizer names, or None (characters, or BPE trained by generate)."""
         return None if self.tokenizer in (None, *TOKENIZERS) else self.tokenizer
 
-    def source_file(self, root: Path) -> Path:
-        """data.source in the repo at `root`, checked to be a regular file inside it (links resolved), else one line;
-        and so is data.tokenizer's tokenizer.json.
+    def source_files(self, root: Path) -> list[Path]:
+        """data.source's files in the repo at `root`: the table or the text, or a folder's texts in the order they are
+        read (text_files). Each is checked to be a regular file inside the repo (links resolved), else one line; and
+        so is data.tokenizer's tokenizer.json.
 
         Stage plan checks them before DVC hashes them (a FIFO or /dev/zero would hang DVC), generate before reading.
         The default source may be missing: stage synthesize writes it after plan.
         """
         if self.tokenizer_file:
             repo_file(root, "data.tokenizer", self.tokenizer_file)
-        return repo_file(root, "data.source", self.source, may_be_missing=self.source == SYNTHETIC_SOURCE)
+        if self.is_folder:
+            return text_files(root, "data.source", self.source)
+        return [repo_file(root, "data.source", self.source, may_be_missing=self.source == SYNTHETIC_SOURCE)]
 
     def split_sizes(self, n_rows: int) -> dict[str, int]:
         """Rows per split of a table of `n_rows`: val and test are rounded down, train takes the rest."""
@@ -128,8 +139,9 @@ def in_pretrained(name: str) -> bool:
                 or path.parts[0] != PRETRAINED)
 
 
-def repo_file(root: Path, key: str, name: str, may_be_missing: bool = False) -> Path:
-    """The file `name` that params `key` gives, checked to be a regular file inside the repo at `root`."""
+def repo_file(root: Path, key: str, name: str, may_be_missing: bool = False, folder: bool = False) -> Path:
+    """The file `name` that params `key` gives, checked to be a regular file (with `folder`: a folder) inside the repo
+    at `root`."""
     path = root / name
     try:
         mode = os.stat(path).st_mode  # follows links; a FIFO's stat does not block
@@ -141,12 +153,38 @@ def repo_file(root: Path, key: str, name: str, may_be_missing: bool = False) -> 
         raise PipelineError(f"{key}: cannot read {brief(name)} ({error.strerror})") from None
     if not path.resolve().is_relative_to(root.resolve()):
         raise PipelineError(f"{key}: {brief(name)} links to {brief(str(path.resolve()))}, outside"
-                            " the repo; copy the file in (and `dvc add` it)")
+                            f" the repo; copy the {'folder' if folder else 'file'} in (and `dvc add` it)")
+    if folder:
+        if not stat.S_ISDIR(mode):
+            raise PipelineError(f"{key}: {brief(name)} is not a folder (a path without a suffix names a folder of .txt"
+                                " texts)")
+        return path
     if stat.S_ISDIR(mode):
         raise PipelineError(f"{key}: {brief(name)} is a directory, not a file")
     if not stat.S_ISREG(mode):
         raise PipelineError(f"{key}: {brief(name)} is not a regular file (a FIFO, a device, ...)")
     return path
+
+
+def text_files(root: Path, key: str, name: str) -> list[Path]:
+    """The .txt files under the folder `name`, subfolders included, in the order of their paths in it (compared folder
+    by folder, as Python sorts paths); names that start with a dot left out. Each is checked as repo_file checks a
+    file; a link to a folder in it, which DVC does not follow as it hashes the folder, and a folder without a .txt
+    file, are one line."""
+    folder = repo_file(root, key, name, folder=True)
+    found = []
+    for top, folders, names in os.walk(folder):  # follows no link to a folder, as DVC does not
+        inside = PurePosixPath(Path(top).relative_to(folder).as_posix())
+        folders[:] = [entry for entry in folders if not entry.startswith(".")]
+        if linked := [entry for entry in folders if os.path.islink(os.path.join(top, entry))]:
+            raise PipelineError(f"{key}: {brief(str(PurePosixPath(name, inside, linked[0])))} is a link to a folder,"
+                                " which DVC does not follow; copy the folder in")
+        found += [inside / entry for entry in names
+                  if not entry.startswith(".") and PurePosixPath(entry).suffix.lower() == TEXT_SUFFIX]
+    if not found:
+        raise PipelineError(f"{key}: {brief(name)} holds no {TEXT_SUFFIX} file (a folder's text is its {TEXT_SUFFIX}"
+                            " files, subfolders included)")
+    return [repo_file(root, key, str(PurePosixPath(name, path))) for path in sorted(found)]
 
 
 class SyntheticSpec(Spec):
