@@ -15,7 +15,7 @@ from chunktrain.recipe.errors import PipelineError
 from chunktrain.recipe.model import load_trained
 from chunktrain.recipe.splits import read_tokenizer
 import export as export_script
-from chunktrain.testing import TINY_TEXT_PARAMS, new_project, tiny_text, write_params
+from chunktrain.testing import TINY_TEXT_PARAMS, assert_same_state, new_project, sha256, tiny_text, write_params
 
 FOLDER = "pretrained/tiny-gpt2"
 
@@ -64,6 +64,29 @@ def test_init_starts_from_the_pretrained_weights_and_tokenizer(text_project):
         ours, theirs = load_trained(init, "init.pt")(ids), hf_model(ids).logits
     assert torch.allclose(ours, theirs, atol=1e-5, rtol=0)
     assert load_checkpoint(text_project.train("c1"))["history"][-1]["step"] == 20  # and it trains on
+
+
+@pytest.mark.slow
+def test_a_pretrained_gpt2_fine_tunes_in_chunks_bit_for_bit_and_resumes_a_kill_9_to_the_same_bytes(tmp_path,
+                                                                                                    pretrained_params):
+    """Under dvc repro: {c1: 20 steps, c2: 20 steps} from the pretrained init equals {whole: 40 steps}, and c2
+    killed mid-way resumes from its snapshot to the same bytes."""
+    pretrained_params["train"].update(snapshot_every_steps=10,
+                                      chunks={"c1": {"from": "init", "steps": 20}, "c2": {"from": "c1", "steps": 20},
+                                              "whole": {"from": "init", "steps": 40}})
+    project = new_project(tmp_path / "repo", pretrained_params)
+    (project.path / "data").mkdir(exist_ok=True)
+    (project.path / "data/text.txt").write_text(tiny_text())
+    save_tiny_gpt2(project.path / FOLDER)
+    project.commit("a text and a pretrained GPT-2")
+    project.dvc("repro")
+    c2 = project.path / "data/checkpoints/c2.pt"
+    assert_same_state(load_checkpoint(c2), load_checkpoint(project.path / "data/checkpoints/whole.pt"))
+    uninterrupted = sha256(c2)
+    killed = project.run("dvc", "repro", "-f", "-s", "train@c2", check=False, env={"CHUNKTRAIN_KILL_AT": "step:15"})
+    assert killed.returncode != 0 and not c2.exists()
+    assert "resuming c2 from step 10 of the chunk" in project.dvc("repro", "-f", "-s", "train@c2")
+    assert sha256(c2) == uninterrupted
 
 
 def test_a_pretrained_gpt2_exports_back_with_its_activation(text_project, tmp_path):
