@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
 import bpe  # noqa: E402
 import corpus  # noqa: E402
+import finetune  # noqa: E402
 import gpt  # noqa: E402
 import peers  # noqa: E402
 import plain_gpt  # noqa: E402
@@ -271,3 +272,13 @@ def test_import_times_name_who_imports_each_heavy_package():
     total, heavy = bench.import_times(stderr)
     assert total == pytest.approx(1.04)
     assert heavy == {"torch": (0.9, "chunktrain.recipe.splits"), "pandas": (0.08, "top level")}
+
+
+@pytest.mark.slow
+def test_the_finetune_benchmark_times_each_step_and_transformers_samples_from_the_export(tmp_path):
+    corpus_file = tmp_path / "text.txt"
+    corpus_file.write_text(tiny_text(20_000))
+    result = finetune.main(["--size", "tiny", "--corpus", str(corpus_file)])
+    assert {"generate", "init", "train@c1", "train@c2", "evaluate", "export"} <= result["seconds"].keys()
+    assert all(value > 0 for value in result["seconds"].values())
+    assert result["megabytes"]["c2.pt"] >= 0 and result["sample"][1:].startswith("ROMEO:")  # a repr, quoted
