@@ -12,7 +12,6 @@ python benchmarks/finetune.py [--corpus PATH]    # about 3 minutes on 2 cores, 4
 
 import argparse
 import copy
-import sys
 import tempfile
 import time
 from pathlib import Path
