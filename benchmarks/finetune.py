@@ -8,6 +8,8 @@ vocabulary (GPT-2 has 50,257 tokens: its embedding and output layer are 6 times 
 src/export.py, and transformers loading the export and sampling 30 tokens. Prints; writes nothing.
 
 python benchmarks/finetune.py [--corpus PATH]    # about 3 minutes on 2 cores, 4 GB of temp files
+
+It needs transformers, which `make huggingface` or `make test` installs into .venv.
 """
 
 import argparse
