@@ -30,16 +30,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from bench import ROOT, machine, stage_process  # puts src/ on sys.path
 from compile import probe
-from gpt import CORPUS, SHIPPED, stage_env, text_project, timed
+from gpt import CORPUS, recipe_params, stage_env, text_project, timed
 from plain_gpt import RECIPE
+from sample import decode
 from torch.nn import functional as F
 
 from chunktrain.recipe.checkpoint import load_checkpoint  # noqa: E402
 from chunktrain.recipe.model import load_trained  # noqa: E402
-from chunktrain.recipe.splits import read_dataset, read_tokenizer, token_type, vocab_size  # noqa: E402
+from chunktrain.recipe.splits import read_dataset, token_type, vocab_size  # noqa: E402
 
 VOCAB_SIZES = (512, 1024, 2048, 4096)  # data.vocab_size of the BPE variants
 SHORT_STEPS = 200
@@ -51,13 +51,11 @@ EVAL_WINDOWS = 64  # windows per forward pass of the val loss
 def variant_params(bpe_vocab: int | None, steps: int, warmup: int) -> dict:
     """docs/params-gpt.yaml on data/text.txt, with characters (bpe_vocab None) or a BPE of `bpe_vocab` tokens, as one
     chunk c1 of `steps` steps that takes its val loss at its end, where its cosine ends."""
-    params = yaml.safe_load(SHIPPED.read_text())
-    params["data"]["source"] = "data/text.txt"
+    params = recipe_params(steps)
     if bpe_vocab:
         params["data"].update(tokenizer="bpe", vocab_size=bpe_vocab)
-    params["synthetic"] = {"n_samples": 10, "n_features": 1, "noise": 0.1}  # Project.generate runs synthesize too
     train = params["train"]
-    train.update(device="cpu", eval_every=steps, schedule={**train["schedule"], "warmup": warmup, "total": steps},
+    train.update(eval_every=steps, schedule={**train["schedule"], "warmup": warmup},
                  chunks={"c1": {"from": "init", "steps": steps}})
     return params
 
@@ -94,9 +92,7 @@ def split_tokens(dataset: Path, split: str) -> tuple[np.ndarray, int]:
     """A split's token ids and the number of characters they decode to."""
     transform = read_dataset(dataset).transform
     tokens = np.fromfile(dataset / f"{split}.bin", dtype=token_type(vocab_size(transform)))
-    if transform.get("tokenizer") is not None:
-        return tokens, len(read_tokenizer(transform["tokenizer"]).decode(tokens.tolist(), skip_special_tokens=False))
-    return tokens, len(tokens)  # a token per character
+    return tokens, len(decode(tokens.tolist(), transform))
 
 
 def compare(work: Path, corpus: Path, steps: int, bpe_vocabs: tuple[int, ...] = VOCAB_SIZES,

@@ -3,11 +3,13 @@
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from chunktrain.data.specs import DataSpec
 from chunktrain.recipe.errors import run_stage
 from chunktrain.data.dataset import make_splits, parquet_bytes, write_dataset
 from chunktrain.data.text import make_tokens
-from chunktrain.recipe.splits import read_dataset, vocab_size
+from chunktrain.recipe.splits import token_type, vocab_size
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         tokens, transform = make_tokens(spec.data, sources)
         files = {f"{split}.bin": (ids.tobytes() for ids in pieces) for split, pieces in tokens.items()}
         dataset_id = write_dataset(files, transform, args.out)  # encodes the text as it writes
-        dataset = read_dataset(args.out)
-        sizes = {split: f"{len(dataset.split(split)):,} tokens" for split in tokens}
+        item = np.dtype(token_type(vocab_size(transform))).itemsize
+        sizes = {split: f"{(args.out / f'{split}.bin').stat().st_size // item:,} tokens" for split in tokens}
         summary = (f"{len(transform['vocab'])} characters in the vocabulary" if "vocab" in transform
                    else f"{vocab_size(transform):,} tokens in the vocabulary ({spec.data.tokenizer})")
         if spec.data.is_folder:
